@@ -1,0 +1,263 @@
+"""Label vocabularies and the per-image VFM label store.
+
+Vocabularies
+------------
+A :class:`Vocabulary` names the ids a label source produces and maps each id to the nuScenes
+16-class evaluation id (``0`` = ignore) through the ``to_eval`` lookup array.
+
+``SEEM17``
+    The camera-ready OLIVINE labels (SEEM Focal-L, ``demo_code/utils/constants.py``): the 16
+    nuScenes class names in SEEM's own order (**not** the lidarseg evaluation order) plus
+    ``"background"``. Ids 0..16; ``16 = background`` is the explicit unlabelled id.
+
+    Reference quirk, documented deviation: the reference SEEM script leaves *unpainted* pixels at
+    0, which collides with ``barrier`` (id 0). Labels written by this toolkit (the synthetic world,
+    the ``make-labels`` recipe) use 16 for unlabelled pixels. Downloaded reference ``camseg`` PNGs
+    keep the collision; nothing here can undo it.
+
+``GSAM14``
+    The Grounded-SAM labels of the arXiv-v1 era: 0 = background/unlabelled, then the 13 prompt
+    classes in prompt order (barrier=1 ... building=13).
+
+``NUSCENES16``
+    The nuScenes lidarseg evaluation classes: 0 = ignore, then the 16 classes in lidarseg
+    evaluation order (barrier=1 ... vegetation=16). ``to_eval`` is the identity.
+
+Label store
+-----------
+:class:`LabelStore` keeps one single-channel uint8 PNG per camera image at
+``<root>/camseg/<CAMERA>/<image stem>.png`` (the reference layout, where ``samples`` is replaced by
+``camseg`` and ``.jpg`` by ``.png``). Reads validate every id against the store's vocabulary;
+writes are atomic (temporary file in the same folder, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "GSAM14",
+    "NUSCENES16",
+    "SEEM17",
+    "VOCABULARIES",
+    "LabelStore",
+    "Vocabulary",
+    "get_vocabulary",
+]
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """A label space: ``class_names[i]`` is the name of id ``i``.
+
+    Attributes:
+        name: registry name (``"seem17"``, ...).
+        class_names: one name per id, ids ``0 .. len(class_names) - 1``.
+        unlabelled_id: the id that means "no label" (background / ignore).
+        to_eval: ``(len(class_names),)`` int64 read-only array mapping an id of this vocabulary to
+            the nuScenes 16-class evaluation id (0 = ignore). Use ``vocab.to_eval[ids]``.
+    """
+
+    name: str
+    class_names: tuple[str, ...]
+    unlabelled_id: int
+    to_eval: np.ndarray = field(compare=False, hash=False, repr=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.class_names)
+        if n == 0 or n > 256:
+            raise ValueError(f"vocabulary {self.name!r}: expected 1..256 classes, got {n}")
+        if not 0 <= self.unlabelled_id < n:
+            raise ValueError(
+                f"vocabulary {self.name!r}: unlabelled_id must lie in [0, {n}), "
+                f"got {self.unlabelled_id}"
+            )
+        table = np.asarray(self.to_eval, dtype=np.int64).copy()
+        if table.shape != (n,):
+            raise ValueError(
+                f"vocabulary {self.name!r}: to_eval expected shape ({n},), got {table.shape}"
+            )
+        if table.min() < 0 or table.max() > 16:
+            raise ValueError(f"vocabulary {self.name!r}: to_eval ids must lie in [0, 16]")
+        table.setflags(write=False)
+        object.__setattr__(self, "to_eval", table)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of ids, including the unlabelled one."""
+        return len(self.class_names)
+
+    def validate_ids(self, ids: np.ndarray, what: str) -> None:
+        """Raise ``ValueError`` naming ``what`` if any id in ``ids`` is outside the vocabulary."""
+        if ids.size == 0:
+            return
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= self.num_classes:
+            bad = np.unique(ids[(ids < 0) | (ids >= self.num_classes)])
+            raise ValueError(
+                f"{what}: label ids {bad[:10].tolist()} are outside vocabulary {self.name!r} "
+                f"(expected 0..{self.num_classes - 1})"
+            )
+
+
+NUSCENES16 = Vocabulary(
+    name="nuscenes16",
+    class_names=(
+        "ignore", "barrier", "bicycle", "bus", "car", "construction_vehicle", "motorcycle",
+        "pedestrian", "traffic_cone", "trailer", "truck", "driveable_surface", "other_flat",
+        "sidewalk", "terrain", "manmade", "vegetation",
+    ),
+    unlabelled_id=0,
+    to_eval=np.arange(17),
+)
+
+_EVAL = {name: i for i, name in enumerate(NUSCENES16.class_names)}
+
+SEEM17 = Vocabulary(
+    name="seem17",
+    class_names=(
+        "barrier", "bicycle", "bus", "car", "truck", "trailer", "motorcycle",
+        "construction_vehicle", "pedestrian", "traffic_cone", "road", "sidewalk", "terrain",
+        "vegetation", "building", "other ground", "background",
+    ),
+    unlabelled_id=16,
+    to_eval=np.array([
+        _EVAL["barrier"], _EVAL["bicycle"], _EVAL["bus"], _EVAL["car"], _EVAL["truck"],
+        _EVAL["trailer"], _EVAL["motorcycle"], _EVAL["construction_vehicle"],
+        _EVAL["pedestrian"], _EVAL["traffic_cone"], _EVAL["driveable_surface"],
+        _EVAL["sidewalk"], _EVAL["terrain"], _EVAL["vegetation"], _EVAL["manmade"],
+        _EVAL["other_flat"], 0,
+    ]),
+)
+
+GSAM14 = Vocabulary(
+    name="gsam14",
+    class_names=(
+        "background", "barrier", "bicycle", "bus", "car", "motorcycle", "pedestrian",
+        "traffic_cone", "truck", "road", "sidewalk", "terrain", "vegetation", "building",
+    ),
+    unlabelled_id=0,
+    to_eval=np.array([
+        0, _EVAL["barrier"], _EVAL["bicycle"], _EVAL["bus"], _EVAL["car"], _EVAL["motorcycle"],
+        _EVAL["pedestrian"], _EVAL["traffic_cone"], _EVAL["truck"], _EVAL["driveable_surface"],
+        _EVAL["sidewalk"], _EVAL["terrain"], _EVAL["vegetation"], _EVAL["manmade"],
+    ]),
+)
+
+VOCABULARIES: dict[str, Vocabulary] = {v.name: v for v in (SEEM17, GSAM14, NUSCENES16)}
+
+
+def get_vocabulary(name: str | Vocabulary) -> Vocabulary:
+    """Return the registered vocabulary ``name`` (case-insensitive); a Vocabulary passes through.
+
+    Raises:
+        ValueError: unknown name; the message lists the known ones.
+    """
+    if isinstance(name, Vocabulary):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"vocabulary: expected a name or a Vocabulary, got {type(name).__name__}")
+    try:
+        return VOCABULARIES[name.lower()]
+    except KeyError:
+        raise ValueError(
+            f"unknown vocabulary {name!r}; known: {sorted(VOCABULARIES)}"
+        ) from None
+
+
+class LabelStore:
+    """One uint8 PNG of VFM class ids per camera image, under ``<root>/camseg/<CAMERA>/``.
+
+    Args:
+        root: dataset root; labels live in ``root/camseg``.
+        vocabulary: ids read or written are checked against it (default SEEM17).
+    """
+
+    def __init__(self, root: str | os.PathLike[str], vocabulary: str | Vocabulary = "seem17"):
+        self.root = Path(root)
+        self.vocabulary = get_vocabulary(vocabulary)
+
+    def __repr__(self) -> str:
+        return f"LabelStore(root={str(self.root)!r}, vocabulary={self.vocabulary.name!r})"
+
+    def path(self, camera: str, image_filename: str | os.PathLike[str]) -> Path:
+        """``<root>/camseg/<camera>/<stem of image_filename>.png``.
+
+        ``image_filename`` may be a bare name or a path (``samples/CAM_FRONT/x.jpg``); only its
+        stem is used.
+        """
+        if not camera or "/" in camera or "\\" in camera or camera in (".", ".."):
+            raise ValueError(f"label store: invalid camera name {camera!r}")
+        stem = Path(image_filename).stem
+        if not stem:
+            raise ValueError(f"label store: empty image filename for camera {camera!r}")
+        return self.root / "camseg" / camera / f"{stem}.png"
+
+    def exists(self, camera: str, image_filename: str | os.PathLike[str]) -> bool:
+        """Whether the label PNG of this image exists."""
+        return self.path(camera, image_filename).is_file()
+
+    def read(
+        self,
+        camera: str,
+        image_filename: str | os.PathLike[str],
+        expected_shape: tuple[int, int] | None = None,
+    ) -> np.ndarray:
+        """Read the ``(H, W)`` uint8 label image.
+
+        Raises:
+            FileNotFoundError: no label file for this image (the message names the path).
+            ValueError: not a single-channel 8-bit image, wrong ``expected_shape``, or ids outside
+                the vocabulary.
+        """
+        from PIL import Image
+
+        p = self.path(camera, image_filename)
+        if not p.is_file():
+            raise FileNotFoundError(f"VFM label file not found: {p}")
+        try:
+            with Image.open(p) as im:
+                if im.mode not in ("L", "P"):
+                    raise ValueError(
+                        f"{p}: expected a single-channel 8-bit PNG (mode L), got mode {im.mode}"
+                    )
+                arr = np.array(im, dtype=np.uint8)
+        except OSError as exc:
+            raise ValueError(f"{p}: cannot decode label PNG ({exc})") from exc
+        if expected_shape is not None and arr.shape != tuple(expected_shape):
+            raise ValueError(
+                f"{p}: label image has shape {arr.shape}, expected {tuple(expected_shape)} "
+                "(the size of the camera image it labels)"
+            )
+        self.vocabulary.validate_ids(arr, str(p))
+        return arr
+
+    def write(
+        self, camera: str, image_filename: str | os.PathLike[str], labels: np.ndarray
+    ) -> Path:
+        """Write ``labels`` (``(H, W)`` integer ids of the vocabulary) atomically; return the path."""
+        from PIL import Image
+
+        p = self.path(camera, image_filename)
+        arr = np.asarray(labels)
+        if arr.ndim != 2:
+            raise ValueError(f"{p}: labels must be a 2-D (H, W) array, got shape {arr.shape}")
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"{p}: labels must have an integer dtype, got {arr.dtype}")
+        self.vocabulary.validate_ids(arr, str(p))
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=".png.tmp", dir=p.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                Image.fromarray(arr.astype(np.uint8)).save(fh, format="PNG")
+            os.replace(tmp, p)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return p
