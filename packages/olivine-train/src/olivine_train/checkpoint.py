@@ -1,0 +1,213 @@
+"""Checkpoints: atomic writes, exact resume, backbone export.
+
+A training checkpoint (``last.pt`` / ``best.pt``) is a dict of tensors and plain Python values
+(loadable with ``torch.load(..., weights_only=True)``)::
+
+    format      "olivine-train/1"
+    kind        "pretrain" | "downstream"
+    model_name  point encoder name (e.g. "minkunet34c"), checked on resume
+    config      the resolved config as a nested dict
+    model       state dict of the trainable modules
+    optimizer, scheduler, scaler   their state dicts (scaler may be None)
+    vmf         state dict of the vMF class prior (pretraining) or None
+    step, epoch, step_in_epoch, best_metric
+    rng         python / numpy / torch (+ cuda) RNG states and named torch generators
+
+``backbone.pt`` holds only the point encoder (``{"format": "olivine-backbone/1", "model_name",
+"in_channels", "state_dict"}``) and is what downstream recipes load with
+``olivine_models.load_matching_state``.
+
+Every file is written to a temporary name in the same folder, flushed, then ``os.replace``d, so a
+crash mid-write never leaves a truncated ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "BACKBONE_FORMAT",
+    "CHECKPOINT_FORMAT",
+    "CheckpointError",
+    "atomic_save",
+    "capture_rng",
+    "load_backbone_state",
+    "load_checkpoint",
+    "load_strict",
+    "restore_rng",
+    "save_backbone",
+]
+
+CHECKPOINT_FORMAT = "olivine-train/1"
+BACKBONE_FORMAT = "olivine-backbone/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable, or does not match the model/config."""
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to ``path`` via a temporary file + ``os.replace`` (atomic on POSIX)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def capture_rng(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
+    """All RNG states needed for an exact resume (weights_only-loadable types only)."""
+    np_state: tuple[Any, ...] = tuple(np.random.get_state(legacy=True))
+    py_version, py_state, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
+        "numpy": {
+            "kind": str(np_state[0]),
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "generators": {k: g.get_state() for k, g in (generators or {}).items()},
+    }
+    return state
+
+
+def restore_rng(
+    state: dict[str, Any], generators: dict[str, torch.Generator] | None = None
+) -> None:
+    """Inverse of :func:`capture_rng`."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    npst = state["numpy"]
+    np.random.set_state(
+        (
+            npst["kind"],
+            npst["keys"].numpy().astype(np.uint32),
+            npst["pos"],
+            npst["has_gauss"],
+            npst["cached_gaussian"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    for name, gen in (generators or {}).items():
+        if name not in state.get("generators", {}):
+            raise CheckpointError(f"checkpoint has no state for generator {name!r}")
+        gen.set_state(state["generators"][name])
+
+
+def load_checkpoint(
+    path: str | Path,
+    *,
+    expect_kind: str | None = None,
+    expect_model: str | None = None,
+) -> dict[str, Any]:
+    """Load a training checkpoint (``weights_only=True``) and check its kind and model name."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the file name
+        raise CheckpointError(f"{path}: cannot read checkpoint ({exc})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        fmt = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(
+            f"{path}: expected an {CHECKPOINT_FORMAT!r} training checkpoint, got format {fmt!r}"
+        )
+    if expect_kind is not None and ckpt.get("kind") != expect_kind:
+        raise CheckpointError(
+            f"{path}: expected a {expect_kind!r} checkpoint, got {ckpt.get('kind')!r}"
+        )
+    if expect_model is not None and ckpt.get("model_name") != expect_model:
+        raise CheckpointError(
+            f"{path}: checkpoint was trained with point encoder {ckpt.get('model_name')!r}, "
+            f"but the config asks for {expect_model!r}"
+        )
+    return ckpt
+
+
+def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """``load_state_dict(strict=True)`` with a readable error listing missing/unexpected keys."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shape = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in set(own) & set(state)
+        if hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)
+    )
+    if missing or unexpected or shape:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s) (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(
+                f"{len(unexpected)} unexpected key(s) (e.g. {', '.join(unexpected[:3])})"
+            )
+        if shape:
+            parts.append(f"{len(shape)} shape mismatch(es) (e.g. {shape[0]})")
+        raise CheckpointError(f"{what} does not match the model: " + "; ".join(parts))
+    module.load_state_dict(state)
+
+
+
+def save_backbone(
+    path: str | Path, backbone: torch.nn.Module, model_name: str, in_channels: int
+) -> Path:
+    """Export the point encoder alone (``backbone.pt``)."""
+    state = {k: v.detach().cpu() for k, v in backbone.state_dict().items()}
+    return atomic_save(
+        {
+            "format": BACKBONE_FORMAT,
+            "model_name": model_name,
+            "in_channels": int(in_channels),
+            "state_dict": state,
+        },
+        path,
+    )
+
+
+def load_backbone_state(path: str | Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    """Point-encoder state dict from ``backbone.pt`` or a pretraining ``last.pt``/``best.pt``.
+
+    Returns (state_dict, model_name). For a training checkpoint the ``backbone.`` prefix of the
+    pretraining module is stripped."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"pretrained weights {str(path)!r} do not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{path}: cannot read weights ({exc})") from exc
+    if isinstance(obj, dict) and obj.get("format") == BACKBONE_FORMAT:
+        return dict(obj["state_dict"]), obj.get("model_name")
+    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
+        prefix = "backbone."
+        state = {k[len(prefix):]: v for k, v in obj["model"].items() if k.startswith(prefix)}
+        if not state:
+            raise CheckpointError(f"{path}: training checkpoint holds no 'backbone.*' weights")
+        return state, obj.get("model_name")
+    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return dict(obj), None
+    raise CheckpointError(
+        f"{path}: expected {BACKBONE_FORMAT!r}, {CHECKPOINT_FORMAT!r} or a plain state dict"
+    )

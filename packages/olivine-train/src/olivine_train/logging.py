@@ -1,0 +1,132 @@
+"""Run logging: TensorBoard scalars and images, a JSONL metrics file, tqdm progress (rank 0).
+
+Layout of a run folder::
+
+    <run dir>/config.yaml      resolved config
+    <run dir>/metrics.jsonl    one JSON object per logged step / evaluation
+    <run dir>/tb/              TensorBoard event files
+    <run dir>/last.pt, best.pt, backbone.pt
+
+On ranks other than 0 :class:`RunLogger` does nothing (``enabled=False``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["RunLogger", "draw_pairs_image", "read_jsonl"]
+
+# 20 distinct colours (tab20-like), used cyclically for label ids.
+_PALETTE = np.array(
+    [
+        [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
+        [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207],
+        [174, 199, 232], [255, 187, 120], [152, 223, 138], [255, 152, 150], [197, 176, 213],
+        [196, 156, 148], [247, 182, 210], [199, 199, 199], [219, 219, 141], [158, 218, 229],
+    ],
+    dtype=np.uint8,
+)
+
+
+def draw_pairs_image(
+    image: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, labels: torch.Tensor | None
+) -> np.ndarray:
+    """(H, W, 3) uint8: the camera image (3, H, W) in [0, 1] darkened, with each paired pixel
+    painted in the colour of its VFM label (3x3 dots)."""
+    img = (image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255 * 0.6)
+    img = img.astype(np.uint8)
+    h, w = img.shape[:2]
+    r = rows.detach().cpu().long().numpy()
+    c = cols.detach().cpu().long().numpy()
+    lab = (
+        labels.detach().cpu().long().numpy()
+        if labels is not None
+        else np.zeros_like(r)
+    )
+    colours = _PALETTE[lab % len(_PALETTE)]
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            rr = np.clip(r + dr, 0, h - 1)
+            cc = np.clip(c + dc, 0, w - 1)
+            img[rr, cc] = colours
+    return img
+
+
+class RunLogger:
+    """TensorBoard + JSONL logger for one run folder; inert when ``enabled`` is False."""
+
+    def __init__(self, run_dir: str | Path, enabled: bool = True, flush_secs: int = 10) -> None:
+        self.run_dir = Path(run_dir)
+        self.enabled = enabled
+        self.tb_dir = self.run_dir / "tb"
+        self.jsonl_path = self.run_dir / "metrics.jsonl"
+        self._writer: Any = None
+        self._jsonl: Any = None
+        self._t0 = time.perf_counter()
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._writer = SummaryWriter(log_dir=str(self.tb_dir), flush_secs=flush_secs)
+            self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
+
+    def scalars(self, step: int, values: dict[str, float], *, kind: str = "train") -> None:
+        """Log scalars under ``<kind>/<name>`` to TensorBoard and one JSONL record."""
+        if not self.enabled:
+            return
+        clean: dict[str, float | None] = {}
+        for name, value in values.items():
+            v = float(value)
+            self._writer.add_scalar(f"{kind}/{name}", v, step)
+            clean[name] = v if math.isfinite(v) else None
+        record = {"kind": kind, "step": int(step), "time": time.perf_counter() - self._t0, **clean}
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()
+
+    def event(self, step: int, kind: str, payload: dict[str, Any]) -> None:
+        """A free-form JSONL record (e.g. an evaluation table); not sent to TensorBoard."""
+        if not self.enabled:
+            return
+        self._jsonl.write(json.dumps({"kind": kind, "step": int(step), **payload}) + "\n")
+        self._jsonl.flush()
+
+    def image(self, step: int, tag: str, image_hwc: np.ndarray) -> None:
+        if not self.enabled:
+            return
+        self._writer.add_image(tag, image_hwc, step, dataformats="HWC")
+
+    def text(self, step: int, tag: str, text: str) -> None:
+        if not self.enabled:
+            return
+        self._writer.add_text(tag, text, step)
+
+    def flush(self) -> None:
+        if self.enabled:
+            self._writer.flush()
+            self._jsonl.flush()
+
+    def close(self) -> None:
+        if self.enabled and self._writer is not None:
+            self._writer.close()
+            self._jsonl.close()
+            self._writer = None
+            self.enabled = False
+
+
+def read_jsonl(path: str | Path, kind: str | None = None) -> list[dict[str, Any]]:
+    """Records of a ``metrics.jsonl`` file (optionally only those of one ``kind``)."""
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                rec = json.loads(line)
+                if kind is None or rec.get("kind") == kind:
+                    out.append(rec)
+    return out
