@@ -1,0 +1,77 @@
+"""Validated low-level readers shared by the dataset readers. Every error names the file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["read_point_file", "read_rgb_image", "read_label_file"]
+
+
+def _require_file(path: Path, what: str) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+
+
+def read_point_file(
+    path: str | os.PathLike[str], num_fields: int, keep: int = 4
+) -> np.ndarray:
+    """Read a float32 point file of ``num_fields`` values per point; return ``(N, keep)`` float32.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the size is not a multiple of ``4 * num_fields`` bytes (truncated or of another
+            layout), or some coordinates are NaN/inf.
+    """
+    p = Path(path)
+    _require_file(p, "point file")
+    size = p.stat().st_size
+    stride = 4 * num_fields
+    if size % stride != 0:
+        raise ValueError(
+            f"{p}: size {size} bytes is not a multiple of {stride} "
+            f"({num_fields} float32 per point): truncated or wrong format"
+        )
+    pts = np.fromfile(p, dtype=np.float32).reshape(-1, num_fields)[:, :keep]
+    pts = np.ascontiguousarray(pts)
+    check_finite_points(pts, str(p))
+    return pts
+
+
+def check_finite_points(points: np.ndarray, what: str) -> None:
+    """Raise ``ValueError`` naming ``what`` if any value is NaN or infinite."""
+    finite = np.isfinite(points)
+    if not finite.all():
+        bad = int((~finite).any(axis=1).sum())
+        raise ValueError(f"{what}: {bad} of {points.shape[0]} points have NaN/inf values")
+
+
+def read_rgb_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image as ``(H, W, 3)`` uint8 RGB."""
+    from PIL import Image
+
+    p = Path(path)
+    _require_file(p, "image")
+    try:
+        with Image.open(p) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except OSError as exc:
+        raise ValueError(f"{p}: cannot decode image ({exc})") from exc
+
+
+def read_label_file(
+    path: str | os.PathLike[str], dtype: np.dtype | type, num_points: int
+) -> np.ndarray:
+    """Read a per-point label file of ``dtype`` and check it has ``num_points`` entries."""
+    p = Path(path)
+    _require_file(p, "label file")
+    itemsize = np.dtype(dtype).itemsize
+    size = p.stat().st_size
+    if size % itemsize != 0 or size // itemsize != num_points:
+        raise ValueError(
+            f"{p}: {size} bytes = {size / itemsize:g} labels of {np.dtype(dtype)}, "
+            f"expected {num_points} (one per point of the scan)"
+        )
+    return np.fromfile(p, dtype=dtype)

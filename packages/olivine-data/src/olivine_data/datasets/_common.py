@@ -1,0 +1,67 @@
+"""Scene/frame selection helpers shared by the dataset readers."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["SPLITS_FILENAME", "read_scene_splits", "every_nth", "check_skip"]
+
+SPLITS_FILENAME = "olivine_splits.json"
+
+
+def read_scene_splits(root: str | os.PathLike[str]) -> dict[str, list[str]]:
+    """Read ``<root>/olivine_splits.json``: ``{"train": [scene names], "val": [...], ...}``.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: not a JSON object of lists of strings.
+    """
+    p = Path(root) / SPLITS_FILENAME
+    if not p.is_file():
+        raise FileNotFoundError(f"scene split file not found: {p}")
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{p}: invalid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: expected a JSON object of split name -> scene list")
+    out: dict[str, list[str]] = {}
+    for key, names in data.items():
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"{p}: split {key!r} must be a list of scene names (strings)")
+        out[str(key)] = list(names)
+    return out
+
+
+def check_skip(skip: int) -> int:
+    """Validate a label-fraction step (keep every ``skip``-th scene/frame)."""
+    if isinstance(skip, bool) or not isinstance(skip, int):
+        raise TypeError(f"skip: expected an int >= 1, got {type(skip).__name__}")
+    if skip < 1:
+        raise ValueError(f"skip: expected an int >= 1, got {skip}")
+    return skip
+
+
+def every_nth(items: Sequence[str], skip: int, what: str) -> list[str]:
+    """Keep every ``skip``-th item, counting from 1 as the reference does (items ``skip-1``,
+    ``2*skip-1``, ...). If that leaves nothing (fewer than ``skip`` items), fall back to the first
+    item with a warning: the reference's hard-coded ``scene-0392`` fallback, made generic.
+    """
+    skip = check_skip(skip)
+    if not items:
+        raise ValueError(f"{what}: nothing to select from")
+    if skip == 1:
+        return list(items)
+    kept = [x for i, x in enumerate(items) if (i + 1) % skip == 0]
+    if not kept:
+        warnings.warn(
+            f"{what}: skip={skip} keeps none of {len(items)} items; falling back to the first "
+            f"({items[0]!r})",
+            stacklevel=3,
+        )
+        kept = [items[0]]
+    return kept
