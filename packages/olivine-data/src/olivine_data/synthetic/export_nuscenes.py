@@ -1,0 +1,264 @@
+"""Write a synthetic world as a nuScenes(-lidarseg) dataset folder that the devkit loads.
+
+Layout of ``out_dir``::
+
+    <version>/{attribute,calibrated_sensor,category,ego_pose,instance,log,map,sample,
+               sample_annotation,sample_data,scene,sensor,visibility,lidarseg}.json
+    samples/LIDAR_TOP/<log>__LIDAR_TOP__<timestamp>.pcd.bin     float32 x5 (x, y, z, intensity, ring)
+    samples/CAM_*/<log>__CAM_*__<timestamp>.jpg                  JPEG (quality from the config)
+    lidarseg/<version>/<lidar sample_data token>_lidarseg.bin    uint8 32-class index per point
+    camseg/CAM_*/<image stem>.png                                simulated VFM labels (SEEM17)
+    gt/camseg/CAM_*/<image stem>.png                             ground-truth labels (SEEM17)
+    maps/<map token>.png                                         placeholder map mask
+    olivine_splits.json                                          {"train": [...], "val": [...]}
+    synthetic_world.json                                         the generating config
+
+Tokens are md5 digests of ``(seed, kind, key)``, so equal configs give byte-identical folders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from olivine_data.labels import LabelStore
+from olivine_data.synthetic.config import SyntheticWorldConfig
+from olivine_data.synthetic.materials import NUSCENES_LIDARSEG_CATEGORIES
+from olivine_data.synthetic.sensors import (
+    NUSCENES_CALIBRATION,
+    matrix_to_quaternion,
+    scaled_intrinsics,
+)
+from olivine_data.synthetic.world import Keyframe, World, generate_world
+
+__all__ = ["export_nuscenes", "token"]
+
+_ATTRIBUTES = (
+    ("vehicle.moving", "Vehicle is moving."),
+    ("vehicle.stopped", "Vehicle, with a driver/rider in/on it, is currently stationary."),
+    ("vehicle.parked", "Vehicle is stationary (usually for longer duration) with no immediate "
+                       "intent to move."),
+    ("cycle.with_rider", "There is someone riding a bicycle or motorcycle."),
+    ("cycle.without_rider", "There is NO rider on a bicycle or motorcycle."),
+    ("pedestrian.sitting_lying_down", "The human is sitting or lying down."),
+    ("pedestrian.standing", "The human is standing."),
+    ("pedestrian.moving", "The human is moving."),
+)
+_VISIBILITY = (
+    ("1", "v0-40", "visibility of whole object is between 0 and 40%"),
+    ("2", "v40-60", "visibility of whole object is between 40 and 60%"),
+    ("3", "v60-80", "visibility of whole object is between 60 and 80%"),
+    ("4", "v80-100", "visibility of whole object is between 80 and 100%"),
+)
+#: Annotations are written for objects within this horizontal range of the LiDAR [m].
+ANNOTATION_RANGE = 60.0
+
+
+def token(*key: object) -> str:
+    """Deterministic 32-hex-digit token of ``key``."""
+    return hashlib.md5("/".join(str(k) for k in key).encode()).hexdigest()
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1) + "\n")
+
+
+def _jpeg(image: np.ndarray, quality: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _pose_record(tok: str, timestamp: int, pose: np.ndarray) -> dict[str, Any]:
+    return {"token": tok, "timestamp": timestamp,
+            "rotation": list(matrix_to_quaternion(pose[:3, :3])),
+            "translation": [float(v) for v in pose[:3, 3]]}
+
+
+class _Tables:
+    def __init__(self) -> None:
+        self.t: dict[str, list[dict[str, Any]]] = {name: [] for name in (
+            "attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map",
+            "sample", "sample_annotation", "sample_data", "scene", "sensor", "visibility",
+            "lidarseg")}
+
+
+def export_nuscenes(
+    config: SyntheticWorldConfig,
+    out_dir: str | os.PathLike[str],
+    progress: bool = True,
+    world: World | None = None,
+) -> Path:
+    """Render ``config`` and write it to ``out_dir`` in nuScenes format; return ``out_dir``.
+
+    ``NuScenes(version=config.version, dataroot=out_dir)`` loads the result, with lidarseg.
+    """
+    from tqdm import tqdm
+
+    world = world or generate_world(config)
+    seed = config.seed
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    version = config.version
+    tables = _Tables().t
+    vfm_store = LabelStore(root)
+    gt_store = LabelStore(root / "gt")
+
+    # -- static tables ------------------------------------------------------------------------------
+    cat_tok = {name: token("category", name) for name in NUSCENES_LIDARSEG_CATEGORIES}
+    tables["category"] = [{"token": cat_tok[name], "name": name, "description": name,
+                           "index": i} for i, name in enumerate(NUSCENES_LIDARSEG_CATEGORIES)]
+    attr_tok = {name: token("attribute", name) for name, _ in _ATTRIBUTES}
+    tables["attribute"] = [{"token": attr_tok[n], "name": n, "description": d}
+                           for n, d in _ATTRIBUTES]
+    tables["visibility"] = [{"description": d, "token": t, "level": lvl}
+                            for t, lvl, d in _VISIBILITY]
+    channels = ("LIDAR_TOP", *config.cameras)
+    sensor_tok = {ch: token("sensor", ch) for ch in channels}
+    calib_tok = {ch: token(seed, "calibrated_sensor", ch) for ch in channels}
+    k_scaled = {}
+    for ch in channels:
+        calib = NUSCENES_CALIBRATION[ch]
+        tables["sensor"].append({"token": sensor_tok[ch], "channel": ch,
+                                 "modality": "lidar" if ch == "LIDAR_TOP" else "camera"})
+        intrinsic: list[list[float]] = []
+        if ch != "LIDAR_TOP":
+            k_scaled[ch] = scaled_intrinsics(ch, config.image_size)
+            intrinsic = [[float(v) for v in row] for row in k_scaled[ch]]
+        tables["calibrated_sensor"].append({
+            "token": calib_tok[ch], "sensor_token": sensor_tok[ch],
+            "translation": list(calib.translation), "rotation": list(calib.rotation),
+            "camera_intrinsic": intrinsic})
+    map_tok = token(seed, "map")
+    log_toks = [token(seed, "log", s) for s in range(config.scenes)]
+    tables["map"] = [{"token": map_tok, "category": "semantic_prior",
+                      "filename": f"maps/{map_tok}.png", "log_tokens": log_toks}]
+    map_png = io.BytesIO()
+    Image.fromarray(np.zeros((2, 2), dtype=np.uint8)).save(map_png, format="PNG")
+    _write_bytes(root / "maps" / f"{map_tok}.png", map_png.getvalue())
+
+    total = config.scenes * config.samples_per_scene
+    bar = tqdm(total=total, desc="synthetic nuScenes", unit="keyframe", disable=not progress)
+    for s, layout in enumerate(world.layouts):
+        log_name = world.scene_name(s)
+        logfile = f"{log_name}-{layout.start_us}"
+        tables["log"].append({"token": log_toks[s], "logfile": logfile, "vehicle": "synth",
+                              "date_captured": "2018-08-01", "location": "synthetic"})
+        sample_toks = [token(seed, "sample", s, k) for k in range(config.samples_per_scene)]
+        ann_by_instance: dict[int, list[str]] = {}
+        by_token: dict[str, dict[str, Any]] = {}
+        prev_sd: dict[str, str] = {}
+        scene_tok = token(seed, "scene", s)
+        for k in range(config.samples_per_scene):
+            kf: Keyframe = world.render_keyframe(s, k)
+            tables["sample"].append({
+                "token": sample_toks[k], "timestamp": kf.lidar.timestamp_us,
+                "prev": sample_toks[k - 1] if k > 0 else "",
+                "next": sample_toks[k + 1] if k + 1 < config.samples_per_scene else "",
+                "scene_token": scene_tok})
+            frames: list[tuple[str, int, np.ndarray, str]] = []
+            # LiDAR
+            lidar_sd = token(seed, "sample_data", s, k, "LIDAR_TOP")
+            fname = f"samples/LIDAR_TOP/{logfile}__LIDAR_TOP__{kf.lidar.timestamp_us}.pcd.bin"
+            _write_bytes(root / fname, kf.lidar.points.astype(np.float32).tobytes())
+            frames.append(("LIDAR_TOP", kf.lidar.timestamp_us, kf.lidar.ego_pose, fname))
+            lidarseg_name = f"{lidar_sd}_lidarseg.bin"
+            _write_bytes(root / "lidarseg" / version / lidarseg_name, kf.lidar.lidarseg.tobytes())
+            tables["lidarseg"].append({"token": lidar_sd, "sample_data_token": lidar_sd,
+                                       "filename": f"lidarseg/{version}/{lidarseg_name}"})
+            # cameras
+            for cam in kf.cameras:
+                fname = f"samples/{cam.channel}/{logfile}__{cam.channel}__{cam.timestamp_us}.jpg"
+                _write_bytes(root / fname, _jpeg(cam.image, config.jpeg_quality))
+                vfm_store.write(cam.channel, fname, cam.vfm_labels)
+                gt_store.write(cam.channel, fname, cam.gt_labels)
+                frames.append((cam.channel, cam.timestamp_us, cam.ego_pose, fname))
+            for ch, ts, pose, fname in frames:
+                sd_tok = token(seed, "sample_data", s, k, ch)
+                tables["ego_pose"].append(_pose_record(sd_tok, ts, pose))
+                is_cam = ch != "LIDAR_TOP"
+                rec = {
+                    "token": sd_tok, "sample_token": sample_toks[k], "ego_pose_token": sd_tok,
+                    "calibrated_sensor_token": calib_tok[ch], "timestamp": ts,
+                    "fileformat": "jpg" if is_cam else "pcd", "is_key_frame": True,
+                    "height": config.image_size[1] if is_cam else 0,
+                    "width": config.image_size[0] if is_cam else 0,
+                    "filename": fname, "prev": prev_sd.get(ch, ""), "next": ""}
+                if ch in prev_sd:
+                    by_token[prev_sd[ch]]["next"] = sd_tok
+                prev_sd[ch] = sd_tok
+                by_token[sd_tok] = rec
+                tables["sample_data"].append(rec)
+            _annotate(world, s, k, kf, sample_toks[k], attr_tok, tables, ann_by_instance, by_token)
+            bar.update(1)
+        for inst_id, anns in ann_by_instance.items():
+            obj = next(o for o in layout.objects if o.instance == inst_id)
+            tables["instance"].append({
+                "token": token(seed, "instance", s, inst_id), "category_token": cat_tok[
+                    obj.category], "nbr_annotations": len(anns),
+                "first_annotation_token": anns[0], "last_annotation_token": anns[-1]})
+        tables["scene"].append({
+            "token": scene_tok, "log_token": log_toks[s], "nbr_samples": config.samples_per_scene,
+            "first_sample_token": sample_toks[0], "last_sample_token": sample_toks[-1],
+            "name": log_name,
+            "description": f"Synthetic road patch {s} (seed {seed}), "
+                           f"{len(layout.objects)} objects"})
+    bar.close()
+
+    for name, rows in tables.items():
+        _write_json(root / version / f"{name}.json", rows)
+    _write_json(root / "olivine_splits.json", world.splits)
+    meta = asdict(config)
+    meta["format"] = "nuscenes"
+    _write_json(root / "synthetic_world.json", meta)
+    return root
+
+
+def _annotate(
+    world: World, scene: int, sample: int, kf: Keyframe, sample_tok: str,
+    attr_tok: dict[str, str], tables: dict[str, list[dict[str, Any]]],
+    ann_by_instance: dict[int, list[str]], by_token: dict[str, dict[str, Any]],
+) -> None:
+    """Append sample_annotation records for objects near the ego with at least one LiDAR point."""
+    seed = world.config.seed
+    layout = world.layouts[scene]
+    s2g = layout.scene_to_global()
+    ego = world.ego_to_scene(scene, kf.lidar.timestamp_us)
+    ids, counts = np.unique(kf.lidar.instance, return_counts=True)
+    n_pts = dict(zip(ids.tolist(), counts.tolist()))
+    for obj in layout.objects:
+        dx, dy = obj.center[0] - ego[0, 3], obj.center[1] - ego[1, 3]
+        if dx * dx + dy * dy > ANNOTATION_RANGE**2 or n_pts.get(obj.instance, 0) == 0:
+            continue
+        anns = ann_by_instance.setdefault(obj.instance, [])
+        tok = token(seed, "sample_annotation", scene, sample, obj.instance)
+        centre = s2g @ np.array([*obj.center, 1.0])
+        yaw = obj.yaw + layout.global_yaw
+        rot = (float(np.cos(yaw / 2)), 0.0, 0.0, float(np.sin(yaw / 2)))
+        rec = {
+            "token": tok, "sample_token": sample_tok,
+            "instance_token": token(seed, "instance", scene, obj.instance),
+            "visibility_token": "4",
+            "attribute_tokens": [attr_tok[obj.attribute]] if obj.attribute else [],
+            "translation": [float(v) for v in centre[:3]], "size": list(obj.size),
+            "rotation": list(rot), "prev": anns[-1] if anns else "", "next": "",
+            "num_lidar_pts": int(n_pts[obj.instance]), "num_radar_pts": 0}
+        if anns:
+            by_token[anns[-1]]["next"] = tok
+        anns.append(tok)
+        by_token[tok] = rec
+        tables["sample_annotation"].append(rec)
