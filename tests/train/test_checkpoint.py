@@ -29,14 +29,22 @@ def test_rng_round_trip_through_weights_only_file(tmp_path: Path) -> None:
     torch.manual_seed(4)
     state = capture_rng({"pairs": gen})
     atomic_save({"format": CHECKPOINT_FORMAT, "kind": "pretrain", "rng": state}, tmp_path / "a.pt")
-    expected = (random.random(), np.random.rand(), torch.rand(1).item(),
-                torch.rand(1, generator=gen).item())
+    expected = (
+        random.random(),
+        np.random.rand(),
+        torch.rand(1).item(),
+        torch.rand(1, generator=gen).item(),
+    )
     random.random(), np.random.rand(), torch.rand(3)  # disturb everything
     torch.rand(5, generator=gen)
     loaded = load_checkpoint(tmp_path / "a.pt", expect_kind="pretrain")
     restore_rng(loaded["rng"], {"pairs": gen})
-    got = (random.random(), np.random.rand(), torch.rand(1).item(),
-           torch.rand(1, generator=gen).item())
+    got = (
+        random.random(),
+        np.random.rand(),
+        torch.rand(1).item(),
+        torch.rand(1, generator=gen).item(),
+    )
     assert got == expected
 
 

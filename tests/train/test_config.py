@@ -17,10 +17,18 @@ from olivine_train.config import (
 )
 
 REQUIRED = {
-    "olivine_nuscenes", "ppkt_nuscenes", "slidr_nuscenes", "linear_probe_nuscenes",
-    "finetune_nuscenes_1pct", "finetune_nuscenes_5pct", "finetune_nuscenes_10pct",
-    "finetune_nuscenes_25pct", "finetune_nuscenes_100pct", "finetune_semantickitti_1pct",
-    "olivine_kitti", "demo",
+    "olivine_nuscenes",
+    "ppkt_nuscenes",
+    "slidr_nuscenes",
+    "linear_probe_nuscenes",
+    "finetune_nuscenes_1pct",
+    "finetune_nuscenes_5pct",
+    "finetune_nuscenes_10pct",
+    "finetune_nuscenes_25pct",
+    "finetune_nuscenes_100pct",
+    "finetune_semantickitti_1pct",
+    "olivine_kitti",
+    "demo",
 }
 
 

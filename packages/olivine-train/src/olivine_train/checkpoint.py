@@ -160,14 +160,11 @@ def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: s
         if missing:
             parts.append(f"{len(missing)} missing key(s) (e.g. {', '.join(missing[:3])})")
         if unexpected:
-            parts.append(
-                f"{len(unexpected)} unexpected key(s) (e.g. {', '.join(unexpected[:3])})"
-            )
+            parts.append(f"{len(unexpected)} unexpected key(s) (e.g. {', '.join(unexpected[:3])})")
         if shape:
             parts.append(f"{len(shape)} shape mismatch(es) (e.g. {shape[0]})")
         raise CheckpointError(f"{what} does not match the model: " + "; ".join(parts))
     module.load_state_dict(state)
-
 
 
 def save_backbone(
@@ -202,7 +199,7 @@ def load_backbone_state(path: str | Path) -> tuple[dict[str, torch.Tensor], str 
         return dict(obj["state_dict"]), obj.get("model_name")
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
         prefix = "backbone."
-        state = {k[len(prefix):]: v for k, v in obj["model"].items() if k.startswith(prefix)}
+        state = {k[len(prefix) :]: v for k, v in obj["model"].items() if k.startswith(prefix)}
         if not state:
             raise CheckpointError(f"{path}: training checkpoint holds no 'backbone.*' weights")
         return state, obj.get("model_name")

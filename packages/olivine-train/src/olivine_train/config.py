@@ -444,8 +444,10 @@ def _check_values(cfg: Config, problems: list[str], check_paths: bool) -> None:
     if cfg.recipe == "pretrain":
         weights = [lo.ppnce_weight, lo.sup_weight, lo.vmf_weight, lo.superpixel_weight]
         if all(isinstance(w, (int, float)) for w in weights) and not any(w > 0 for w in weights):
-            problems.append("loss: every term has weight 0; switch on at least one of "
-                            "ppnce_weight, sup_weight, vmf_weight, superpixel_weight")
+            problems.append(
+                "loss: every term has weight 0; switch on at least one of "
+                "ppnce_weight, sup_weight, vmf_weight, superpixel_weight"
+            )
     positive("optim.lr", o.lr)
     if o.lr_head is not None:
         positive("optim.lr_head", o.lr_head)
@@ -525,9 +527,7 @@ def _check_registries(cfg: Config, problems: list[str]) -> None:
             )
 
 
-def validate(
-    raw: dict[str, Any], *, check_paths: bool = True, source: str = "config"
-) -> Config:
+def validate(raw: dict[str, Any], *, check_paths: bool = True, source: str = "config") -> Config:
     """Build a :class:`Config` from a nested dict, raising one :class:`ConfigError` with all
     problems (unknown keys, wrong types, bad values, missing paths)."""
     problems: list[str] = []

@@ -51,8 +51,8 @@ class DistInfo:
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``."""
     if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device(
-            "cpu"
+        return (
+            torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
         )
     if name == "cuda":
         if not torch.cuda.is_available():
@@ -185,7 +185,7 @@ class ResumableSampler(torch.utils.data.Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         order = self._order().reshape(self.batches_per_epoch, self.world_size, self.batch_size)
-        mine = order[self.skip_batches:, self.rank, :].reshape(-1)
+        mine = order[self.skip_batches :, self.rank, :].reshape(-1)
         return iter(int(i) for i in mine)
 
     def __len__(self) -> int:

@@ -26,10 +26,26 @@ __all__ = ["RunLogger", "draw_pairs_image", "read_jsonl"]
 # 20 distinct colours (tab20-like), used cyclically for label ids.
 _PALETTE = np.array(
     [
-        [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
-        [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207],
-        [174, 199, 232], [255, 187, 120], [152, 223, 138], [255, 152, 150], [197, 176, 213],
-        [196, 156, 148], [247, 182, 210], [199, 199, 199], [219, 219, 141], [158, 218, 229],
+        [31, 119, 180],
+        [255, 127, 14],
+        [44, 160, 44],
+        [214, 39, 40],
+        [148, 103, 189],
+        [140, 86, 75],
+        [227, 119, 194],
+        [127, 127, 127],
+        [188, 189, 34],
+        [23, 190, 207],
+        [174, 199, 232],
+        [255, 187, 120],
+        [152, 223, 138],
+        [255, 152, 150],
+        [197, 176, 213],
+        [196, 156, 148],
+        [247, 182, 210],
+        [199, 199, 199],
+        [219, 219, 141],
+        [158, 218, 229],
     ],
     dtype=np.uint8,
 )
@@ -40,16 +56,12 @@ def draw_pairs_image(
 ) -> np.ndarray:
     """(H, W, 3) uint8: the camera image (3, H, W) in [0, 1] darkened, with each paired pixel
     painted in the colour of its VFM label (3x3 dots)."""
-    img = (image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255 * 0.6)
+    img = image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255 * 0.6
     img = img.astype(np.uint8)
     h, w = img.shape[:2]
     r = rows.detach().cpu().long().numpy()
     c = cols.detach().cpu().long().numpy()
-    lab = (
-        labels.detach().cpu().long().numpy()
-        if labels is not None
-        else np.zeros_like(r)
-    )
+    lab = labels.detach().cpu().long().numpy() if labels is not None else np.zeros_like(r)
     colours = _PALETTE[lab % len(_PALETTE)]
     for dr in (-1, 0, 1):
         for dc in (-1, 0, 1):

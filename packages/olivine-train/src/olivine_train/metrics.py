@@ -112,29 +112,36 @@ class ConfusionMatrix:
 
     def scores(self, class_names: list[str] | tuple[str, ...] | None = None) -> SegmentationScores:
         iou, miou = iou_from_confusion(self.matrix, self.ignore_index)
-        names = list(class_names) if class_names is not None else [
-            str(i) for i in range(self.num_classes)
-        ]
+        names = (
+            list(class_names)
+            if class_names is not None
+            else [str(i) for i in range(self.num_classes)]
+        )
         if len(names) != self.num_classes:
-            raise ValueError(
-                f"class_names: expected {self.num_classes} names, got {len(names)}"
-            )
+            raise ValueError(f"class_names: expected {self.num_classes} names, got {len(names)}")
         total = self.matrix.sum()
         acc = float(np.diag(self.matrix).sum() / total) if total else float("nan")
         return SegmentationScores(
-            class_names=tuple(names), iou=iou, miou=miou, accuracy=acc, num_points=int(total)
+            class_names=tuple(names),
+            iou=iou,
+            miou=miou,
+            accuracy=acc,
+            num_points=int(total),
+            present=self.matrix.sum(1) > 0,
         )
 
 
 @dataclass(frozen=True)
 class SegmentationScores:
-    """IoU per class (NaN for the ignored class), mIoU, point accuracy, evaluated point count."""
+    """IoU per class (NaN for the ignored class), mIoU, point accuracy, evaluated point count,
+    and which classes occur in the ground truth (``present``)."""
 
     class_names: tuple[str, ...]
     iou: np.ndarray
     miou: float
     accuracy: float
     num_points: int
+    present: np.ndarray | None = None
 
     def as_dict(self) -> dict[str, float]:
         out = {"miou": self.miou, "accuracy": self.accuracy}
@@ -199,4 +206,3 @@ def cross_entropy_lovasz(
         ce = logits.sum() * 0.0
     lov = lovasz_softmax(F.softmax(logits.float(), dim=1), labels, ignore_index)
     return ce + lovasz_weight * lov, ce, lov
-

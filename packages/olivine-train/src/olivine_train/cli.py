@@ -1,0 +1,258 @@
+"""The ``olivine-train`` command line.
+
+Subcommands (``olivine-train <cmd> --help`` for each)::
+
+    pretrain CONFIG [key=value ...]        image-to-LiDAR pretraining (OLIVINE / PPKT / SLidR)
+    finetune CONFIG [key=value ...]        fine-tuning or linear probing + validation mIoU
+    evaluate CHECKPOINT [key=value ...]    validation mIoU of a downstream checkpoint
+    make-labels ...                        VFM camera labels (SAM), resumable and shardable
+    demo [--out DIR] [key=value ...]       synthetic world -> pretrain -> linear probes -> table
+    validate-config CONFIG [key=value ...] report every problem of a config at once
+    ls                                     shipped configs and registered models
+
+CONFIG is a shipped config name (``olivine-train ls``) or a YAML path. Multi-GPU / multi-process:
+``torchrun --nproc_per_node N -m olivine_train.cli pretrain CONFIG ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from olivine_train.config import ConfigError, list_configs, load_config
+
+__all__ = ["build_parser", "main"]
+
+_OVERRIDES_HELP = (
+    "config overrides as dotted key=value pairs, values parsed as YAML "
+    "(e.g. optim.lr=0.1 data.batch_size=8 loss.vmf_weight=0 run.resume=auto)"
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="olivine-train",
+        description="OLIVINE image-to-LiDAR pretraining and LiDAR segmentation downstream.",
+        epilog="Run 'olivine-train ls' for the shipped configs; 'olivine-train demo' for a "
+        "5-minute end-to-end run on a synthetic world.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain a LiDAR backbone by distilling a frozen image encoder",
+        description="Pretrain a sparse 3D backbone against a frozen 2D teacher. Writes "
+        "<run.out_dir>/<run.name>/{config.yaml,metrics.jsonl,tb/,last.pt,backbone.pt}. "
+        "Resume with run.resume=auto (or a path to last.pt).",
+    )
+    p.add_argument("config", help="shipped config name (e.g. olivine_nuscenes) or YAML path")
+    p.add_argument("overrides", nargs="*", help=_OVERRIDES_HELP)
+
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune or linearly probe a backbone for semantic segmentation",
+        description="Downstream semantic segmentation (downstream.mode=finetune|linear_probe), "
+        "CE + Lovasz-softmax, evaluated by point-level mIoU (class 0 ignored). Load pretrained "
+        "weights with downstream.pretrained=<pretrain run>/backbone.pt.",
+    )
+    p.add_argument("config", help="e.g. finetune_nuscenes_1pct, linear_probe_nuscenes, or a YAML")
+    p.add_argument("overrides", nargs="*", help=_OVERRIDES_HELP)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a downstream checkpoint (per-class IoU and mIoU)",
+        description="Load a downstream last.pt/best.pt, rebuild the model from its embedded config "
+        "and evaluate on the validation split (point-level, class 0 ignored).",
+    )
+    p.add_argument("checkpoint", help="downstream checkpoint (last.pt or best.pt)")
+    p.add_argument("overrides", nargs="*", help=_OVERRIDES_HELP + "; e.g. data.root=/other/path")
+
+    p = sub.add_parser(
+        "make-labels",
+        help="write VFM camera labels with SAM (resumable, shardable)",
+        description="Run the SAM labeler over every keyframe camera image of a nuScenes-format "
+        "dataset and write <out>/camseg/<CAM>/<stem>.png (atomic writes). Images whose PNG exists "
+        "are skipped, so an interrupted run resumes; --shard i/n processes every n-th image "
+        "starting at i, so n processes cover the dataset without overlap.",
+    )
+    p.add_argument("--root", required=True, help="nuScenes dataroot")
+    p.add_argument("--version", default="v1.0-trainval", help="table folder (default %(default)s)")
+    p.add_argument("--split", default=None, help="scene split (olivine_splits.json or devkit)")
+    p.add_argument("--scenes", nargs="*", default=None, help="explicit scene names")
+    p.add_argument("--cameras", nargs="*", default=None, help="camera channels (default: all 6)")
+    p.add_argument("--out", required=True, help="label store root (camseg/ is created inside)")
+    p.add_argument(
+        "--mode",
+        choices=["refine", "box"],
+        default="refine",
+        help="refine: prompt SAM with boxes around each class region of existing "
+        "coarse labels (--coarse-root); box: fixed boxes (--boxes-json)",
+    )
+    p.add_argument("--coarse-root", default=None, help="label store with coarse labels (refine)")
+    p.add_argument("--boxes-json", default=None, help="JSON list of [x0,y0,x1,y1,class] (box)")
+    p.add_argument("--sam-variant", default="vit_b", help="vit_b | vit_l | vit_h | tiny")
+    p.add_argument("--sam-checkpoint", default=None, help="SAM weights (None: random init)")
+    p.add_argument("--vocabulary", default="seem17", help="label vocabulary (default %(default)s)")
+    p.add_argument("--shard", default="0/1", help="i/n: this process's shard (default %(default)s)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--limit", type=int, default=None, help="stop after this many new images")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser(
+        "demo",
+        help="end-to-end OLIVINE demo on a synthetic world (~5 min on 2 CPU cores)",
+        description="Make a small synthetic nuScenes-format world (unless --world exists), "
+        "pretrain a tiny MinkUNet with OLIVINE against a randomly initialised resnet18_dilated "
+        "teacher, linearly probe the pretrained and a random backbone, print per-class IoU/mIoU.",
+    )
+    p.add_argument("--out", default="olivine-demo", help="output folder (default %(default)s)")
+    p.add_argument("--world", default=None, help="existing synthetic world (default <out>/world)")
+    p.add_argument("overrides", nargs="*", help=_OVERRIDES_HELP + " (applied to the demo config)")
+
+    p = sub.add_parser(
+        "validate-config",
+        help="check a config and print the resolved YAML",
+        description="Load a config with overrides, report every problem at once (unknown keys "
+        "with suggestions, wrong types, bad values, missing paths); print the resolved YAML.",
+    )
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", help=_OVERRIDES_HELP)
+    p.add_argument("--no-check-paths", action="store_true", help="do not require paths to exist")
+
+    sub.add_parser(
+        "ls",
+        help="list shipped configs and registered models",
+        description="Shipped configs with their descriptions, point encoders and image encoders.",
+    )
+    return parser
+
+
+def _print_err(msg: str) -> None:
+    print(f"olivine-train: error: {msg}", file=sys.stderr)
+
+
+def _cmd_ls() -> int:
+    from olivine_train.config import load_config as _load
+
+    print("configs:")
+    for name in list_configs():
+        cfg = _load(name, check_paths=False)
+        print(f"  {name:<30} [{cfg.recipe}] {cfg.description}")
+    try:
+        from olivine_models import list_image_encoders, list_point_encoders
+    except ImportError as exc:  # pragma: no cover - olivine-models is a dependency
+        _print_err(f"olivine-models not importable: {exc}")
+        return 1
+    print("point encoders:  " + ", ".join(list_point_encoders()))
+    print("image encoders:  " + ", ".join(list_image_encoders()))
+    return 0
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i_text, n_text = text.split("/")
+        i, n = int(i_text), int(n_text)
+    except ValueError:
+        raise ValueError(f"--shard: expected i/n (e.g. 0/4), got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"--shard: need 0 <= i < n, got {text!r}")
+    return i, n
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = build_parser().parse_args(list(argv) if argv is not None else None)
+    try:
+        if args.command == "ls":
+            return _cmd_ls()
+        if args.command == "validate-config":
+            import yaml
+
+            from olivine_train.config import config_to_dict
+
+            cfg = load_config(args.config, args.overrides, check_paths=not args.no_check_paths)
+            print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+            print(f"# {args.config}: OK", file=sys.stderr)
+            return 0
+        if args.command == "pretrain":
+            from olivine_train.recipes.pretrain import run_pretrain
+
+            cfg = load_config(args.config, args.overrides)
+            res = run_pretrain(cfg)
+            print(
+                f"[olivine-train] pretraining finished at step {res.step} "
+                f"({res.wall_time_s:.1f} s); backbone: {res.run_dir}/backbone.pt, "
+                f"TensorBoard: {res.run_dir}/tb"
+            )
+            return 0
+        if args.command == "finetune":
+            from olivine_train.recipes.downstream import format_scores, run_downstream
+
+            cfg = load_config(args.config, args.overrides)
+            down = run_downstream(cfg)
+            if down.scores is not None:
+                print(format_scores(down.scores, f"validation ({cfg.downstream.mode})"))
+            print(f"[olivine-train] run folder: {down.run_dir}")
+            return 0
+        if args.command == "evaluate":
+            from olivine_train.recipes.downstream import format_scores, run_evaluate
+
+            ev = run_evaluate(args.checkpoint, args.overrides)
+            if ev.scores is not None:
+                print(format_scores(ev.scores, f"validation ({args.checkpoint})"))
+            return 0
+        if args.command == "make-labels":
+            from olivine_train.recipes.make_labels import run_make_labels
+
+            shard = _parse_shard(args.shard)
+            summary = run_make_labels(
+                root=args.root,
+                version=args.version,
+                split=args.split,
+                scenes=args.scenes,
+                cameras=args.cameras,
+                out=args.out,
+                mode=args.mode,
+                coarse_root=args.coarse_root,
+                boxes_json=args.boxes_json,
+                sam_variant=args.sam_variant,
+                sam_checkpoint=args.sam_checkpoint,
+                vocabulary=args.vocabulary,
+                shard=shard,
+                device=args.device,
+                limit=args.limit,
+                progress=not args.no_progress,
+            )
+            print(f"[olivine-train] make-labels shard {shard[0]}/{shard[1]}: {summary}")
+            return 0
+        if args.command == "demo":
+            from olivine_train.recipes.demo import run_demo
+
+            demo = run_demo(args.out, args.world, args.overrides)
+            print()
+            print("Linear probing on the synthetic validation scenes (IoU %, class 0 ignored):")
+            print(demo.table)
+            print()
+            print(f"teacher:          {demo.teacher}")
+            print(f"world:            {demo.world}")
+            print(f"pretraining run:  {demo.pretrain.run_dir} (step {demo.pretrain.step})")
+            print(f"  checkpoints:    {demo.pretrain.run_dir}/last.pt, backbone.pt")
+            print(f"  TensorBoard:    tensorboard --logdir {demo.pretrain.run_dir}/tb")
+            print(f"probe runs:       {demo.probe_pretrained.run_dir}, {demo.probe_random.run_dir}")
+            print(f"wall time:        {demo.wall_time_s:.1f} s")
+            return 0
+    except ConfigError as exc:
+        _print_err(str(exc))
+        return 2
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        _print_err(f"{type(exc).__name__}: {exc}")
+        return 1
+    _print_err(f"unknown command {args.command!r}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Pieces shared by the recipes: runtime set-up, seeding, seeded datasets, optimiser, schedule."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from olivine_train.config import Config, OptimConfig, save_config
+from olivine_train.distributed import DistInfo, resolve_dtype, setup
+
+__all__ = [
+    "NonFiniteLossError",
+    "Runtime",
+    "SeededDataset",
+    "StepCallback",
+    "build_optimizer",
+    "build_scheduler",
+    "check_finite",
+    "make_runtime",
+    "seed_everything",
+]
+
+StepCallback = Callable[[int, dict[str, float]], None]
+"""Called after every optimiser step with (global step, logged scalars)."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN/inf; the run stops and ``last.pt`` keeps the last good state."""
+
+
+@dataclass
+class Runtime:
+    """Resolved once at recipe start: ranks, device, autocast dtype, run folder."""
+
+    dist: DistInfo
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    run_dir: Path
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist.is_main
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Mixed-precision context (a no-op in fp32)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """Enabled only for fp16 (bf16 and fp32 need no loss scaling)."""
+        enabled = self.amp_dtype == torch.float16
+        return torch.amp.GradScaler(self.device.type, enabled=enabled)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch global RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def make_runtime(cfg: Config) -> Runtime:
+    """Process group (under torchrun), device, dtype, seeds; rank 0 writes ``config.yaml``."""
+    info = setup(cfg.run.device)
+    amp = resolve_dtype(cfg.run.precision, info.device)
+    seed_everything(cfg.run.seed + info.rank)
+    if cfg.run.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    run_dir = cfg.run_dir
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    return Runtime(dist=info, device=info.device, amp_dtype=amp, run_dir=run_dir)
+
+
+class SeededDataset(torch.utils.data.Dataset[Any]):
+    """Wraps a dataset and a transform ``transform(sample, generator)``: sample ``i`` of epoch
+    ``e`` is augmented with ``np.random.default_rng([seed, e, i])``, independent of worker count,
+    rank and iteration order, so a resumed run sees exactly the same augmented samples."""
+
+    def __init__(
+        self,
+        base: Any,
+        transform: Callable[[Any, np.random.Generator], Any] | None,
+        seed: int,
+        limit: int | None = None,
+    ) -> None:
+        self.base = base
+        self.transform = transform
+        self.seed = int(seed)
+        self.epoch = 0
+        self.limit = limit
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        n = len(self.base)
+        return min(n, self.limit) if self.limit is not None else n
+
+    def __getitem__(self, index: int) -> Any:
+        sample = self.base[index]
+        if self.transform is None:
+            return sample
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        return self.transform(sample, rng)
+
+    def __iter__(self) -> Iterator[Any]:
+        for i in range(len(self)):
+            yield self[i]
+
+
+def build_optimizer(groups: list[dict[str, Any]], optim: OptimConfig) -> torch.optim.Optimizer:
+    """SGD with the config's momentum, dampening and weight decay (each group may set ``lr``)."""
+    return torch.optim.SGD(
+        groups,
+        lr=optim.lr,
+        momentum=optim.momentum,
+        dampening=optim.dampening,
+        weight_decay=optim.weight_decay,
+    )
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, total_steps: int, kind: str
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Cosine annealing to 0 over ``total_steps`` optimiser steps (or constant).
+
+    Stepped per optimiser step; at epoch boundaries it equals the reference's per-epoch
+    ``CosineAnnealingLR(T_max=epochs)``."""
+    total = max(int(total_steps), 1)
+
+    def factor(step: int) -> float:
+        if kind == "constant":
+            return 1.0
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def check_finite(step: int, parts: dict[str, torch.Tensor], run_dir: Path) -> None:
+    """Raise :class:`NonFiniteLossError` naming the offending loss terms."""
+    bad = {k: float(v) for k, v in parts.items() if not bool(torch.isfinite(v).all())}
+    if bad:
+        desc = ", ".join(f"{k}={v}" for k, v in bad.items())
+        raise NonFiniteLossError(
+            f"non-finite loss at step {step}: {desc}. Training stopped; the last good checkpoint "
+            f"is {run_dir / 'last.pt'} (lower optim.lr or check the inputs)."
+        )

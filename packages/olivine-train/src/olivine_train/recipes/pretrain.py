@@ -1,0 +1,523 @@
+"""Image-to-LiDAR pretraining (OLIVINE, PPKT, SLidR-style) with a frozen 2D teacher.
+
+Per optimiser step and per rank (digest §2-§3):
+
+* ``L_PPNCE``: InfoNCE (3D anchors vs 2D candidates, tau 0.07) on ``loss.num_pairs`` uniformly
+  drawn point-pixel pairs, through the pp heads;
+* ``L_sup``: the semantic contrastive loss (positives = pairs with the same VFM label, matched
+  pixel included, sum inside the log) on ``loss.num_pairs`` DCAS (or uniform) pairs, through the
+  sem heads;
+* ``L_kl``: the vMF class prior on the 3D sem features of *all* pairs: EMA-updated during the
+  first ``loss.vmf_warmup_steps`` steps (loss 0), frozen and applied afterwards;
+* ``L_sp`` (SLidR-style, ``loss.superpixel_weight``): superpixel-pooled InfoNCE where a superpixel
+  is the set of pairs of one image sharing a VFM label (see the README for the limitation);
+
+``total = w_pp L_PPNCE + w_sup L_sup + w_kl L_kl + w_sp L_sp``; a weight of 0 skips the term (and
+its heads are not built). Pair indices are drawn from a dedicated ``torch.Generator`` whose state is
+checkpointed, so a resumed run draws the same pairs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from olivine_train.checkpoint import (
+    CHECKPOINT_FORMAT,
+    atomic_save,
+    capture_rng,
+    load_checkpoint,
+    load_strict,
+    restore_rng,
+    save_backbone,
+)
+from olivine_train.config import Config, config_to_dict
+from olivine_train.distributed import ResumableSampler, cleanup
+from olivine_train.logging import RunLogger, draw_pairs_image
+from olivine_train.recipes.common import (
+    Runtime,
+    SeededDataset,
+    StepCallback,
+    build_optimizer,
+    build_scheduler,
+    check_finite,
+    make_runtime,
+)
+
+__all__ = ["PretrainNet", "PretrainResult", "PretrainStepOutput", "Pretrainer", "run_pretrain"]
+
+
+class PretrainNet(nn.Module):
+    """Trainable part of pretraining: 3D backbone + 3D/2D pp and sem heads (the teacher is not
+    part of it: it is frozen and not checkpointed)."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        image_channels: int,
+        image_stride: int,
+        head_dim: int,
+        *,
+        pp: bool,
+        sem_3d: bool,
+        sem_2d: bool,
+    ) -> None:
+        from olivine_models import ImageHead, PointHead
+
+        super().__init__()
+        self.backbone = backbone
+        c3 = int(backbone.out_channels)  # type: ignore[arg-type]
+        self.point_pp = PointHead(c3, head_dim) if pp else None
+        self.image_pp = ImageHead(image_channels, head_dim, upsample=image_stride) if pp else None
+        self.point_sem = PointHead(c3, head_dim) if sem_3d else None
+        self.image_sem = (
+            ImageHead(image_channels, head_dim, upsample=image_stride) if sem_2d else None
+        )
+
+    def forward(
+        self,
+        coords: torch.Tensor,
+        feats: torch.Tensor,
+        spatial_shape: tuple[int, int, int],
+        batch_size: int,
+        teacher_feats: torch.Tensor,
+        image_size: tuple[int, int],
+    ) -> dict[str, torch.Tensor]:
+        """Voxel features of both 3D heads and full-resolution maps of both 2D heads."""
+        v = self.backbone(coords, feats, spatial_shape, batch_size)
+        out: dict[str, torch.Tensor] = {}
+        if self.point_pp is not None and self.image_pp is not None:
+            out["k_pp"] = self.point_pp(v)
+            out["q_pp"] = self.image_pp(teacher_feats, output_size=image_size)
+        if self.point_sem is not None:
+            out["k_sem"] = self.point_sem(v)
+        if self.image_sem is not None:
+            out["q_sem"] = self.image_sem(teacher_feats, output_size=image_size)
+        return out
+
+
+@dataclass
+class PretrainStepOutput:
+    """What one step computed: the total, each weighted-term's raw value, the pair indices."""
+
+    total: torch.Tensor
+    parts: dict[str, torch.Tensor]
+    indices: dict[str, torch.Tensor]
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class PretrainResult:
+    """Returned by :func:`run_pretrain`."""
+
+    run_dir: str
+    step: int
+    epoch: int
+    last_losses: dict[str, float]
+    state_dict: dict[str, torch.Tensor]
+    wall_time_s: float
+
+
+def pixel_features(maps: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+    """Gather (P, D) features from (B, D, H, W) maps at ``pixels`` (P, 3) = [image, row, col]."""
+    return maps[pixels[:, 0], :, pixels[:, 1], pixels[:, 2]]
+
+
+def build_pretrain_dataset(cfg: Config, split: str = "train") -> Any:
+    """The raw (un-augmented) pretraining dataset named by ``cfg.data``."""
+    from olivine_data import datasets
+
+    d = cfg.data
+    label_root = d.label_root if d.label_root is not None else d.root
+    if d.dataset == "nuscenes":
+        scenes = d.train_scenes if split == "train" else d.val_scenes
+        return datasets.NuScenesPretrainDataset(
+            d.root,
+            d.version,
+            scenes=scenes,
+            split=None
+            if scenes is not None
+            else (d.train_split if split == "train" else d.val_split),
+            label_store=label_root,
+            vocabulary=d.vocabulary,
+            cameras=tuple(d.cameras),
+        )
+    if d.dataset == "kitti":
+        from olivine_data.datasets.semantickitti import semantickitti_split
+
+        config = datasets.load_semantickitti_config()
+        name = d.train_split if split == "train" else d.val_split
+        return datasets.KittiPretrainDataset(
+            d.root,
+            sequences=semantickitti_split(name, config),
+            label_store=label_root,
+            vocabulary=d.vocabulary,
+        )
+    raise ValueError(
+        f"data.dataset: {d.dataset!r} has no cameras; pretraining needs nuscenes/kitti"
+    )
+
+
+def build_pretrain_transform(cfg: Config) -> Any:
+    """Seeded augmentation (``transform(sample, generator)``) or the plain resize."""
+    from olivine_data import transforms
+
+    h, w = cfg.data.image_size
+    if cfg.data.augment:
+        return transforms.PretrainAugmentation(crop_size=(h, w))
+    return transforms.ResizeImages(h, w)
+
+
+class Pretrainer:
+    """Holds the models, optimiser, prior and data of one pretraining run."""
+
+    def __init__(self, cfg: Config, rt: Runtime) -> None:
+        from olivine_data.collate import Collator
+        from olivine_data.labels import get_vocabulary
+        from olivine_losses import VMFClassPrior
+        from olivine_models import create_image_encoder, create_point_encoder
+
+        self.cfg = cfg
+        self.rt = rt
+        lo = cfg.loss
+        self.vocab = get_vocabulary(cfg.data.vocabulary)
+        self.num_classes = len(self.vocab.class_names)
+        device = rt.device
+
+        self.teacher = create_image_encoder(
+            cfg.model.image_encoder, weights=cfg.model.image_weights
+        )
+        self.teacher.to(device).eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+
+        backbone = create_point_encoder(cfg.model.point_encoder, in_channels=cfg.model.in_channels)
+        uses_pp = lo.ppnce_weight > 0 or lo.superpixel_weight > 0
+        self.net = PretrainNet(
+            backbone,
+            int(self.teacher.out_channels),
+            int(self.teacher.stride),
+            cfg.model.head_dim,
+            pp=uses_pp,
+            sem_3d=lo.sup_weight > 0 or lo.vmf_weight > 0,
+            sem_2d=lo.sup_weight > 0,
+        ).to(device)
+        if cfg.model.sync_bn and rt.dist.distributed:
+            if device.type == "cuda":
+                self.net = nn.SyncBatchNorm.convert_sync_batchnorm(self.net)
+            elif rt.is_main:
+                print("[olivine-train] model.sync_bn ignored: torch SyncBatchNorm needs CUDA")
+        self.model: nn.Module = self.net
+        if rt.dist.distributed:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.net,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=lo.vmf_weight > 0 and lo.sup_weight == 0,
+            )
+        group = None
+        if rt.dist.distributed:
+            import torch.distributed as dist
+
+            group = dist.group.WORLD
+        self.prior = VMFClassPrior(
+            self.num_classes,
+            cfg.model.head_dim,
+            decay=lo.vmf_decay,
+            warmup_steps=lo.vmf_warmup_steps,
+            bias_correction=lo.vmf_bias_correction,
+            process_group=group,
+        ).to(device)
+        self.pair_gen = torch.Generator().manual_seed(cfg.run.seed * 1000 + rt.dist.rank)
+
+        self.collator = Collator(
+            mode=cfg.data.voxel_mode,
+            voxel_size=tuple(cfg.data.voxel_size),
+            feature=cfg.data.feature,
+        )
+        self.dataset = SeededDataset(
+            build_pretrain_dataset(cfg, "train"),
+            build_pretrain_transform(cfg),
+            seed=cfg.run.seed,
+            limit=cfg.data.max_samples,
+        )
+        per_rank = max(cfg.data.batch_size // rt.dist.world_size, 1)
+        self.sampler = ResumableSampler(
+            len(self.dataset),
+            per_rank,
+            rank=rt.dist.rank,
+            world_size=rt.dist.world_size,
+            seed=cfg.run.seed,
+        )
+        self.per_rank_batch = per_rank
+        self.steps_per_epoch = self.sampler.batches_per_epoch
+        self.total_steps = cfg.optim.epochs * self.steps_per_epoch
+        if cfg.optim.max_steps is not None:
+            self.total_steps = min(self.total_steps, cfg.optim.max_steps)
+        self.optimizer = build_optimizer(
+            [{"params": [p for p in self.net.parameters() if p.requires_grad]}], cfg.optim
+        )
+        self.scheduler = build_scheduler(self.optimizer, self.total_steps, cfg.optim.scheduler)
+        self.scaler = rt.grad_scaler()
+        self.step = 0
+        self.epoch = 0
+        self.step_in_epoch = 0
+
+    # ------------------------------------------------------------------ losses
+    def compute(self, batch: Any) -> PretrainStepOutput:
+        """Forward pass and loss decomposition for one collated :class:`PretrainBatch`."""
+        from olivine_data.sampling import dcas_sample, uniform_pairs
+        from olivine_losses import info_nce, semantic_contrastive, superpixel_info_nce
+
+        lo = self.cfg.loss
+        rt = self.rt
+        images = batch.images
+        with rt.autocast():
+            with torch.no_grad():
+                teacher_feats = self.teacher(images)
+            out = self.model(
+                batch.voxel_coords,
+                batch.voxel_features,
+                tuple(batch.spatial_shape),
+                int(batch.batch_size),
+                teacher_feats,
+                (int(images.shape[-2]), int(images.shape[-1])),
+            )
+        out = {k: v.float() for k, v in out.items()}
+        pv = batch.pair_voxels
+        px = batch.pair_pixels
+        labels = batch.pair_labels
+        num_pairs = int(pv.shape[0])
+        if num_pairs == 0:
+            raise ValueError(f"batch {batch.tokens}: no point-pixel pairs")
+        m = min(lo.num_pairs, num_pairs)
+        parts: dict[str, torch.Tensor] = {}
+        indices: dict[str, torch.Tensor] = {}
+        feats: dict[str, torch.Tensor] = {}
+        weights: dict[str, float] = {}
+        dev = pv.device
+        if lo.ppnce_weight > 0:
+            idx = uniform_pairs(num_pairs, m, self.pair_gen).to(dev)
+            k = out["k_pp"][pv[idx]]
+            q = pixel_features(out["q_pp"], px[idx])
+            parts["ppnce"] = info_nce(k, q, temperature=lo.temperature)
+            indices["ppnce"] = idx
+            feats.update(ppnce_k=k, ppnce_q=q)
+            weights["ppnce"] = lo.ppnce_weight
+        if lo.sup_weight > 0 or lo.vmf_weight > 0:
+            if labels is None:
+                raise ValueError(
+                    "loss.sup_weight / loss.vmf_weight need VFM labels (pair_labels is None): "
+                    "run `olivine-train make-labels` or set data.label_root"
+                )
+        if lo.sup_weight > 0:
+            if lo.sup_sampling == "dcas":
+                idx = dcas_sample(batch.pair_range_bins, labels, m, self.pair_gen).to(dev)
+            else:
+                idx = uniform_pairs(num_pairs, m, self.pair_gen).to(dev)
+            k = out["k_sem"][pv[idx]]
+            q = pixel_features(out["q_sem"], px[idx])
+            parts["sup"] = semantic_contrastive(k, q, labels[idx], temperature=lo.temperature)
+            indices["sup"] = idx
+            feats.update(sup_k=k, sup_q=q)
+            weights["sup"] = lo.sup_weight
+        if lo.vmf_weight > 0:
+            z = out["k_sem"][pv]
+            parts["vmf"] = self.prior(z, labels).to(z.dtype)
+            weights["vmf"] = lo.vmf_weight
+            feats["vmf_z"] = z
+        if lo.superpixel_weight > 0:
+            if labels is None:
+                raise ValueError("loss.superpixel_weight needs VFM labels for the superpixels")
+            seg = px[:, 0] * self.num_classes + labels
+            parts["superpixel"] = superpixel_info_nce(
+                out["k_pp"][pv],
+                pixel_features(out["q_pp"], px),
+                seg,
+                seg,
+                temperature=lo.temperature,
+            )
+            weights["superpixel"] = lo.superpixel_weight
+        total = sum((weights[k] * v for k, v in parts.items()), torch.zeros((), device=dev))
+        return PretrainStepOutput(total=total, parts=parts, indices=indices, features=feats)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "kind": "pretrain",
+            "model_name": self.cfg.model.point_encoder,
+            "config": config_to_dict(self.cfg),
+            "model": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "vmf": {k: v.detach().cpu() for k, v in self.prior.state_dict().items()},
+            "step": self.step,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "best_metric": None,
+            "rng": capture_rng({"pairs": self.pair_gen}),
+        }
+
+    def save(self, name: str = "last.pt") -> None:
+        if self.rt.is_main:
+            atomic_save(self.state(), self.rt.run_dir / name)
+
+    def export_backbone(self) -> None:
+        if self.rt.is_main:
+            save_backbone(
+                self.rt.run_dir / "backbone.pt",
+                self.net.backbone,
+                self.cfg.model.point_encoder,
+                self.cfg.model.in_channels,
+            )
+
+    def resume(self, path: str) -> None:
+        ckpt = load_checkpoint(
+            path, expect_kind="pretrain", expect_model=self.cfg.model.point_encoder
+        )
+        load_strict(self.net, ckpt["model"], f"{path}: model")
+        load_strict(self.prior, ckpt["vmf"], f"{path}: vMF prior")
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler") is not None:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.step = int(ckpt["step"])
+        self.epoch = int(ckpt["epoch"])
+        self.step_in_epoch = int(ckpt["step_in_epoch"])
+        if self.rt.dist.rank == 0:  # global RNGs (the checkpoint holds rank 0's)
+            restore_rng(ckpt["rng"], {"pairs": self.pair_gen})
+
+    # ------------------------------------------------------------------ loop
+    def loader(self) -> torch.utils.data.DataLoader[Any]:
+        return torch.utils.data.DataLoader(
+            self.dataset,
+            batch_size=self.per_rank_batch,
+            sampler=self.sampler,
+            collate_fn=self.collator.pretrain,
+            num_workers=self.cfg.data.num_workers,
+            drop_last=False,
+        )
+
+    def train(self, logger: RunLogger, callbacks: list[StepCallback]) -> dict[str, float]:
+        cfg, rt = self.cfg, self.rt
+        last: dict[str, float] = {}
+        progress = None
+        if rt.is_main and cfg.run.progress:
+            from tqdm.auto import tqdm  # type: ignore[import-untyped]
+
+            progress = tqdm(total=self.total_steps, initial=self.step, desc="pretrain", unit="step")
+        try:
+            while self.step < self.total_steps:
+                self.dataset.set_epoch(self.epoch)
+                self.sampler.set_epoch(self.epoch, self.step_in_epoch)
+                t_last = time.perf_counter()
+                for batch in self.loader():
+                    scalars = self._train_step(batch.to(rt.device), logger, t_last)
+                    t_last = time.perf_counter()
+                    last = scalars
+                    if progress is not None:
+                        progress.update(1)
+                        progress.set_postfix(loss=f"{scalars['loss/total']:.4f}")
+                    if cfg.run.checkpoint_every and self.step % cfg.run.checkpoint_every == 0:
+                        self.save()
+                    for cb in callbacks:
+                        cb(self.step, scalars)
+                    if self.step >= self.total_steps:
+                        break
+                if self.step_in_epoch >= self.steps_per_epoch:
+                    self.epoch += 1
+                    self.step_in_epoch = 0
+                self.save()
+        finally:
+            if progress is not None:
+                progress.close()
+        return last
+
+    def _train_step(self, batch: Any, logger: RunLogger, t_last: float) -> dict[str, float]:
+        cfg, rt = self.cfg, self.rt
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        # pair draws depend only on (seed, rank, step): identical after a resume, on every rank
+        self.pair_gen.manual_seed(
+            (cfg.run.seed * 1_000_003 + rt.dist.rank * 7_919 + self.step) % (2**63)
+        )
+        result = self.compute(batch)
+        check_finite(self.step + 1, {"total": result.total, **result.parts}, rt.run_dir)
+        self.scaler.scale(result.total).backward()
+        if cfg.optim.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.net.parameters(), cfg.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        self.scheduler.step()
+        self.step += 1
+        self.step_in_epoch += 1
+        now = time.perf_counter()
+        scalars = {f"loss/{k}": float(v.detach()) for k, v in result.parts.items()}
+        scalars["loss/total"] = float(result.total.detach())
+        scalars["lr"] = lr
+        scalars["pairs"] = float(batch.pair_voxels.shape[0])
+        scalars["throughput"] = batch.batch_size / max(now - t_last, 1e-9)
+        scalars["epoch"] = float(self.epoch)
+        if self.step % cfg.run.log_every == 0 or self.step == 1:
+            if cfg.loss.vmf_weight > 0:
+                scalars["vmf/active"] = float(self.prior.frozen)
+                for c, kappa in enumerate(self.prior.kappa.tolist()):
+                    scalars[f"vmf/kappa/{self.vocab.class_names[c]}"] = kappa
+            logger.scalars(self.step, scalars)
+        if cfg.run.image_log_every and (self.step % cfg.run.image_log_every == 0 or self.step == 1):
+            self._log_image(logger, batch)
+        return scalars
+
+    def _log_image(self, logger: RunLogger, batch: Any) -> None:
+        if not logger.enabled:
+            return
+        px = batch.pair_pixels
+        on0 = px[:, 0] == 0
+        labels = batch.pair_labels[on0] if batch.pair_labels is not None else None
+        img = draw_pairs_image(batch.images[0], px[on0, 1], px[on0, 2], labels)
+        logger.image(self.step, "pairs/camera0_vfm_labels", img)
+
+
+def run_pretrain(cfg: Config, callbacks: list[StepCallback] | None = None) -> PretrainResult:
+    """Run (or resume) a pretraining described by ``cfg``; returns the final state."""
+    if cfg.recipe != "pretrain":
+        raise ValueError(f"recipe: expected 'pretrain', got {cfg.recipe!r}")
+    t0 = time.perf_counter()
+    rt = make_runtime(cfg)
+    logger = RunLogger(rt.run_dir, enabled=rt.is_main)
+    try:
+        trainer = Pretrainer(cfg, rt)
+        resume = cfg.run.resume
+        if resume == "auto":
+            resume = str(rt.run_dir / "last.pt") if (rt.run_dir / "last.pt").is_file() else None
+        if resume is not None:
+            trainer.resume(resume)
+            if rt.is_main:
+                print(f"[olivine-train] resumed from {resume} at step {trainer.step}")
+        if rt.is_main:
+            logger.text(
+                trainer.step,
+                "teacher",
+                f"{cfg.model.image_encoder} (weights: {cfg.model.image_weights or 'random init'})",
+            )
+        last = trainer.train(logger, callbacks or [])
+        trainer.export_backbone()
+        state = {k: v.detach().cpu().clone() for k, v in trainer.net.state_dict().items()}
+        return PretrainResult(
+            run_dir=str(rt.run_dir),
+            step=trainer.step,
+            epoch=trainer.epoch,
+            last_losses=last,
+            state_dict=state,
+            wall_time_s=time.perf_counter() - t0,
+        )
+    finally:
+        logger.close()
+        cleanup()
