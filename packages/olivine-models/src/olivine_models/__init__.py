@@ -1,0 +1,42 @@
+"""olivine-models: sparse 3D backbones, frozen 2D teachers, projection heads and a SAM labeler.
+
+Importing this package is light: spconv, timm, torchvision and segment-anything are imported when a
+model that needs them is built. The VFM labeler lives in :mod:`olivine_models.vfm`.
+"""
+
+from olivine_models._version import __version__
+from olivine_models.heads import (
+    DEFAULT_HEAD_DIM,
+    Classifier,
+    ImageHead,
+    LoadReport,
+    PointHead,
+    SegmentationHead,
+    load_matching_state,
+)
+from olivine_models.image.encoders import FrozenImageEncoder
+from olivine_models.point.minkunet import MinkUNet, MinkUNetConfig
+from olivine_models.registry import (
+    create_image_encoder,
+    create_point_encoder,
+    list_image_encoders,
+    list_point_encoders,
+)
+
+__all__ = [
+    "DEFAULT_HEAD_DIM",
+    "Classifier",
+    "FrozenImageEncoder",
+    "ImageHead",
+    "LoadReport",
+    "MinkUNet",
+    "MinkUNetConfig",
+    "PointHead",
+    "SegmentationHead",
+    "__version__",
+    "create_image_encoder",
+    "create_point_encoder",
+    "list_image_encoders",
+    "list_point_encoders",
+    "load_matching_state",
+]

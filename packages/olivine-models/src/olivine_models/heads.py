@@ -1,0 +1,260 @@
+"""Projection heads, the downstream classifier, and shape-matching checkpoint loading.
+
+OLIVINE has two decoupled head pairs, each producing 64-d L2-normalised features:
+
+* 3D: ``final`` (h_3D^pp) and ``final_class_level`` (h_3D^sem), each a 1x1 sparse conv with bias
+  on the 96-channel MinkUNet output -- a per-voxel linear layer, i.e. :class:`PointHead`;
+* 2D: ``decoder`` (h_2D^pp) and ``decoder_class_level`` (h_2D^sem), each a 1x1 conv followed by
+  bilinear upsampling (``align_corners=True``) by the teacher's stride -- :class:`ImageHead`.
+
+Downstream, the heads are dropped and a fresh :class:`SegmentationHead` is trained;
+:func:`load_matching_state` reproduces the reference ``load_state_with_same_shape``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "DEFAULT_HEAD_DIM",
+    "PointHead",
+    "ImageHead",
+    "SegmentationHead",
+    "Classifier",
+    "LoadReport",
+    "load_matching_state",
+]
+
+DEFAULT_HEAD_DIM = 64
+"""Feature dimension of the pp and sem heads in the paper (``model_n_out``)."""
+
+_NORM_EPS = 1e-12
+
+
+def _check_channels(name: str, x: torch.Tensor, dim: int, expected: int, layout: str) -> None:
+    if x.ndim <= dim or x.shape[dim] != expected:
+        raise ValueError(
+            f"{name}: expected input of layout {layout} with {expected} channels, got shape "
+            f"{tuple(x.shape)}"
+        )
+
+
+class PointHead(nn.Module):
+    """Per-voxel linear projection (a 1x1 sparse conv with bias), optionally L2-normalised.
+
+    Args:
+        in_channels: width of the backbone output (96 for MinkUNet-34C).
+        out_channels: head dimension (64 in the paper).
+        normalize: L2-normalise each output row. Zero rows stay zero (no NaN, finite gradients).
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int = DEFAULT_HEAD_DIM, normalize: bool = True
+    ) -> None:
+        super().__init__()
+        if in_channels < 1 or out_channels < 1:
+            raise ValueError(
+                f"PointHead: in_channels and out_channels must be >= 1, got {in_channels}, "
+                f"{out_channels}"
+            )
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        self.normalize = bool(normalize)
+        self.linear = nn.Linear(self.in_channels, self.out_channels, bias=True)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """``(V, in_channels) -> (V, out_channels)``."""
+        if feats.ndim != 2:
+            raise ValueError(f"PointHead: expected (V, C) features, got shape {tuple(feats.shape)}")
+        _check_channels("PointHead", feats, 1, self.in_channels, "(V, C)")
+        out: torch.Tensor = self.linear(feats)
+        if self.normalize:
+            out = F.normalize(out, p=2.0, dim=1, eps=_NORM_EPS)
+        return out
+
+
+class ImageHead(nn.Module):
+    """1x1 conv + bilinear upsampling (``align_corners=True``) + optional L2 normalisation.
+
+    Args:
+        in_channels: teacher channels (2048 for ResNet-50, 384/768 for ViT-S/B).
+        out_channels: head dimension (64 in the paper).
+        upsample: upsampling factor, normally the teacher's ``stride`` (4 for the dilated
+            ResNet-50); 1 disables upsampling.
+        normalize: L2-normalise each output pixel vector (zero vectors stay zero).
+
+    ``forward(x, output_size=None)``: upsamples ``(B, C, h, w)`` by ``upsample`` to
+    ``(B, out_channels, h * upsample, w * upsample)``. With ``output_size=(H, W)`` the result is
+    then cropped to its top-left ``H x W`` -- the crop size when the teacher padded its input to a
+    multiple of its stride (ViTs); ``H, W`` must not exceed the upsampled size.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int = DEFAULT_HEAD_DIM,
+        upsample: int = 4,
+        normalize: bool = True,
+    ) -> None:
+        super().__init__()
+        if in_channels < 1 or out_channels < 1 or upsample < 1:
+            raise ValueError(
+                "ImageHead: in_channels, out_channels and upsample must be >= 1, got "
+                f"{in_channels}, {out_channels}, {upsample}"
+            )
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        self.upsample = int(upsample)
+        self.normalize = bool(normalize)
+        self.conv = nn.Conv2d(self.in_channels, self.out_channels, kernel_size=1, bias=True)
+
+    def forward(self, x: torch.Tensor, output_size: Sequence[int] | None = None) -> torch.Tensor:
+        """``(B, in_channels, h, w) -> (B, out_channels, h*upsample, w*upsample)`` (or cropped)."""
+        if x.ndim != 4:
+            raise ValueError(f"ImageHead: expected (B, C, h, w) features, got {tuple(x.shape)}")
+        _check_channels("ImageHead", x, 1, self.in_channels, "(B, C, h, w)")
+        out: torch.Tensor = self.conv(x)
+        if self.upsample != 1:
+            size = (x.shape[2] * self.upsample, x.shape[3] * self.upsample)
+            out = F.interpolate(out, size=size, mode="bilinear", align_corners=True)
+        if output_size is not None:
+            height, width = int(output_size[0]), int(output_size[1])
+            if height > out.shape[2] or width > out.shape[3] or height < 1 or width < 1:
+                raise ValueError(
+                    f"ImageHead: output_size {(height, width)} must be within the upsampled size "
+                    f"{tuple(out.shape[2:])}"
+                )
+            out = out[:, :, :height, :width]
+        if self.normalize:
+            out = F.normalize(out, p=2.0, dim=1, eps=_NORM_EPS)
+        return out
+
+
+class SegmentationHead(nn.Module):
+    """Downstream per-voxel classifier (the reference re-created ``final`` layer, 1x1 + bias).
+
+    Outputs raw logits (not normalised). ``num_classes`` includes the ignore class 0 as in the
+    reference (17 for nuScenes, 20 for SemanticKITTI).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        if in_channels < 1 or num_classes < 2:
+            raise ValueError(
+                "SegmentationHead: needs in_channels >= 1 and num_classes >= 2, got "
+                f"{in_channels}, {num_classes}"
+            )
+        self.in_channels = int(in_channels)
+        self.num_classes = int(num_classes)
+        self.linear = nn.Linear(self.in_channels, self.num_classes, bias=True)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """``(V, in_channels) -> (V, num_classes)`` logits."""
+        if feats.ndim != 2:
+            raise ValueError(
+                f"SegmentationHead: expected (V, C) features, got shape {tuple(feats.shape)}"
+            )
+        _check_channels("SegmentationHead", feats, 1, self.in_channels, "(V, C)")
+        out: torch.Tensor = self.linear(feats)
+        return out
+
+
+Classifier = SegmentationHead
+"""Alias of :class:`SegmentationHead`."""
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What :func:`load_matching_state` did.
+
+    Attributes:
+        loaded: model parameter/buffer names that received a checkpoint tensor.
+        skipped: ``(checkpoint name, reason)`` for checkpoint entries that were not loaded
+            (``"not in model"`` or ``"shape mismatch: checkpoint (..) vs model (..)"``).
+        missing: model names that the checkpoint did not provide (they keep their values).
+    """
+
+    loaded: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...]
+    missing: tuple[str, ...]
+
+    def summary(self, max_items: int = 10) -> str:
+        """Human-readable multi-line summary (the function itself prints nothing)."""
+        lines = [
+            f"loaded {len(self.loaded)} tensors, skipped {len(self.skipped)}, "
+            f"missing {len(self.missing)}"
+        ]
+        for name, reason in self.skipped[:max_items]:
+            lines.append(f"  skipped {name}: {reason}")
+        if len(self.skipped) > max_items:
+            lines.append(f"  ... {len(self.skipped) - max_items} more skipped")
+        for name in self.missing[:max_items]:
+            lines.append(f"  missing in checkpoint: {name}")
+        if len(self.missing) > max_items:
+            lines.append(f"  ... {len(self.missing) - max_items} more missing")
+        return "\n".join(lines)
+
+
+def _strip(name: str, prefixes: Sequence[str]) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in prefixes:
+            if prefix and name.startswith(prefix):
+                name = name[len(prefix) :]
+                changed = True
+    return name
+
+
+def load_matching_state(
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    strip_prefixes: Sequence[str] = ("module.", "model_points."),
+) -> LoadReport:
+    """Load the checkpoint tensors whose (prefix-stripped) name and shape match the model.
+
+    This is the reference ``load_state_with_same_shape``: pretrained 64-d heads, vMF or 2D
+    parameters are skipped, the backbone is loaded. Nothing is printed; use
+    :meth:`LoadReport.summary`.
+
+    Args:
+        model: the module to fill in place.
+        state_dict: checkpoint tensors (e.g. ``torch.load(path)["state_dict"]``).
+        strip_prefixes: prefixes removed (repeatedly) from checkpoint names before matching.
+    """
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(
+            f"load_matching_state: state_dict must be a mapping of name -> tensor, got "
+            f"{type(state_dict).__name__}"
+        )
+    own = model.state_dict()
+    loaded: dict[str, torch.Tensor] = {}
+    skipped: list[tuple[str, str]] = []
+    for raw_name, value in state_dict.items():
+        name = _strip(raw_name, strip_prefixes)
+        if not isinstance(value, torch.Tensor):
+            skipped.append((raw_name, f"not a tensor ({type(value).__name__})"))
+        elif name not in own:
+            skipped.append((raw_name, "not in model"))
+        elif tuple(own[name].shape) != tuple(value.shape):
+            skipped.append(
+                (
+                    raw_name,
+                    f"shape mismatch: checkpoint {tuple(value.shape)} vs model "
+                    f"{tuple(own[name].shape)}",
+                )
+            )
+        elif name in loaded:
+            skipped.append((raw_name, f"duplicate of {name!r} after stripping prefixes"))
+        else:
+            loaded[name] = value
+    merged = dict(own)
+    merged.update(loaded)
+    model.load_state_dict(merged, strict=True)
+    missing = tuple(n for n in own if n not in loaded)
+    return LoadReport(loaded=tuple(loaded), skipped=tuple(skipped), missing=missing)

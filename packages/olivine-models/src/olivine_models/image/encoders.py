@@ -1,0 +1,346 @@
+"""Frozen 2D teachers: (dilated) ResNets and DINO / DINOv2 ViTs.
+
+Every encoder takes images ``(B, 3, H, W)`` as floats in ``[0, 1]``, applies the ImageNet mean/std
+normalisation itself, and returns ``(B, out_channels, ceil(H / stride), ceil(W / stride))`` (exactly
+``H / stride`` when divisible). Parameters never require gradients and ``.train()`` keeps the
+module in eval mode, so BatchNorm uses its running statistics as in the reference.
+
+ResNets are torchvision ResNets (same parameter names as timm's and MoCo's ``encoder_q``). The
+"dilated" variants replace the stride of layer2..layer4 by dilation exactly like torchvision's
+``replace_stride_with_dilation=[True, True, True]`` (output stride 4; the reference
+``DilationFeatureExtractor``). torchvision refuses dilation for ``BasicBlock``, so the conversion
+is done here on the built network (:func:`dilate_resnet`); for Bottleneck networks it reproduces
+torchvision's layout exactly (tested).
+
+ViTs are timm models built with ``dynamic_img_size=True``. Inputs whose size is not a multiple of
+the patch size are zero-padded (after normalisation) at the bottom/right to the next multiple; the
+patch tokens (prefix tokens dropped) are reshaped into a map.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "ImageEncoderSpec",
+    "IMAGE_ENCODER_SPECS",
+    "FrozenImageEncoder",
+    "ResNetEncoder",
+    "ViTEncoder",
+    "build_image_encoder",
+    "dilate_resnet",
+    "convert_moco_state_dict",
+    "load_weights_file",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ImageEncoderSpec:
+    """Registry entry of an image teacher.
+
+    Attributes:
+        family: ``"resnet"`` or ``"vit"``.
+        arch: torchvision ResNet constructor name or timm model name (with pretrained tag).
+        dilated: ResNets only: replace the stride of layer2..4 by dilation (output stride 4).
+        out_channels: channels of the returned map.
+        stride: output stride (patch size for ViTs).
+    """
+
+    family: str
+    arch: str
+    dilated: bool
+    out_channels: int
+    stride: int
+
+
+IMAGE_ENCODER_SPECS: dict[str, ImageEncoderSpec] = {
+    "resnet50_dilated": ImageEncoderSpec("resnet", "resnet50", True, 2048, 4),
+    "resnet50": ImageEncoderSpec("resnet", "resnet50", False, 2048, 32),
+    "resnet18_dilated": ImageEncoderSpec("resnet", "resnet18", True, 512, 4),
+    "dino_vits16": ImageEncoderSpec("vit", "vit_small_patch16_224.dino", False, 384, 16),
+    "dino_vitb16": ImageEncoderSpec("vit", "vit_base_patch16_224.dino", False, 768, 16),
+    "dino_vits8": ImageEncoderSpec("vit", "vit_small_patch8_224.dino", False, 384, 8),
+    "dino_vitb8": ImageEncoderSpec("vit", "vit_base_patch8_224.dino", False, 768, 8),
+    "dinov2_vits14": ImageEncoderSpec("vit", "vit_small_patch14_dinov2.lvd142m", False, 384, 14),
+    "dinov2_vitb14": ImageEncoderSpec("vit", "vit_base_patch14_dinov2.lvd142m", False, 768, 14),
+}
+
+# timm names for ``pretrained=True`` downloads of the ResNet weights (torchvision's ImageNet ones).
+_TIMM_RESNET_PRETRAINED = {"resnet50": "resnet50.tv_in1k", "resnet18": "resnet18.tv_in1k"}
+
+
+class FrozenImageEncoder(nn.Module):
+    """Base class: ImageNet normalisation, input checks, frozen eval-mode behaviour.
+
+    Subclasses implement :meth:`forward_features` on normalised images.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, name: str, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.name = name
+        self.out_channels = int(out_channels)
+        self.stride = int(stride)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def freeze(self) -> FrozenImageEncoder:
+        """Disable gradients for all parameters and switch to eval mode."""
+        for p in self.parameters():
+            p.requires_grad_(False)
+        super().train(False)
+        return self
+
+    def train(self, mode: bool = True) -> FrozenImageEncoder:
+        """Always stays in eval mode (frozen teacher; BatchNorm keeps its running statistics)."""
+        super().train(False)
+        return self
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """Spatial size of the feature map for an ``height x width`` input."""
+        return math.ceil(height / self.stride), math.ceil(width / self.stride)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature map of ImageNet-normalised images."""
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` in [0, 1] -> ``(B, out_channels, ceil(H/stride), ceil(W/stride))``."""
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images)
+            raise ValueError(f"{self.name}: expected images of shape (B, 3, H, W), got {shape}")
+        if not images.is_floating_point():
+            raise TypeError(
+                f"{self.name}: expected float images scaled to [0, 1], got dtype {images.dtype}"
+            )
+        mean = self.mean.to(images.dtype)
+        std = self.std.to(images.dtype)
+        with torch.no_grad():
+            x = (images - mean) / std
+            feats = self.forward_features(x)
+        expected = self.output_size(images.shape[2], images.shape[3])
+        if tuple(feats.shape[2:]) != expected or feats.shape[1] != self.out_channels:
+            raise RuntimeError(  # internal consistency check, not input validation
+                f"{self.name}: produced {tuple(feats.shape)}, expected (B, {self.out_channels}, "
+                f"{expected[0]}, {expected[1]})"
+            )
+        return feats
+
+
+def dilate_resnet(
+    model: nn.Module, layers: tuple[str, ...] = ("layer2", "layer3", "layer4")
+) -> None:
+    """Replace the stride of the given torchvision ResNet stages by dilation, in place.
+
+    Mirrors torchvision's ``_make_layer(dilate=True)``: the first block of a converted stage keeps
+    the previous dilation, later blocks use the new one (previous x 2); strides become 1, paddings
+    equal the dilation. Weights are untouched.
+    """
+    dilation = 1
+    for stage in ("layer1", "layer2", "layer3", "layer4"):
+        blocks = getattr(model, stage)
+        if stage not in layers:
+            continue
+        previous = dilation
+        dilation *= 2
+        for b, block in enumerate(blocks):
+            first = previous if b == 0 else dilation
+            convs3 = [
+                m
+                for m in (getattr(block, "conv1", None), getattr(block, "conv2", None))
+                if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)
+            ]
+            for i, conv in enumerate(convs3):
+                # Bottleneck: only conv2 is 3x3 (gets ``first``); BasicBlock: conv1 gets ``first``
+                # and conv2 the new dilation (timm's BasicBlock convention).
+                d = first if i == 0 else dilation
+                conv.stride = (1, 1)
+                conv.dilation = (d, d)
+                conv.padding = (d, d)
+            downsample = getattr(block, "downsample", None)
+            if downsample is not None:
+                downsample[0].stride = (1, 1)
+
+
+class ResNetEncoder(FrozenImageEncoder):
+    """Torchvision ResNet trunk (no avgpool/fc); see :func:`build_image_encoder`."""
+
+    def __init__(self, name: str, trunk: nn.Module, out_channels: int, stride: int) -> None:
+        super().__init__(name, out_channels, stride)
+        self.trunk = trunk
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        t: Any = self.trunk
+        x = t.maxpool(t.relu(t.bn1(t.conv1(x))))
+        x = t.layer4(t.layer3(t.layer2(t.layer1(x))))
+        return x
+
+
+class ViTEncoder(FrozenImageEncoder):
+    """timm ViT returning its patch tokens as a map (prefix/class tokens dropped)."""
+
+    def __init__(self, name: str, vit: nn.Module, out_channels: int, stride: int) -> None:
+        super().__init__(name, out_channels, stride)
+        self.vit = vit
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        p = self.stride
+        gh, gw = math.ceil(h / p), math.ceil(w / p)
+        if gh * p != h or gw * p != w:
+            x = F.pad(x, (0, gw * p - w, 0, gh * p - h))
+        vit: Any = self.vit
+        tokens = vit.forward_features(x)
+        prefix = int(getattr(self.vit, "num_prefix_tokens", 1))
+        patches = tokens[:, prefix:, :]
+        if patches.shape[1] != gh * gw:
+            raise RuntimeError(
+                f"{self.name}: expected {gh * gw} patch tokens for a {h}x{w} input, got "
+                f"{patches.shape[1]}"
+            )
+        return patches.reshape(b, gh, gw, -1).permute(0, 3, 1, 2).contiguous()
+
+
+def load_weights_file(path: str | Path, what: str) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``path`` (``torch.load(weights_only=True)``), unwrapping containers.
+
+    Recognised wrappers: ``{"state_dict": ...}`` (MoCo, Lightning), ``{"model": ...}``,
+    ``{"teacher": ...}`` (DINO training checkpoints; the teacher is the released model).
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"{what}: weights file not found: {file}")
+    obj = torch.load(file, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "teacher"):
+        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+            break
+    if not isinstance(obj, Mapping) or not all(isinstance(k, str) for k in obj):
+        raise ValueError(f"{what}: {file} does not contain a state dict (name -> tensor)")
+    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def convert_moco_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """MoCo v1/v2 checkpoint -> torchvision ResNet names.
+
+    Keeps ``module.encoder_q.*`` (or ``encoder_q.*``) tensors with the prefix removed and drops the
+    projection head (``fc.*``, the MoCo-v2 MLP) as well as ``encoder_k`` and the queue.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for name, value in state_dict.items():
+        for prefix in ("module.encoder_q.", "encoder_q."):
+            if name.startswith(prefix):
+                short = name[len(prefix) :]
+                if not short.startswith("fc."):
+                    out[short] = value
+                break
+    return out
+
+
+def _is_moco(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    return any(k.startswith(("module.encoder_q.", "encoder_q.")) for k in state_dict)
+
+
+def _strip_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, value in state_dict.items():
+        for prefix in ("module.", "backbone."):
+            if name.startswith(prefix):
+                name = name[len(prefix) :]
+        out[name] = value
+    return out
+
+
+def _load_resnet_weights(
+    name: str, trunk: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str
+) -> None:
+    sd = convert_moco_state_dict(state_dict) if _is_moco(state_dict) else dict(state_dict)
+    sd = {k: v for k, v in _strip_prefixes(sd).items() if not k.startswith("fc.")}
+    own = trunk.state_dict()
+    own = {k: v for k, v in own.items() if not k.startswith("fc.")}
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    bad_shape = sorted(k for k in set(sd) & set(own) if tuple(sd[k].shape) != tuple(own[k].shape))
+    if missing or unexpected or bad_shape:
+        raise ValueError(
+            f"image encoder {name!r}: weights from {source} do not fit a torchvision ResNet: "
+            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
+            f"(e.g. {unexpected[:3]}), {len(bad_shape)} with a wrong shape (e.g. {bad_shape[:3]})"
+        )
+    trunk.load_state_dict(sd, strict=False)
+
+
+def _load_vit_weights(
+    name: str, vit: Any, state_dict: Mapping[str, torch.Tensor], source: str
+) -> None:
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    sd = checkpoint_filter_fn(_strip_prefixes(state_dict), vit)  # DINOv2 / pos-embed resizing
+    sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
+    own = {k: v for k, v in vit.state_dict().items() if not k.startswith("head.")}
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    bad_shape = sorted(k for k in set(sd) & set(own) if tuple(sd[k].shape) != tuple(own[k].shape))
+    if missing or unexpected or bad_shape:
+        raise ValueError(
+            f"image encoder {name!r}: weights from {source} do not fit timm model: "
+            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
+            f"(e.g. {unexpected[:3]}), {len(bad_shape)} with a wrong shape (e.g. {bad_shape[:3]})"
+        )
+    vit.load_state_dict(sd, strict=False)
+
+
+def build_image_encoder(
+    name: str,
+    spec: ImageEncoderSpec,
+    weights: str | Path | None = None,
+    pretrained: bool = False,
+) -> FrozenImageEncoder:
+    """Build the frozen teacher described by ``spec``; see ``create_image_encoder``."""
+    if weights is not None and pretrained:
+        raise ValueError(
+            f"image encoder {name!r}: pass either weights=<file> or pretrained=True, not both"
+        )
+    state = load_weights_file(weights, f"image encoder {name!r}") if weights is not None else None
+    encoder: FrozenImageEncoder
+    if spec.family == "resnet":
+        import torchvision
+
+        trunk = getattr(torchvision.models, spec.arch)(weights=None)
+        if pretrained:
+            import timm
+
+            source = timm.create_model(_TIMM_RESNET_PRETRAINED[spec.arch], pretrained=True)
+            _load_resnet_weights(name, trunk, source.state_dict(), "timm")
+        elif state is not None:
+            _load_resnet_weights(name, trunk, state, str(weights))
+        if spec.dilated:
+            dilate_resnet(trunk)
+        trunk.fc = nn.Identity()
+        trunk.avgpool = nn.Identity()
+        encoder = ResNetEncoder(name, trunk, spec.out_channels, spec.stride)
+    elif spec.family == "vit":
+        import timm
+
+        vit = timm.create_model(
+            spec.arch, pretrained=pretrained, num_classes=0, dynamic_img_size=True
+        )
+        if state is not None:
+            _load_vit_weights(name, vit, state, str(weights))
+        encoder = ViTEncoder(name, vit, spec.out_channels, spec.stride)
+    else:  # pragma: no cover - registry entries are fixed
+        raise ValueError(f"image encoder {name!r}: unknown family {spec.family!r}")
+    return encoder.freeze()

@@ -1,0 +1,97 @@
+"""Factories over explicit registries of point and image encoders (timm style)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from olivine_models.image.encoders import (
+    IMAGE_ENCODER_SPECS,
+    FrozenImageEncoder,
+    build_image_encoder,
+)
+from olivine_models.point.minkunet import MINKUNET_CONFIGS, MinkUNet
+
+__all__ = [
+    "create_point_encoder",
+    "list_point_encoders",
+    "create_image_encoder",
+    "list_image_encoders",
+]
+
+_POINT_KWARGS = {"bn_momentum", "gpu_algo", "layers", "planes", "init_dim", "kernel_size"}
+
+
+def list_point_encoders() -> list[str]:
+    """Names accepted by :func:`create_point_encoder`."""
+    return sorted(MINKUNET_CONFIGS)
+
+
+def list_image_encoders() -> list[str]:
+    """Names accepted by :func:`create_image_encoder`."""
+    return sorted(IMAGE_ENCODER_SPECS)
+
+
+def create_point_encoder(name: str, in_channels: int = 1, **kw: Any) -> MinkUNet:
+    """Build a sparse 3D backbone by name.
+
+    Args:
+        name: one of :func:`list_point_encoders` (``"minkunet34c"`` is the OLIVINE backbone).
+        in_channels: input features per voxel (1 = intensity).
+        **kw: ``bn_momentum`` (torch convention, default 0.05), ``gpu_algo`` (spconv algorithm
+            name for CUDA inputs), or layout overrides ``layers``, ``planes``, ``init_dim``,
+            ``kernel_size``.
+
+    Raises:
+        KeyError: unknown name (the message lists the known ones).
+        TypeError: unknown keyword argument.
+    """
+    if name not in MINKUNET_CONFIGS:
+        raise KeyError(
+            f"unknown point encoder {name!r}; known point encoders: {list_point_encoders()}"
+        )
+    unknown = sorted(set(kw) - _POINT_KWARGS)
+    if unknown:
+        raise TypeError(
+            f"create_point_encoder({name!r}): unknown keyword argument(s) {unknown}; "
+            f"accepted: {sorted(_POINT_KWARGS)}"
+        )
+    config = MINKUNET_CONFIGS[name]
+    overrides = {k: kw.pop(k) for k in ("layers", "planes", "init_dim", "kernel_size") if k in kw}
+    if overrides:
+        for key in ("layers", "planes"):
+            if key in overrides:
+                overrides[key] = tuple(int(v) for v in overrides[key])
+        config = replace(config, **overrides)
+    return MinkUNet(in_channels=in_channels, config=config, name=name, **kw)
+
+
+def create_image_encoder(
+    name: str, weights: str | Path | None = None, pretrained: bool = False
+) -> FrozenImageEncoder:
+    """Build a frozen image teacher by name.
+
+    Args:
+        name: one of :func:`list_image_encoders`.
+        weights: local checkpoint file. MoCo v1/v2 checkpoints (``module.encoder_q.*``) are
+            detected and converted (projection head dropped); plain torchvision/timm ResNet and
+            timm/DINO/DINOv2 ViT state dicts load as timm expects. Loaded with
+            ``torch.load(weights_only=True)``.
+        pretrained: download timm's weights instead (needs internet access).
+
+    Returns:
+        a frozen module with ``out_channels`` and ``stride``; its forward maps images in [0, 1]
+        ``(B, 3, H, W)`` to ``(B, out_channels, ceil(H/stride), ceil(W/stride))``.
+
+    Raises:
+        KeyError: unknown name (the message lists the known ones).
+        FileNotFoundError: ``weights`` does not exist.
+        ValueError: ``weights`` does not fit the architecture.
+    """
+    if name not in IMAGE_ENCODER_SPECS:
+        raise KeyError(
+            f"unknown image encoder {name!r}; known image encoders: {list_image_encoders()}"
+        )
+    spec = IMAGE_ENCODER_SPECS[name]
+    return build_image_encoder(name, spec, weights=weights, pretrained=pretrained)
