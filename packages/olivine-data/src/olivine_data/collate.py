@@ -1,0 +1,160 @@
+"""Collate typed samples into torch batches (voxelise each sweep, stack, offset indices).
+
+``Collator(mode, voxel_size, feature)``:
+    * each sample is voxelised on its own (:func:`olivine_data.voxelize.voxelize`); coordinates get
+      the batch index as first column; ``spatial_shape`` is the per-axis max + 1 over the batch;
+    * voxel features come from the voxel's representative (first) point: ``"intensity"``
+      (reference, nuScenes), ``"intensity+1"`` (reference, SemanticKITTI) or ``"ones"``;
+    * ``voxel_labels`` = label of the representative point (reference downstream rule);
+    * pretraining: ``pair_voxels`` = voxel row of the paired point, ``pair_points`` offset into the
+      concatenated points, ``pair_pixels[:, 0]`` offset by ``b * C`` (C cameras per sample),
+      ``pair_range_bins = floor(sqrt(x^2 + y^2) / range_bin_size)`` from the point's own xy
+      (valid in Cartesian mode too), images ``(B*C, 3, H, W)`` float32 in [0, 1].
+Every sample of a pretraining batch must have the same number of cameras and image size (crop or
+resize first); a batch without any pair is an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from olivine_data.types import PretrainBatch, PretrainSample, SegBatch, SegSample
+from olivine_data.voxelize import Voxelization, voxelize
+
+__all__ = ["Collator", "FEATURES"]
+
+FEATURES = ("intensity", "intensity+1", "ones")
+
+
+class Collator:
+    """Build :class:`SegBatch` / :class:`PretrainBatch` from lists of samples."""
+
+    def __init__(
+        self,
+        mode: str = "cylindrical",
+        voxel_size: tuple[float, float, float] = (0.1, 1.0, 0.1),
+        feature: str = "intensity",
+        range_bin_size: float = 0.1,
+    ) -> None:
+        if mode not in ("cylindrical", "cartesian"):
+            raise ValueError(f"mode: expected 'cylindrical' or 'cartesian', got {mode!r}")
+        if feature not in FEATURES:
+            raise ValueError(f"feature: expected one of {FEATURES}, got {feature!r}")
+        if len(voxel_size) != 3 or min(voxel_size) <= 0:
+            raise ValueError(f"voxel_size: expected 3 positive sizes, got {voxel_size!r}")
+        if range_bin_size <= 0:
+            raise ValueError(f"range_bin_size must be > 0, got {range_bin_size}")
+        self.mode = mode
+        self.voxel_size = (float(voxel_size[0]), float(voxel_size[1]), float(voxel_size[2]))
+        self.feature = feature
+        self.range_bin_size = float(range_bin_size)
+
+    def __repr__(self) -> str:
+        return (f"Collator(mode={self.mode!r}, voxel_size={self.voxel_size}, "
+                f"feature={self.feature!r})")
+
+    def _features(self, points: np.ndarray, rep: np.ndarray) -> np.ndarray:
+        if self.feature == "ones":
+            return np.ones((rep.shape[0], 1), np.float32)
+        f = points[rep, 3:4].astype(np.float32)
+        return f + 1.0 if self.feature == "intensity+1" else f
+
+    def _voxels(
+        self, samples: Sequence[SegSample | PretrainSample]
+    ) -> tuple[dict[str, object], list[Voxelization]]:
+        if not samples:
+            raise ValueError("cannot collate an empty list of samples")
+        vox = [voxelize(s.points[:, :3], self.mode, self.voxel_size) for s in samples]
+        n_pts = [s.points.shape[0] for s in samples]
+        n_vox = [v.num_voxels for v in vox]
+        point_offsets = np.concatenate([[0], np.cumsum(n_pts)]).astype(np.int64)
+        voxel_offsets = np.concatenate([[0], np.cumsum(n_vox)]).astype(np.int64)
+        coords = np.concatenate(
+            [
+                np.concatenate([np.full((v.num_voxels, 1), b, np.int32), v.coords], axis=1)
+                for b, v in enumerate(vox)
+            ]
+        )
+        feats = np.concatenate([self._features(s.points, v.representative)
+                                for s, v in zip(samples, vox)])
+        p2v = np.concatenate([v.inverse + voxel_offsets[b] for b, v in enumerate(vox)])
+        shape = coords[:, 1:].max(axis=0) + 1 if coords.shape[0] else np.zeros(3, np.int64)
+        has_labels = [s.point_labels is not None for s in samples]
+        if any(has_labels) and not all(has_labels):
+            raise ValueError("some samples have point_labels and some do not: "
+                             f"{[s.token for s, h in zip(samples, has_labels) if not h]}")
+        point_labels = voxel_labels = None
+        if all(has_labels):
+            pl = [np.asarray(s.point_labels) for s in samples]
+            point_labels = torch.from_numpy(np.concatenate(pl))
+            voxel_labels = torch.from_numpy(
+                np.concatenate([lab[v.representative] for lab, v in zip(pl, vox)])
+            )
+        fields: dict[str, object] = {
+            "voxel_coords": torch.from_numpy(coords),
+            "voxel_features": torch.from_numpy(feats),
+            "spatial_shape": (int(shape[0]), int(shape[1]), int(shape[2])),
+            "batch_size": len(samples),
+            "point_to_voxel": torch.from_numpy(p2v.astype(np.int64)),
+            "point_offsets": torch.from_numpy(point_offsets),
+            "voxel_offsets": torch.from_numpy(voxel_offsets),
+            "voxel_labels": voxel_labels,
+            "point_labels": point_labels,
+            "tokens": tuple(s.token for s in samples),
+        }
+        return fields, vox
+
+    def seg(self, samples: Sequence[SegSample | PretrainSample]) -> SegBatch:
+        """Collate sweeps (cameras, if any, are ignored)."""
+        fields, _ = self._voxels(samples)
+        return SegBatch(**fields)  # type: ignore[arg-type]
+
+    def pretrain(self, samples: Sequence[PretrainSample]) -> PretrainBatch:
+        """Collate pretraining samples (images, pairs, labels)."""
+        for s in samples:
+            if not isinstance(s, PretrainSample):
+                raise TypeError(f"pretrain collate expects PretrainSample, got {type(s).__name__}")
+        if not samples:
+            raise ValueError("cannot collate an empty list of samples")
+        shapes = {s.images.shape for s in samples}
+        if len(shapes) != 1:
+            raise ValueError(
+                "all samples of a pretraining batch need the same (cameras, H, W, 3) images "
+                f"(crop or resize first), got {[(s.token, s.images.shape) for s in samples]}"
+            )
+        has = [s.pair_labels is not None for s in samples]
+        if any(has) and not all(has):
+            raise ValueError("some samples have pair_labels and some do not: "
+                             f"{[s.token for s, h in zip(samples, has) if not h]}")
+        total = sum(s.num_pairs for s in samples)
+        if total == 0:
+            raise ValueError(f"no point-pixel pair in the batch {[s.token for s in samples]}")
+        fields, vox = self._voxels(samples)
+        n_cam = samples[0].images.shape[0]
+        point_offsets = fields["point_offsets"].numpy()  # type: ignore[attr-defined]
+        voxel_offsets = fields["voxel_offsets"].numpy()  # type: ignore[attr-defined]
+        pair_voxels, pair_points, pair_pixels, ranges = [], [], [], []
+        for b, (s, v) in enumerate(zip(samples, vox)):
+            pair_voxels.append(v.inverse[s.pair_points] + voxel_offsets[b])
+            pair_points.append(s.pair_points + point_offsets[b])
+            pix = s.pair_pixels.copy()
+            pix[:, 0] += b * n_cam
+            pair_pixels.append(pix)
+            xy = s.points[s.pair_points, :2].astype(np.float64)
+            ranges.append(np.floor(np.hypot(xy[:, 0], xy[:, 1]) / self.range_bin_size))
+        images = np.concatenate([s.images for s in samples])
+        img_t = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+        labels = (torch.from_numpy(np.concatenate([s.pair_labels for s in samples]))  # type: ignore[misc]
+                  if all(has) else None)
+        return PretrainBatch(
+            **fields,  # type: ignore[arg-type]
+            images=img_t,
+            pair_voxels=torch.from_numpy(np.concatenate(pair_voxels).astype(np.int64)),
+            pair_points=torch.from_numpy(np.concatenate(pair_points).astype(np.int64)),
+            pair_pixels=torch.from_numpy(np.concatenate(pair_pixels).astype(np.int64)),
+            pair_labels=labels,
+            pair_range_bins=torch.from_numpy(np.concatenate(ranges).astype(np.int64)),
+        )
