@@ -10,6 +10,7 @@ or ``olivine-data synth --out data/synth --scenes 2 --samples-per-scene 4``.
 
 from olivine_data.synthetic.config import SyntheticWorldConfig
 from olivine_data.synthetic.export_nuscenes import export_nuscenes
+from olivine_data.synthetic.export_semantickitti import export_semantickitti
 from olivine_data.synthetic.materials import MATERIALS, Material
 from olivine_data.synthetic.vfm import corrupt_labels, label_noise_rate
 from olivine_data.synthetic.world import (
@@ -30,6 +31,7 @@ __all__ = [
     "World",
     "corrupt_labels",
     "export_nuscenes",
+    "export_semantickitti",
     "generate_world",
     "label_noise_rate",
 ]
