@@ -309,3 +309,20 @@ def test_no_pair_sample_is_skipped_with_warning(demo_root: Path, tmp_path: Path)
             ds[0]
     assert ds.skipped_tokens == [TOKEN]
     assert any("no point projects" in str(w.message) for w in rec)
+
+
+def test_real_sample_through_augmentation_and_collate(demo_sample) -> None:  # type: ignore[no-untyped-def]
+    from olivine_data.collate import Collator
+    from olivine_data.transforms import PretrainAugmentation, ResizeImages
+
+    aug = PretrainAugmentation(seed=0)(demo_sample)
+    val = ResizeImages()(demo_sample)
+    assert aug.images.shape == val.images.shape == (6, 224, 416, 3)
+    assert val.num_pairs == demo_sample.num_pairs
+    per_img = np.bincount(aug.pair_pixels[:, 0], minlength=6)
+    assert (per_img > 1024).all() or (per_img > 0.75 * np.bincount(
+        demo_sample.pair_pixels[:, 0], minlength=6)).all()
+    batch = Collator().pretrain([aug, val])
+    assert batch.images.shape == (12, 3, 224, 416)
+    assert batch.pair_pixels[:, 0].max() <= 11 and batch.pair_pixels[:, 1].max() < 224
+    assert int(batch.pair_range_bins.min()) >= 10  # depth > 1 m in a camera => range >= ~1 m
