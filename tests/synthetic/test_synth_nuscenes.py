@@ -12,10 +12,9 @@ from nuscenes.utils.data_classes import LidarPointCloud
 
 from olivine_data import SEEM17, LabelStore
 from olivine_data.datasets import NuScenesPretrainDataset, NuScenesSegDataset, read_scene_splits
+from olivine_data.synthetic import SyntheticWorldConfig
 from olivine_data.synthetic.materials import NUSCENES_LIDARSEG_CATEGORIES
 from olivine_data.synthetic.sensors import NUSCENES_CAMERAS
-
-from olivine_data.synthetic import SyntheticWorldConfig
 
 # Same values as the ``nusc_config`` fixture of conftest.py (module-level for readability).
 CFG = SyntheticWorldConfig(

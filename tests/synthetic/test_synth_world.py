@@ -1,4 +1,4 @@
-"""Synthetic world: geometry against naive references, sensors, imbalance, VFM noise, determinism."""
+"""Synthetic world: geometry vs naive references, sensors, imbalance, VFM noise, determinism."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from olivine_data.synthetic.vfm import SEEM17_CONFUSIONS
 _LIDARSEG = material_lookup("lidarseg")
 
 
-# -- geometry ---------------------------------------------------------------------------------------
+# -- geometry -----------------------------------------------------------------------------------
 def _inside(prim: Primitive, p: np.ndarray) -> np.ndarray:
     """Naive point-in-solid test (K, 3) -> (K,) bool."""
     q = p - np.asarray(prim.center)
@@ -105,7 +105,7 @@ def test_config_rejects_bad_values() -> None:
     assert SyntheticWorldConfig(scenes=8, val_fraction=0.25).num_val_scenes == 2
 
 
-# -- sensors ------------------------------------------------------------------------------------------
+# -- sensors ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def world():  # type: ignore[no-untyped-def]
     return generate_world(SyntheticWorldConfig(scenes=3, samples_per_scene=2, seed=11,
@@ -175,7 +175,7 @@ def test_same_class_pairs_are_common(world) -> None:  # type: ignore[no-untyped-
     assert len(cars) >= 10 and len(trees) >= 10
 
 
-# -- VFM labels ---------------------------------------------------------------------------------------
+# -- VFM labels ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("rate", [0.0, 0.05, 0.2, 0.5, 0.9])
 def test_vfm_noise_matches_configured_rate(world, rate: float) -> None:  # type: ignore[no-untyped-def]
     _, gt, _, inst = world.render_camera(0, world.lidar_timestamp(0, 0),
@@ -208,7 +208,7 @@ def test_vfm_noise_of_export(nusc_export: Path, nusc_config) -> None:  # type: i
     assert np.mean(rates) == pytest.approx(nusc_config.vfm_noise, abs=0.01)
 
 
-# -- determinism ----------------------------------------------------------------------------------------
+# -- determinism --------------------------------------------------------------------------------
 def _folder_hash(root: Path) -> str:
     h = hashlib.sha256()
     for p in sorted(root.rglob("*")):

@@ -4,7 +4,8 @@ Layout of ``out_dir``::
 
     <version>/{attribute,calibrated_sensor,category,ego_pose,instance,log,map,sample,
                sample_annotation,sample_data,scene,sensor,visibility,lidarseg}.json
-    samples/LIDAR_TOP/<log>__LIDAR_TOP__<timestamp>.pcd.bin     float32 x5 (x, y, z, intensity, ring)
+    samples/LIDAR_TOP/<log>__LIDAR_TOP__<timestamp>.pcd.bin     float32 x5 (x, y, z, intensity,
+                                                                 ring)
     samples/CAM_*/<log>__CAM_*__<timestamp>.jpg                  JPEG (quality from the config)
     lidarseg/<version>/<lidar sample_data token>_lidarseg.bin    uint8 32-class index per point
     camseg/CAM_*/<image stem>.png                                simulated VFM labels (SEEM17)
@@ -107,7 +108,7 @@ def export_nuscenes(
 
     ``NuScenes(version=config.version, dataroot=out_dir)`` loads the result, with lidarseg.
     """
-    from tqdm import tqdm
+    from tqdm import tqdm  # type: ignore[import-untyped]
 
     world = world or generate_world(config)
     seed = config.seed
@@ -118,7 +119,7 @@ def export_nuscenes(
     vfm_store = LabelStore(root)
     gt_store = LabelStore(root / "gt")
 
-    # -- static tables ------------------------------------------------------------------------------
+    # -- static tables ---------------------------------------------------------------------------
     cat_tok = {name: token("category", name) for name in NUSCENES_LIDARSEG_CATEGORIES}
     tables["category"] = [{"token": cat_tok[name], "name": name, "description": name,
                            "index": i} for i, name in enumerate(NUSCENES_LIDARSEG_CATEGORIES)]

@@ -71,7 +71,7 @@ def export_semantickitti(
 
     ``SemanticKITTISegDataset(out_dir, sequences=[...])`` and ``KittiPretrainDataset`` read it.
     """
-    from tqdm import tqdm
+    from tqdm import tqdm  # type: ignore[import-untyped]
 
     world = world or generate_world(config)
     root = Path(out_dir)

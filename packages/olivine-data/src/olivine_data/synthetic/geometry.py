@@ -51,7 +51,7 @@ class Primitive:
         if min(self.size) < 0 or (self.kind != "frustum" and min(self.size) <= 0):
             raise ValueError(f"size: expected positive extents, got {self.size!r}")
 
-    # -- bounds ---------------------------------------------------------------------------------
+    # -- bounds ----------------------------------------------------------------------------------
     def corners(self) -> np.ndarray:
         """Corners (8, 3) of an axis-aligned box containing the primitive."""
         cx, cy, cz = self.center
@@ -78,7 +78,7 @@ class Primitive:
         centre = corners.mean(axis=0)
         return centre, float(np.linalg.norm(corners[0] - centre))
 
-    # -- intersection ---------------------------------------------------------------------------
+    # -- intersection ----------------------------------------------------------------------------
     def intersect(self, origin: np.ndarray, dirs: np.ndarray) -> np.ndarray:
         """Distance (N,) along each unit ray ``origin + t * dirs`` to the first hit (inf: none)."""
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -147,10 +147,10 @@ class Primitive:
             best = np.where(ok & (t < best), t, best)
         return best.astype(np.float32)
 
-    # -- normals --------------------------------------------------------------------------------
+    # -- normals ---------------------------------------------------------------------------------
     def normals(self, points: np.ndarray) -> np.ndarray:
         """Outward unit normals (K, 3) at surface ``points`` (K, 3)."""
-        q = points - np.asarray(self.center, np.float32)
+        q: np.ndarray = points - np.asarray(self.center, np.float32)
         if self.kind == "box":
             rot = self._rotation()
             local = (q @ rot) / np.asarray(self.size, np.float32)

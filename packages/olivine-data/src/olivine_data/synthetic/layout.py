@@ -119,7 +119,7 @@ class _Builder:
         v = 1.0 + self.rng.uniform(-spread, spread, 3)
         return (float(v[0]), float(v[1]), float(v[2]))
 
-    # -- objects ------------------------------------------------------------------------------
+    # -- objects ---------------------------------------------------------------------------------
     def vehicle_part(self, material: int, inst: int, x: float, y: float, yaw: float,
                      offset: float, length: float, width: float, z0: float, z1: float,
                      tint: tuple[float, float, float]) -> None:
@@ -267,7 +267,7 @@ def make_layout(seed: int, index: int, samples: int) -> SceneLayout:
     x_lo, x_hi = -100.0, length + 100.0
     far = 400.0
 
-    # -- cross streets ----------------------------------------------------------------------------
+    # -- cross streets ---------------------------------------------------------------------------
     crosses: list[tuple[float, float]] = []  # (centre x, half width)
     xc = x_lo + float(rng.uniform(30.0, 90.0))
     while xc < x_hi - 20:
@@ -275,7 +275,7 @@ def make_layout(seed: int, index: int, samples: int) -> SceneLayout:
         xc += float(rng.uniform(80.0, 150.0))
     corridors = [(c - w - sw - 3.0, c + w + sw + 3.0) for c, w in crosses]
 
-    # -- ground zones, painted in order -----------------------------------------------------------
+    # -- ground zones, painted in order ----------------------------------------------------------
     zones: list[GroundZone] = []
     for side in (1, -1):  # parking lots / paved yards (other_flat)
         x = x_lo + float(rng.uniform(0, 40))
@@ -303,7 +303,7 @@ def make_layout(seed: int, index: int, samples: int) -> SceneLayout:
     for c, w in crosses:  # zebra crossings across the main road
         zones.append(GroundZone(M["lane_marking"], c + w + 0.5, c + w + 3.5, -rh, rh, 2, 1.0, 0.5))
 
-    # -- buildings and vegetation blocks along the main road and the cross streets --------------
+    # -- buildings and vegetation blocks along the main road and the cross streets ---------------
     for side in (1, -1):
         setback = rh + sw + float(rng.uniform(3.0, 10.0))
         x = x_lo - 60.0
@@ -341,7 +341,7 @@ def make_layout(seed: int, index: int, samples: int) -> SceneLayout:
                           (depth / 2, blen / 2, height / 2), 0.0, (shade, shade, shade))
                     y += blen + float(rng.uniform(2.0, 10.0))
 
-    # -- street furniture and vegetation on the verge ---------------------------------------------
+    # -- street furniture and vegetation on the verge --------------------------------------------
     for side in (1, -1):
         x = x_lo + float(rng.uniform(0, 10))
         while x < x_hi:
@@ -360,7 +360,7 @@ def make_layout(seed: int, index: int, samples: int) -> SceneLayout:
             if not _in_corridor(x - 2, x + 2, corridors):
                 b.bush(x, side * (rh + sw + float(rng.uniform(1.0, 3.0))))
 
-    # -- parked and stopped vehicles ---------------------------------------------------------------
+    # -- parked and stopped vehicles -------------------------------------------------------------
     curb_lanes = [(1, rh - 1.2)]
     if lanes_per_side >= 2:
         curb_lanes.append((-1, rh - 1.2))
@@ -402,7 +402,7 @@ def make_layout(seed: int, index: int, samples: int) -> SceneLayout:
                 b.car(float(xs), (lot.ymin + lot.ymax) / 2, math.pi / 2 + float(rng.normal(0,
                                                                                         0.05)))
 
-    # -- people, bicycles, cones, barriers, construction ------------------------------------------
+    # -- people, bicycles, cones, barriers, construction -----------------------------------------
     for side in (1, -1):
         x = x_lo
         while x < x_hi:

@@ -18,7 +18,8 @@ from olivine_data.synthetic.geometry import EPS, classify_ground
 from olivine_data.synthetic.layout import SceneLayout
 from olivine_data.synthetic.materials import MATERIAL_ID, material_lookup
 
-__all__ = ["RayHits", "Bounds", "camera_windows", "lidar_windows", "cast", "camera_rays", "lidar_rays", "render_image", "lidar_returns",
+__all__ = ["RayHits", "Bounds", "camera_windows", "lidar_windows", "cast", "camera_rays",
+           "lidar_rays", "render_image", "lidar_returns",
            "value_noise", "SUN_DIRECTION"]
 
 #: Direction towards the sun in the scene frame (unit vector).
@@ -154,7 +155,8 @@ def lidar_windows(
     order = np.flatnonzero(ok)[np.argsort(near[ok], kind="stable")]
     out: list[Window] = []
     for i in order:
-        cols: slice | np.ndarray = slice(0, n_az) if full[i] else np.arange(lo[i], hi[i] + 1) % n_az
+        cols: slice | np.ndarray = (
+            slice(0, n_az) if full[i] else np.arange(lo[i], hi[i] + 1) % n_az)
         out.append((int(i), slice(int(b0[i]), int(b1[i])), cols, float(max(near[i], 0.0))))
     return out
 
@@ -206,7 +208,8 @@ def cast(
     gmat, gzone = classify_ground(gxy, list(layout.zones), layout.default_material)
     material[ground] = gmat
     cells = np.floor(gxy / 8.0).astype(np.int64) & 0xFFFF
-    instance[ground] = _GROUND_INSTANCE_BASE + ((gzone + 1) << 32) + (cells[:, 0] << 16) + cells[:, 1]
+    instance[ground] = (_GROUND_INSTANCE_BASE + ((gzone + 1) << 32) + (cells[:, 0] << 16)
+                        + cells[:, 1])
     normal[ground] = (0.0, 0.0, 1.0)
 
     obj = hit & (owner >= 0)
@@ -224,11 +227,11 @@ def cast(
         flat_pts = points.reshape(-1, 3)
         for s, e in zip(starts, ends):
             prim = prims[int(own[s])]
-            rows = idx[s:e]
-            flat_mat[rows] = prim.material
-            flat_inst[rows] = prim.instance
-            flat_tint[rows] = prim.tint
-            flat_norm[rows] = prim.normals(flat_pts[rows])
+            sel = idx[s:e]
+            flat_mat[sel] = prim.material
+            flat_inst[sel] = prim.instance
+            flat_tint[sel] = prim.tint
+            flat_norm[sel] = prim.normals(flat_pts[sel])
     return RayHits(t_best, material, instance, normal, points, tint)
 
 

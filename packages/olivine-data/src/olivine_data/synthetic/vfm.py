@@ -155,9 +155,9 @@ def corrupt_labels(
         fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
         field = ((1 - fy) * (1 - fx) * coarse[y0][:, x0] + (1 - fy) * fx * coarse[y0][:, x0 + 1]
                  + fy * (1 - fx) * coarse[y0 + 1][:, x0] + fy * fx * coarse[y0 + 1][:, x0 + 1])
-        cand = np.flatnonzero(labelled.reshape(-1) & ~changed.reshape(-1))
-        if remaining < len(cand):
-            top = np.argpartition(-field.reshape(-1)[cand], remaining - 1)[:remaining]
-            cand = cand[top]
-        flat_out[cand] = U
+        pool = np.flatnonzero(labelled.reshape(-1) & ~changed.reshape(-1))
+        if remaining < len(pool):
+            top = np.argpartition(-field.reshape(-1)[pool], remaining - 1)[:remaining]
+            pool = pool[top]
+        flat_out[pool] = U
     return out.astype(np.uint8)

@@ -17,8 +17,8 @@ from olivine_data.synthetic.render import (
     camera_rays,
     camera_windows,
     cast,
-    lidar_returns,
     lidar_rays,
+    lidar_returns,
     lidar_windows,
     render_image,
 )
@@ -111,7 +111,7 @@ class World:
             np.float32)
         self.bounds: tuple[Bounds, ...] = tuple(Bounds.of(layout) for layout in self.layouts)
 
-    # -- names and splits ---------------------------------------------------------------------------
+    # -- names and splits ------------------------------------------------------------------------
     def scene_name(self, scene: int) -> str:
         """nuScenes scene name, e.g. ``synth-s0-0003``."""
         return f"synth-s{self.config.seed}-{scene:04d}"
@@ -126,7 +126,7 @@ class World:
         return {"train": [self.scene_name(i) for i in train],
                 "val": [self.scene_name(i) for i in val]}
 
-    # -- poses ----------------------------------------------------------------------------------------
+    # -- poses -----------------------------------------------------------------------------------
     def lidar_timestamp(self, scene: int, sample: int) -> int:
         """LiDAR timestamp [us] of keyframe ``sample`` (2 Hz with a few ms of jitter)."""
         layout = self.layouts[scene]
@@ -148,13 +148,16 @@ class World:
         """4x4 ego -> global at ``timestamp_us``."""
         return self.layouts[scene].scene_to_global() @ self.ego_to_scene(scene, timestamp_us)
 
-    # -- rendering ------------------------------------------------------------------------------------
+    # -- rendering -------------------------------------------------------------------------------
     def render_lidar(
         self, scene: int, timestamp_us: int, to_ego: np.ndarray,
         elevation_deg: tuple[float, float] = HDL32E_ELEVATION_DEG, beams: int | None = None,
         stream: int = 0,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Sweep of the LiDAR mounted at ``to_ego``: (points (N, 5) sensor frame, material, instance)."""
+        """Sweep of the LiDAR mounted at ``to_ego``.
+
+        Returns (points (N, 5) in the sensor frame, material (N,), instance (N,)).
+        """
         cfg = self.config
         layout = self.layouts[scene]
         n_beams = beams or cfg.lidar_beams
@@ -223,7 +226,7 @@ class World:
             for k in range(self.config.samples_per_scene):
                 yield self.render_keyframe(s, k)
 
-    # -- KITTI rig -------------------------------------------------------------------------------------
+    # -- KITTI rig -------------------------------------------------------------------------------
     def kitti_rig(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
         """(velodyne -> ego, camera-2 -> ego, image_2 intrinsics K2, image size) for the
         SemanticKITTI export; P2/Tr are the real sequence-07 values, K2 scaled to the width of
