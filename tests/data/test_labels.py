@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from olivine_data.labels import (
     GSAM14,
     NUSCENES16,
@@ -12,7 +14,6 @@ from olivine_data.labels import (
     Vocabulary,
     get_vocabulary,
 )
-from PIL import Image
 
 
 def test_seem17_order_and_unlabelled() -> None:

@@ -240,7 +240,7 @@ class LabelStore:
     def write(
         self, camera: str, image_filename: str | os.PathLike[str], labels: np.ndarray
     ) -> Path:
-        """Write ``labels`` (``(H, W)`` integer ids of the vocabulary) atomically; return the path."""
+        """Write ``labels`` ((H, W) integer ids of the vocabulary) atomically; return the path."""
         from PIL import Image
 
         p = self.path(camera, image_filename)
