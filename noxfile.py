@@ -1,4 +1,4 @@
-"""Task runner for the OLIVINE monorepo: the only place tests, lint, typing, builds and the demo run.
+"""Task runner for the OLIVINE monorepo: where tests, lint, typing, builds and the demo run.
 
 `nox -l` lists every session with its one-line description; `nox` (no arguments) runs the default
 set that CI runs (`.ci/run`). Every session installs from `testing/constraints.txt`, which pins
@@ -90,7 +90,7 @@ def tests_losses(session: nox.Session) -> None:
 
 @nox.session(name="tests-data")
 def tests_data(session: nox.Session) -> None:
-    """olivine-data tests (readers, pairing, voxels, DCAS, synthetic world) with olivine-data only."""
+    """olivine-data tests (readers, pairing, voxels, DCAS, synthetic world), olivine-data only."""
     _package_tests(session, "data")
 
 

@@ -17,12 +17,12 @@ Contract
     point_labels  (N,) int64|None  evaluation-class label per point (0 = ignore), downstream only
     token         str              stable sample id (nuScenes sample token, "seq/frame", ...)
 
-``SegSample`` (downstream: a LiDAR sweep with per-point labels, no cameras)
+``SegSample`` (downstream: a LiDAR sweep with per-point labels)
     points (N, 4) float32, point_labels (N,) int64 | None, token str
 
-``PretrainBatch`` / ``SegBatch`` (torch, after voxelisation and collate); see their docstrings.
-Offsets: ``point_offsets[b]:point_offsets[b+1]`` are the rows of sample b in the concatenated points,
-``voxel_offsets`` likewise for voxels; images of sample b are rows ``b*C : (b+1)*C`` of ``images``.
+``PretrainBatch`` / ``SegBatch`` (torch, after voxelisation and collate): see their docstrings.
+Offsets: ``point_offsets[b]:point_offsets[b+1]`` are the rows of sample b in the concatenated
+points, ``voxel_offsets`` likewise for voxels; images of sample b are rows ``b*C : (b+1)*C`` of ``images``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def check_array(
     dtype: type | np.dtype,
     shape: tuple[int | None, ...],
 ) -> None:
-    """Raise ``ValueError`` unless ``value`` is an ndarray of ``dtype`` whose shape matches ``shape``.
+    """Raise ``ValueError`` unless ``value`` is an ndarray of ``dtype`` with a matching ``shape``.
 
     ``None`` in ``shape`` matches any length.
     """
