@@ -22,7 +22,8 @@ Contract
 
 ``PretrainBatch`` / ``SegBatch`` (torch, after voxelisation and collate): see their docstrings.
 Offsets: ``point_offsets[b]:point_offsets[b+1]`` are the rows of sample b in the concatenated
-points, ``voxel_offsets`` likewise for voxels; images of sample b are rows ``b*C : (b+1)*C`` of ``images``.
+points, ``voxel_offsets`` likewise for voxels; images of sample b are rows ``b*C : (b+1)*C``
+of ``images``.
 """
 
 from __future__ import annotations
