@@ -1,0 +1,495 @@
+"""Segment-anything based VFM labelers producing per-pixel class maps.
+
+Two modes (digest §4):
+
+* **Grounded-SAM style** (:class:`SamBoxLabeler`): an open-vocabulary detector (any
+  :class:`BoxProvider`; GroundingDINO in the reference) gives class-labelled boxes, SAM turns every
+  box into a mask (``multimask_output=False``), and masks are painted in increasing confidence so
+  the most confident detection wins where masks overlap. Pixels without a mask get
+  ``unlabelled_id``. (The reference paints in detection order, "later masks overwrite earlier
+  ones"; ordering by confidence is a deliberate, order-independent choice.)
+* **SAM refinement** (:class:`SamRefineLabeler`): SAM's automatic masks snap a coarse label map
+  (e.g. SEEM output or a projected prediction) to object boundaries: each mask takes the majority
+  class of the coarse labels it covers.
+
+Outputs are ``(H, W)`` uint8 arrays containing only vocabulary ids ``0..vocabulary_size-1``. The
+labelers know nothing about dataset vocabularies beyond these two integers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "SAM_CHECKPOINT_URLS",
+    "SAM_VARIANTS",
+    "Detection",
+    "BoxProvider",
+    "FixedBoxProvider",
+    "SamBoxLabeler",
+    "SamRefineLabeler",
+    "build_sam",
+    "build_tiny_sam",
+    "paint_masks",
+    "vote_masks",
+]
+
+SAM_CHECKPOINT_URLS: dict[str, str] = {
+    "vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+    "vit_l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
+    "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+}
+"""Official segment-anything checkpoints (download them yourself; nothing is fetched here)."""
+
+SAM_VARIANTS = ("vit_h", "vit_l", "vit_b", "tiny")
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One class-labelled box in pixel coordinates of the original image.
+
+    Attributes:
+        box_xyxy: ``(x0, y0, x1, y1)`` with ``x0 < x1`` and ``y0 < y1``.
+        class_id: vocabulary id painted under the box's mask.
+        score: detection confidence; the higher score wins where masks overlap.
+    """
+
+    box_xyxy: tuple[float, float, float, float]
+    class_id: int
+    score: float
+
+
+@runtime_checkable
+class BoxProvider(Protocol):
+    """Anything that maps an RGB image (``(H, W, 3)`` uint8) to a list of :class:`Detection`."""
+
+    def __call__(self, image: np.ndarray) -> list[Detection]: ...
+
+
+class FixedBoxProvider:
+    """Returns the same precomputed detections for every image (tests, offline detector output).
+
+    For per-image precomputed boxes, pass ``detections=`` to :meth:`SamBoxLabeler.label_batch`.
+    """
+
+    def __init__(self, detections: Sequence[Detection]) -> None:
+        self.detections = list(detections)
+        for det in self.detections:
+            if not isinstance(det, Detection):
+                raise TypeError(
+                    f"FixedBoxProvider: expected Detection objects, got {type(det).__name__}"
+                )
+
+    def __call__(self, image: np.ndarray) -> list[Detection]:
+        return list(self.detections)
+
+
+# --------------------------------------------------------------------------------------------------
+# building SAM
+
+
+def build_tiny_sam() -> nn.Module:
+    """A small SAM assembled from ``segment_anything.modeling`` parts (random weights).
+
+    Same code path as the official models (ViT image encoder with windowed + global attention and
+    relative positions, prompt encoder, two-way-transformer mask decoder) at 256 px input, 64-d
+    encoder with 2 blocks and a 32-d prompt/mask space; builds and runs in seconds on CPU.
+    """
+    from functools import partial
+
+    from segment_anything.modeling import (
+        ImageEncoderViT,
+        MaskDecoder,
+        PromptEncoder,
+        Sam,
+        TwoWayTransformer,
+    )
+
+    image_size, patch, prompt_dim = 256, 16, 32
+    sam = Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=image_size,
+            patch_size=patch,
+            embed_dim=64,
+            depth=2,
+            num_heads=2,
+            mlp_ratio=2.0,
+            out_chans=prompt_dim,
+            qkv_bias=True,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True,
+            window_size=4,
+            global_attn_indexes=(1,),
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=prompt_dim,
+            image_embedding_size=(image_size // patch, image_size // patch),
+            input_image_size=(image_size, image_size),
+            mask_in_chans=4,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(
+                depth=1, embedding_dim=prompt_dim, mlp_dim=64, num_heads=2
+            ),
+            transformer_dim=prompt_dim,
+            iou_head_depth=2,
+            iou_head_hidden_dim=32,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
+    return sam
+
+
+def build_sam(
+    variant: str = "vit_h", checkpoint: str | Path | None = None, random_init: bool = False
+) -> nn.Module:
+    """Build a segment-anything model in eval mode.
+
+    Args:
+        variant: ``"vit_h"``, ``"vit_l"``, ``"vit_b"`` (official architectures) or ``"tiny"``
+            (:func:`build_tiny_sam`, for tests and CPU demos).
+        checkpoint: path of a state dict (official ``sam_vit_*.pth`` or a saved tiny SAM), loaded
+            with ``torch.load(weights_only=True)``.
+        random_init: allow an official architecture without a checkpoint (speed tests only; the
+            masks are meaningless). ``"tiny"`` never needs it.
+
+    Raises:
+        KeyError: unknown variant.
+        FileNotFoundError: ``checkpoint`` does not exist (the message gives the official URL).
+        ValueError: no checkpoint for an official variant without ``random_init``, or a checkpoint
+            that does not fit the variant.
+    """
+    if variant not in SAM_VARIANTS:
+        raise KeyError(f"unknown SAM variant {variant!r}; known: {list(SAM_VARIANTS)}")
+    url = SAM_CHECKPOINT_URLS.get(variant)
+    where = f" (official checkpoint: {url})" if url else ""
+    state: dict[str, torch.Tensor] | None = None
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"SAM {variant}: checkpoint file not found: {path}{where}")
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(loaded, dict):
+            raise ValueError(f"SAM {variant}: {path} does not contain a state dict")
+        state = loaded
+    elif url is not None and not random_init:
+        raise ValueError(
+            f"SAM {variant}: pass checkpoint=<path to the official weights>{where}, or "
+            "random_init=True for an untrained model (speed tests only)"
+        )
+    if variant == "tiny":
+        sam = build_tiny_sam()
+    else:
+        from segment_anything import sam_model_registry
+
+        sam = sam_model_registry[variant](checkpoint=None)
+    if state is not None:
+        try:
+            sam.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"SAM {variant}: checkpoint {checkpoint} does not fit this architecture: {exc}"
+            ) from exc
+    sam.eval()
+    for p in sam.parameters():
+        p.requires_grad_(False)
+    return sam
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _autocast(device: torch.device) -> AbstractContextManager[Any]:
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+    return nullcontext()
+
+
+def _check_image(image: Any, where: str) -> np.ndarray:
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"{where}: expected a numpy array, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"{where}: expected an (H, W, 3) RGB image, got shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise TypeError(f"{where}: expected a uint8 image, got dtype {image.dtype}")
+    return image
+
+
+def _check_vocabulary(owner: str, vocabulary_size: int, unlabelled_id: int) -> None:
+    if not 1 <= int(vocabulary_size) <= 256:
+        raise ValueError(f"{owner}: vocabulary_size must be in 1..256, got {vocabulary_size}")
+    if not 0 <= int(unlabelled_id) < int(vocabulary_size):
+        raise ValueError(
+            f"{owner}: unlabelled_id must be a vocabulary id in 0..{vocabulary_size - 1}, got "
+            f"{unlabelled_id}"
+        )
+
+
+def paint_masks(
+    masks: np.ndarray,
+    class_ids: Sequence[int],
+    scores: Sequence[float],
+    unlabelled_id: int,
+) -> np.ndarray:
+    """Paint boolean masks ``(N, H, W)`` into a uint8 ``(H, W)`` label map.
+
+    Masks are painted in increasing score (stable for ties: later masks win), so the highest-scoring
+    mask wins at every pixel it covers; uncovered pixels get ``unlabelled_id``.
+    """
+    if masks.ndim != 3:
+        raise ValueError(f"paint_masks: expected (N, H, W) masks, got shape {masks.shape}")
+    if len(class_ids) != masks.shape[0] or len(scores) != masks.shape[0]:
+        raise ValueError(
+            f"paint_masks: {masks.shape[0]} masks but {len(class_ids)} class ids and "
+            f"{len(scores)} scores"
+        )
+    out = np.full(masks.shape[1:], unlabelled_id, dtype=np.uint8)
+    for k in np.argsort(np.asarray(scores, dtype=np.float64), kind="stable"):
+        out[masks[k]] = class_ids[k]
+    return out
+
+
+def vote_masks(
+    coarse: np.ndarray,
+    masks: Sequence[np.ndarray],
+    num_classes: int,
+    unlabelled_id: int,
+    ignore_unlabelled: bool = True,
+) -> np.ndarray:
+    """Majority vote of ``coarse`` labels inside each mask (masks painted largest first).
+
+    Each mask is filled with the most frequent coarse class under it (lowest id on ties); with
+    ``ignore_unlabelled``, ``unlabelled_id`` pixels do not vote and a mask covering only unlabelled
+    pixels changes nothing. Smaller masks are painted after larger ones so that fine segments
+    survive. Pixels outside every mask keep their coarse label.
+    """
+    refined = coarse.astype(np.uint8, copy=True)
+    order = np.argsort([-int(m.sum()) for m in masks], kind="stable")
+    for k in order:
+        mask = masks[k]
+        values = coarse[mask]
+        if ignore_unlabelled:
+            values = values[values != unlabelled_id]
+        if values.size == 0:
+            continue
+        counts = np.bincount(values.astype(np.int64), minlength=num_classes)
+        refined[mask] = np.uint8(int(np.argmax(counts)))
+    return refined
+
+
+# --------------------------------------------------------------------------------------------------
+# labelers
+
+
+class SamBoxLabeler:
+    """Grounded-SAM style labeler: boxes from a :class:`BoxProvider` -> SAM masks -> class map.
+
+    Args:
+        sam: a segment-anything ``Sam`` (see :func:`build_sam`); its device is used.
+        box_provider: detector called per image when no detections are passed explicitly.
+        vocabulary_size: number of vocabulary ids (e.g. 14 for the Grounded-SAM vocabulary).
+        unlabelled_id: id painted where no mask lands (0 = background in GSAM14).
+        batch_size: images encoded together by SAM's image encoder.
+    """
+
+    def __init__(
+        self,
+        sam: nn.Module,
+        box_provider: BoxProvider | None,
+        vocabulary_size: int,
+        unlabelled_id: int,
+        batch_size: int = 4,
+    ) -> None:
+        _check_vocabulary("SamBoxLabeler", vocabulary_size, unlabelled_id)
+        if batch_size < 1:
+            raise ValueError(f"SamBoxLabeler: batch_size must be >= 1, got {batch_size}")
+        from segment_anything.utils.transforms import ResizeLongestSide
+
+        self.sam: Any = sam
+        self.box_provider = box_provider
+        self.vocabulary_size = int(vocabulary_size)
+        self.unlabelled_id = int(unlabelled_id)
+        self.batch_size = int(batch_size)
+        self.transform = ResizeLongestSide(int(self.sam.image_encoder.img_size))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.sam.parameters()).device  # type: ignore[no-any-return]
+
+    def _check_detections(self, dets: Sequence[Detection], shape: tuple[int, ...], i: int) -> None:
+        for det in dets:
+            if not isinstance(det, Detection):
+                raise TypeError(
+                    f"SamBoxLabeler: image {i}: expected Detection objects, got "
+                    f"{type(det).__name__}"
+                )
+            if not 0 <= int(det.class_id) < self.vocabulary_size:
+                raise ValueError(
+                    f"SamBoxLabeler: image {i}: detection class_id {det.class_id} is not a "
+                    f"vocabulary id (0..{self.vocabulary_size - 1})"
+                )
+            x0, y0, x1, y1 = det.box_xyxy
+            if not (x0 < x1 and y0 < y1) or not np.isfinite([x0, y0, x1, y1]).all():
+                raise ValueError(
+                    f"SamBoxLabeler: image {i}: box {det.box_xyxy} must be finite with x0 < x1 "
+                    f"and y0 < y1 (image is {shape[1]}x{shape[0]} W x H)"
+                )
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """Label one image."""
+        return self.label_batch([image])[0]
+
+    def label_batch(
+        self,
+        images: Sequence[np.ndarray],
+        detections: Sequence[Sequence[Detection]] | None = None,
+    ) -> list[np.ndarray]:
+        """Label several images; ``detections[i]`` (optional) replaces the provider for image i."""
+        images = [_check_image(img, f"SamBoxLabeler: image {i}") for i, img in enumerate(images)]
+        if detections is None:
+            if self.box_provider is None:
+                raise ValueError("SamBoxLabeler: no box_provider and no detections given")
+            dets = [list(self.box_provider(img)) for img in images]
+        else:
+            if len(detections) != len(images):
+                raise ValueError(
+                    f"SamBoxLabeler: {len(images)} images but {len(detections)} detection lists"
+                )
+            dets = [list(d) for d in detections]
+        for i, (img, d) in enumerate(zip(images, dets)):
+            self._check_detections(d, img.shape, i)
+        outputs = [np.full(img.shape[:2], self.unlabelled_id, dtype=np.uint8) for img in images]
+        todo = [i for i, d in enumerate(dets) if d]
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start : start + self.batch_size]
+            masks = self._predict_masks([images[i] for i in chunk], [dets[i] for i in chunk])
+            for i, m in zip(chunk, masks):
+                outputs[i] = paint_masks(
+                    m,
+                    [int(d.class_id) for d in dets[i]],
+                    [float(d.score) for d in dets[i]],
+                    self.unlabelled_id,
+                )
+        return outputs
+
+    @torch.no_grad()
+    def _predict_masks(
+        self, images: list[np.ndarray], dets: list[list[Detection]]
+    ) -> list[np.ndarray]:
+        sam = self.sam
+        device = self.device
+        inputs = []
+        for img in images:
+            resized = self.transform.apply_image(img)
+            tensor = torch.as_tensor(resized, device=device).permute(2, 0, 1).contiguous()
+            inputs.append(tensor)
+        results: list[np.ndarray] = []
+        with _autocast(device):
+            batch = torch.stack([sam.preprocess(x.float()) for x in inputs], dim=0)
+            embeddings = sam.image_encoder(batch)
+            for img, x, emb, d in zip(images, inputs, embeddings, dets):
+                boxes = torch.tensor([det.box_xyxy for det in d], dtype=torch.float32, device=device)
+                boxes = self.transform.apply_boxes_torch(boxes, img.shape[:2])
+                sparse, dense = sam.prompt_encoder(points=None, boxes=boxes, masks=None)
+                low_res, _ = sam.mask_decoder(
+                    image_embeddings=emb.unsqueeze(0),
+                    image_pe=sam.prompt_encoder.get_dense_pe(),
+                    sparse_prompt_embeddings=sparse,
+                    dense_prompt_embeddings=dense,
+                    multimask_output=False,
+                )
+                full = sam.postprocess_masks(
+                    low_res.float(), input_size=tuple(x.shape[-2:]), original_size=img.shape[:2]
+                )
+                results.append((full[:, 0] > sam.mask_threshold).cpu().numpy())
+        return results
+
+
+class SamRefineLabeler:
+    """SAM automatic masks vote the majority class of a coarse label map.
+
+    Args:
+        sam: a segment-anything ``Sam``.
+        num_classes: vocabulary size; coarse maps must hold ids ``0..num_classes-1``.
+        unlabelled_id: the vocabulary's unlabelled id (does not vote by default).
+        points_per_side, points_per_batch, pred_iou_thresh, stability_score_thresh,
+        min_mask_region_area: passed to ``SamAutomaticMaskGenerator`` (defaults are SAM's).
+        ignore_unlabelled: unlabelled pixels do not vote.
+    """
+
+    def __init__(
+        self,
+        sam: nn.Module,
+        num_classes: int,
+        unlabelled_id: int,
+        points_per_side: int = 32,
+        points_per_batch: int = 64,
+        pred_iou_thresh: float = 0.88,
+        stability_score_thresh: float = 0.95,
+        min_mask_region_area: int = 0,
+        ignore_unlabelled: bool = True,
+    ) -> None:
+        _check_vocabulary("SamRefineLabeler", num_classes, unlabelled_id)
+        from segment_anything import SamAutomaticMaskGenerator
+
+        self.sam: Any = sam
+        self.num_classes = int(num_classes)
+        self.unlabelled_id = int(unlabelled_id)
+        self.ignore_unlabelled = bool(ignore_unlabelled)
+        self.generator = SamAutomaticMaskGenerator(
+            sam,
+            points_per_side=points_per_side,
+            points_per_batch=points_per_batch,
+            pred_iou_thresh=pred_iou_thresh,
+            stability_score_thresh=stability_score_thresh,
+            min_mask_region_area=min_mask_region_area,
+        )
+
+    def masks(self, image: np.ndarray) -> list[np.ndarray]:
+        """SAM's automatic masks for one image, as boolean ``(H, W)`` arrays."""
+        image = _check_image(image, "SamRefineLabeler: image")
+        device = next(self.sam.parameters()).device
+        with torch.no_grad(), _autocast(device):
+            records = self.generator.generate(image)
+        return [np.asarray(r["segmentation"], dtype=bool) for r in records]
+
+    def __call__(self, image: np.ndarray, coarse: np.ndarray) -> np.ndarray:
+        """Refine one coarse ``(H, W)`` label map with the image's SAM masks."""
+        image = _check_image(image, "SamRefineLabeler: image")
+        if not isinstance(coarse, np.ndarray) or coarse.shape != image.shape[:2]:
+            shape = coarse.shape if isinstance(coarse, np.ndarray) else type(coarse).__name__
+            raise ValueError(
+                f"SamRefineLabeler: coarse labels must be an array of shape {image.shape[:2]} "
+                f"(the image's H, W), got {shape}"
+            )
+        if not np.issubdtype(coarse.dtype, np.integer):
+            raise TypeError(f"SamRefineLabeler: coarse labels must be integers, got {coarse.dtype}")
+        if coarse.size and (int(coarse.min()) < 0 or int(coarse.max()) >= self.num_classes):
+            raise ValueError(
+                f"SamRefineLabeler: coarse labels must be in 0..{self.num_classes - 1}, got "
+                f"range {int(coarse.min())}..{int(coarse.max())}"
+            )
+        return vote_masks(
+            coarse, self.masks(image), self.num_classes, self.unlabelled_id, self.ignore_unlabelled
+        )
+
+    def label_batch(
+        self, images: Sequence[np.ndarray], coarse: Sequence[np.ndarray]
+    ) -> list[np.ndarray]:
+        """Refine several images (SAM's automatic generator works image by image)."""
+        if len(images) != len(coarse):
+            raise ValueError(
+                f"SamRefineLabeler: {len(images)} images but {len(coarse)} coarse maps"
+            )
+        return [self(img, c) for img, c in zip(images, coarse)]
