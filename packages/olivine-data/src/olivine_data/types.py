@@ -29,6 +29,7 @@ of ``images``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -188,8 +189,9 @@ class PretrainBatch(SegBatch):
 def _to_device(batch: SegBatch, device: torch.device | str) -> SegBatch:
     import dataclasses
 
-    moved = {
-        f.name: (v.to(device) if isinstance(v := getattr(batch, f.name), torch.Tensor) else v)
+    moved: dict[str, Any] = {
+        f.name: v.to(device)
         for f in dataclasses.fields(batch)
+        if isinstance(v := getattr(batch, f.name), torch.Tensor)
     }
-    return type(batch)(**moved)
+    return dataclasses.replace(batch, **moved)
