@@ -16,6 +16,7 @@ from olivine_data.synthetic import (
     label_noise_rate,
 )
 from olivine_data.synthetic.geometry import GroundZone, Primitive, classify_ground
+from olivine_data.synthetic.layout import make_layout
 from olivine_data.synthetic.materials import MATERIAL_ID, MATERIALS, material_lookup
 from olivine_data.synthetic.sensors import (
     NUSCENES_CALIBRATION,
@@ -164,7 +165,13 @@ def test_class_imbalance_and_coverage(world) -> None:  # type: ignore[no-untyped
     present = {eval_map[int(_LIDARSEG[p.material])] for lay in world.layouts
                for p in lay.primitives}
     present |= {eval_map[int(_LIDARSEG[z.material])] for lay in world.layouts for z in lay.zones}
-    assert len(present) >= 14, sorted(present)
+    present |= {eval_map[int(_LIDARSEG[lay.default_material])] for lay in world.layouts}
+    assert len(present) >= 12, sorted(present)
+    # a 10-scene world holds all 16 evaluation classes
+    layouts = [make_layout(11, i, 2) for i in range(10)]
+    mats = {p.material for lay in layouts for p in lay.primitives}
+    mats |= {z.material for lay in layouts for z in lay.zones} | {layouts[0].default_material}
+    assert {eval_map[int(_LIDARSEG[m])] for m in mats} == set(range(1, 17))
 
 
 def test_same_class_pairs_are_common(world) -> None:  # type: ignore[no-untyped-def]

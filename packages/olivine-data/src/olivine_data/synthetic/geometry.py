@@ -112,16 +112,17 @@ class Primitive:
         return np.where(hit, tmin, np.float32(np.inf))
 
     def _intersect_ellipsoid(self, origin: np.ndarray, dirs: np.ndarray) -> np.ndarray:
-        radii = np.asarray(self.size, np.float32)
-        p = (np.asarray(origin, np.float32) - np.asarray(self.center, np.float32)) / radii
-        d = dirs / radii
-        a = np.einsum("ij,ij->i", d, d)
-        b = 2.0 * (d @ p)
-        c = float(p @ p) - 1.0
-        disc = b * b - 4.0 * a * c
+        ra, rb, rc = (np.float32(v) for v in self.size)
+        q = np.asarray(origin, np.float32) - np.asarray(self.center, np.float32)
+        px, py, pz = q[0] / ra, q[1] / rb, q[2] / rc
+        dx, dy, dz = dirs[:, 0] / ra, dirs[:, 1] / rb, dirs[:, 2] / rc
+        a = dx * dx + dy * dy + dz * dz
+        b = 2.0 * (px * dx + py * dy + pz * dz)
+        c = px * px + py * py + pz * pz - 1.0
+        disc = b * b - (4.0 * c) * a
         t = (-b - np.sqrt(np.maximum(disc, 0.0))) / (2.0 * a)
         hit = (disc >= 0) & (t > EPS)
-        return np.where(hit, t, np.inf).astype(np.float32)
+        return np.where(hit, t, np.float32(np.inf))
 
     def _intersect_frustum(self, origin: np.ndarray, dirs: np.ndarray) -> np.ndarray:
         r0, r1, h = self.size

@@ -281,12 +281,12 @@ def make_layout(seed: int, index: int, samples: int) -> SceneLayout:
         x = x_lo + float(rng.uniform(0, 40))
         while x < x_hi:
             lot_len = float(rng.uniform(15, 35))
-            if rng.random() < 0.35 and not _in_corridor(x, x + lot_len, corridors):
+            if rng.random() < 0.5 and not _in_corridor(x, x + lot_len, corridors):
                 depth = float(rng.uniform(6, 12))
                 y0 = rh + sw + 1.0
                 ys = (y0, y0 + depth) if side > 0 else (-y0 - depth, -y0)
                 zones.append(GroundZone(M["other_flat"], x, x + lot_len, ys[0], ys[1]))
-            x += lot_len + float(rng.uniform(20, 60))
+            x += lot_len + float(rng.uniform(10, 40))
     for c, w in crosses:
         zones.append(GroundZone(M["sidewalk"], c - w - sw, c + w + sw, -far, far))
     zones.append(GroundZone(M["sidewalk"], -far * 2, far * 2, -rh - sw, rh + sw))
@@ -312,10 +312,13 @@ def make_layout(seed: int, index: int, samples: int) -> SceneLayout:
             if _in_corridor(x, x + blen, corridors):
                 x += 4.0
                 continue
-            if rng.random() < 0.8:
+            lot_depth = max([z.ymax - z.ymin for z in zones if z.material == M["other_flat"]
+                             and (z.ymin > 0) == (side > 0) and z.xmax > x and z.xmin < x + blen]
+                            + [0.0])
+            if rng.random() < 0.7:
                 depth = float(rng.uniform(8.0, 20.0))
                 height = float(np.clip(rng.lognormal(math.log(10.0), 0.5), 4.0, 40.0))
-                y = side * (setback + depth / 2 + float(rng.uniform(0, 3)))
+                y = side * (setback + lot_depth + depth / 2 + float(rng.uniform(0, 3)))
                 shade = float(rng.uniform(0.6, 1.4))
                 b.box(M["building"], b.new_instance(), (x + blen / 2, y, height / 2),
                       (blen / 2, depth / 2, height / 2), float(rng.normal(0, 0.02)),
@@ -323,8 +326,11 @@ def make_layout(seed: int, index: int, samples: int) -> SceneLayout:
                                                                                          1.1))))
             else:
                 for _ in range(int(rng.integers(2, 6))):
-                    b.bush(x + float(rng.uniform(0, blen)), side * (setback + float(
+                    b.bush(x + float(rng.uniform(0, blen)), side * (setback + lot_depth + float(
                         rng.uniform(0.5, 6.0))))
+                for _ in range(int(rng.integers(1, 4))):
+                    b.tree(x + float(rng.uniform(0, blen)), side * (setback + lot_depth + float(
+                        rng.uniform(2.0, 10.0))))
             x += blen + float(rng.uniform(1.0, 8.0))
     for c, w in crosses:
         for side_x in (1, -1):
@@ -345,9 +351,9 @@ def make_layout(seed: int, index: int, samples: int) -> SceneLayout:
     for side in (1, -1):
         x = x_lo + float(rng.uniform(0, 10))
         while x < x_hi:
-            if not _in_corridor(x - 2, x + 2, corridors) and rng.random() < 0.7:
+            if not _in_corridor(x - 2, x + 2, corridors) and rng.random() < 0.85:
                 b.tree(x, side * (rh + sw + float(rng.uniform(0.8, 2.5))))
-            x += float(rng.uniform(7.0, 16.0))
+            x += float(rng.uniform(6.0, 13.0))
         x = x_lo + float(rng.uniform(0, 20))
         while x < x_hi:
             if not _in_corridor(x - 1, x + 1, corridors):
@@ -355,7 +361,7 @@ def make_layout(seed: int, index: int, samples: int) -> SceneLayout:
                                          (0.12, 0.08, float(rng.uniform(6.0, 8.0))), 0.0,
                                          M["pole"], b.new_instance(), (1.0, 1.0, 1.0)))
             x += float(rng.uniform(25.0, 40.0))
-        for _ in range(int(rng.integers(4, 12))):  # bushes in the terrain strip
+        for _ in range(int(rng.integers(8, 20))):  # bushes in the terrain strip
             x = float(rng.uniform(x_lo, x_hi))
             if not _in_corridor(x - 2, x + 2, corridors):
                 b.bush(x, side * (rh + sw + float(rng.uniform(1.0, 3.0))))
@@ -369,7 +375,7 @@ def make_layout(seed: int, index: int, samples: int) -> SceneLayout:
         x = x_lo + float(rng.uniform(0, 8))
         while x < x_hi:
             gap = float(rng.uniform(0.8, 3.0))
-            if _in_corridor(x - 6, x + 6, corridors) or rng.random() < 0.35:
+            if _in_corridor(x - 6, x + 6, corridors) or rng.random() < 0.6:
                 x += 6.0 + gap
                 continue
             yaw = 0.0 if side < 0 else math.pi
@@ -392,7 +398,7 @@ def make_layout(seed: int, index: int, samples: int) -> SceneLayout:
     if lanes_per_side >= 2:  # stopped traffic in the inner oncoming lane
         x = x_lo + float(rng.uniform(0, 30))
         while x < x_hi:
-            if not _in_corridor(x - 6, x + 6, corridors) and rng.random() < 0.5:
+            if not _in_corridor(x - 6, x + 6, corridors) and rng.random() < 0.3:
                 b.car(x, LANE_WIDTH / 2 + float(rng.normal(0, 0.15)), math.pi +
                       float(rng.normal(0, 0.03)))
             x += float(rng.uniform(6.0, 25.0))

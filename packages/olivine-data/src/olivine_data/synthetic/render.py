@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -53,14 +54,21 @@ class RayHits:
     tint: np.ndarray
 
 
+@lru_cache(maxsize=32)
+def _camera_frame_rays(k_key: tuple[float, ...], size: tuple[int, int]) -> np.ndarray:
+    w, h = size
+    k = np.array(k_key, dtype=np.float64).reshape(3, 3)
+    u, v = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    d = np.stack([u, v, np.ones_like(u)], axis=-1) @ np.linalg.inv(k).T
+    d /= np.linalg.norm(d, axis=-1, keepdims=True)
+    d.setflags(write=False)
+    return d
+
+
 def camera_rays(k: np.ndarray, cam_to_scene: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Unit ray directions (H, W, 3) float32 in the scene frame through integer pixel centres."""
-    w, h = size
-    u, v = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
-    pix = np.stack([u, v, np.ones_like(u)], axis=-1)
-    d = pix @ np.linalg.inv(k).T @ cam_to_scene[:3, :3].T
-    d /= np.linalg.norm(d, axis=-1, keepdims=True)
-    return d.astype(np.float32)
+    d = _camera_frame_rays(tuple(float(v) for v in np.asarray(k).reshape(-1)), tuple(size))
+    return (d @ cam_to_scene[:3, :3].T).astype(np.float32)
 
 
 def lidar_rays(
@@ -238,14 +246,18 @@ def cast(
 # -- appearance ---------------------------------------------------------------------------------
 def value_noise(p: np.ndarray, table: np.ndarray) -> np.ndarray:
     """Smooth 3-D value noise in [-1, 1] at points ``p`` (K, 3) (lattice spacing 1), from a random
-    ``table`` (4096,) float32; trilinear interpolation with smoothstep weights."""
+    ``table`` (4096,) float32; trilinear interpolation with smoothstep weights.
+
+    The lattice hash uses wrapping int32 products (only the low 12 bits are used).
+    """
     base = np.floor(p)
     f = (p - base).astype(np.float32)
     f = f * f * (3.0 - 2.0 * f)
-    ib = base.astype(np.int64)
-    hx = (ib[:, 0] * 73856093, (ib[:, 0] + 1) * 73856093)
-    hy = (ib[:, 1] * 19349663, (ib[:, 1] + 1) * 19349663)
-    hz = (ib[:, 2] * 83492791, (ib[:, 2] + 1) * 83492791)
+    ib = base.astype(np.int32)
+    with np.errstate(over="ignore"):
+        hx = (ib[:, 0] * np.int32(73856093), (ib[:, 0] + 1) * np.int32(73856093))
+        hy = (ib[:, 1] * np.int32(19349663), (ib[:, 1] + 1) * np.int32(19349663))
+        hz = (ib[:, 2] * np.int32(83492791), (ib[:, 2] + 1) * np.int32(83492791))
     wx = (1.0 - f[:, 0], f[:, 0])
     wy = (1.0 - f[:, 1], f[:, 1])
     wz = (1.0 - f[:, 2], f[:, 2])
@@ -269,41 +281,39 @@ def render_image(
     blended into the sky colour with distance (haze), with exposure jitter and sensor noise.
     """
     h, w = hits.material.shape
-    mat = hits.material.reshape(-1)
-    hit = mat > 0
-    pts = hits.points.reshape(-1, 3)[hit]
-    m = mat[hit]
-    colour = _ALBEDO[m] * hits.tint.reshape(-1, 3)[hit]
-    freq = _FREQ[m][:, None]
-    tex = value_noise(pts * freq, noise_table) + 0.5 * value_noise(pts * freq * 4.0 + 17.0,
-                                                                  noise_table)
-    colour = colour * (1.0 + (_TEXTURE[m] * tex)[:, None])
-    if (m == MATERIAL_ID["building"]).any():  # window grid on facades
-        bsel = m == MATERIAL_ID["building"]
-        bp = pts[bsel]
-        nrm = hits.normal.reshape(-1, 3)[hit][bsel]
-        along = np.where(np.abs(nrm[:, 0]) > np.abs(nrm[:, 1]), bp[:, 1], bp[:, 0])
-        win = (np.mod(along, 3.2) < 1.6) & (np.mod(bp[:, 2], 3.4) > 1.2) & (np.abs(nrm[:, 2]) < 0.5)
-        colour[bsel] = np.where(win[:, None], colour[bsel] * np.array([0.35, 0.42, 0.55],
-                                                                       np.float32), colour[bsel])
-    if (m == MATERIAL_ID["foliage"]).any():  # leaf clumps: darker speckles
-        fsel = m == MATERIAL_ID["foliage"]
-        speck = value_noise(pts[fsel] * 9.0 + 5.0, noise_table)
-        colour[fsel] *= (0.8 + 0.35 * speck)[:, None]
-    nrm = hits.normal.reshape(-1, 3)[hit]
+    flat = hits.material.reshape(-1)
+    idx = np.flatnonzero(flat)
+    m = flat[idx]
+    pts = hits.points.reshape(-1, 3)[idx]
+    nrm = hits.normal.reshape(-1, 3)[idx]
+    colour = _ALBEDO[m] * hits.tint.reshape(-1, 3)[idx]
+    p1 = pts * _FREQ[m][:, None]
+    tex = value_noise(p1, noise_table) + 0.5 * value_noise(p1 * 4.0 + 17.0, noise_table)
     lambert = np.clip(nrm @ SUN_DIRECTION, 0.0, 1.0)
-    colour = colour * (0.45 + 0.75 * lambert)[:, None]
+    shade = (1.0 + _TEXTURE[m] * tex) * (0.45 + 0.75 * lambert)
+    fsel = np.flatnonzero(m == MATERIAL_ID["foliage"])
+    if len(fsel):  # leaf clumps: darker speckles
+        shade[fsel] *= 0.8 + 0.35 * value_noise(pts[fsel] * 9.0 + 5.0, noise_table)
+    colour *= shade[:, None]
+    bsel = np.flatnonzero(m == MATERIAL_ID["building"])
+    if len(bsel):  # window grid on facades
+        bp, bn = pts[bsel], nrm[bsel]
+        along = np.where(np.abs(bn[:, 0]) > np.abs(bn[:, 1]), bp[:, 1], bp[:, 0])
+        win = (np.mod(along, 3.2) < 1.6) & (np.mod(bp[:, 2], 3.4) > 1.2) & (np.abs(bn[:, 2]) < 0.5)
+        wsel = bsel[win]
+        colour[wsel] *= np.array([0.35, 0.42, 0.55], np.float32)
 
-    sky_dir = dirs.reshape(-1, 3)
-    elev = np.clip(sky_dir[:, 2], 0.0, 1.0)
-    sky = (np.array([0.78, 0.84, 0.92], np.float32)[None, :] * (1 - elev[:, None])
-           + np.array([0.35, 0.52, 0.85], np.float32)[None, :] * elev[:, None])
-    img = sky.copy()
-    haze = np.clip(hits.t.reshape(-1)[hit] / max_range, 0.0, 1.0)[:, None] ** 1.5 * 0.8
-    img[hit] = colour * (1 - haze) + sky[hit] * haze
-    img = img * np.float32(rng.uniform(0.85, 1.15)) + np.float32(0.015) * rng.standard_normal(
-        img.shape, dtype=np.float32)
-    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).reshape(h, w, 3)
+    elev = np.clip(dirs.reshape(-1, 3)[:, 2], 0.0, 1.0)[:, None]
+    sky = (np.array([0.78, 0.84, 0.92], np.float32) * (1 - elev)
+           + np.array([0.35, 0.52, 0.85], np.float32) * elev)
+    haze = (np.clip(hits.t.reshape(-1)[idx] / np.float32(max_range), 0.0, 1.0) ** 1.5
+            * np.float32(0.8))[:, None]
+    img = sky
+    img[idx] = colour * (1 - haze) + sky[idx] * haze
+    img *= np.float32(rng.uniform(0.85, 1.15))
+    img += np.float32(0.015) * rng.standard_normal(img.shape, dtype=np.float32)
+    np.clip(img, 0.0, 1.0, out=img)
+    return (img * 255.0 + 0.5).astype(np.uint8).reshape(h, w, 3)
 
 
 def lidar_returns(

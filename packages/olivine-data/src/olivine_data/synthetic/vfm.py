@@ -147,7 +147,7 @@ def corrupt_labels(
     remaining = budget - used
     if remaining > 0:
         h, w = gt.shape
-        gh, gw = max(h // 24, 2) + 2, max(w // 24, 2) + 2
+        gh, gw = max(h // 40, 2) + 2, max(w // 40, 2) + 2
         coarse = rng.random((gh, gw))
         ys = np.linspace(0, gh - 1.001, h)
         xs = np.linspace(0, gw - 1.001, w)
