@@ -321,7 +321,12 @@ class SamBoxLabeler:
         self.vocabulary_size = int(vocabulary_size)
         self.unlabelled_id = int(unlabelled_id)
         self.batch_size = int(batch_size)
-        self.transform = ResizeLongestSide(int(self.sam.image_encoder.img_size))
+        encoder: Any = getattr(sam, "image_encoder", None)
+        if encoder is None or not hasattr(encoder, "img_size"):
+            raise TypeError(
+                f"SamBoxLabeler: expected a segment-anything Sam model, got {type(sam).__name__}"
+            )
+        self.transform = ResizeLongestSide(int(encoder.img_size))
 
     @property
     def device(self) -> torch.device:
@@ -399,7 +404,9 @@ class SamBoxLabeler:
             batch = torch.stack([sam.preprocess(x.float()) for x in inputs], dim=0)
             embeddings = sam.image_encoder(batch)
             for img, x, emb, d in zip(images, inputs, embeddings, dets):
-                boxes = torch.tensor([det.box_xyxy for det in d], dtype=torch.float32, device=device)
+                boxes = torch.tensor(
+                    [det.box_xyxy for det in d], dtype=torch.float32, device=device
+                )
                 boxes = self.transform.apply_boxes_torch(boxes, img.shape[:2])
                 sparse, dense = sam.prompt_encoder(points=None, boxes=boxes, masks=None)
                 low_res, _ = sam.mask_decoder(
