@@ -46,6 +46,7 @@ def vmf_nll(
     *,
     ignore_index: int | None = None,
     valid_classes: Tensor | None = None,
+    log_normalizer: Tensor | None = None,
 ) -> Tensor:
     """Class-averaged vMF negative log-likelihood of features (OLIVINE's ``L_kl``).
 
@@ -65,6 +66,8 @@ def vmf_nll(
         ignore_index: label of points that are left out, or ``None``.
         valid_classes: optional ``(K,)`` bool mask; classes where it is False are left out even if
             present (e.g. classes a prior never observed, whose ``mu`` is undefined).
+        log_normalizer: optional precomputed ``(K,)`` ``log C_C(kappa)`` (what
+            :class:`VMFClassPrior` caches once frozen); computed from ``kappa`` when None.
 
     Returns:
         A scalar in the dtype of ``z``; 0 (connected to the graph of ``z``) when no class is left.
@@ -101,15 +104,27 @@ def vmf_nll(
             f"{tuple(getattr(valid_classes, 'shape', ()))}"
         )
 
+    if log_normalizer is not None and (
+        not isinstance(log_normalizer, Tensor) or log_normalizer.shape != (num_classes,)
+    ):
+        raise ValueError(
+            f"log_normalizer must be a tensor of shape (K={num_classes},), got "
+            f"{tuple(getattr(log_normalizer, 'shape', ()))}"
+        )
+
     cdt = compute_dtype(zt.dtype)
     device = zt.device
     lab = lab.to(device=device, dtype=torch.int64)
-    include = torch.ones_like(lab, dtype=torch.bool) if ignore is None else lab != ignore
-    _check_label_range(lab, include, num_classes)
-    safe_lab = torch.where(include, lab, torch.zeros_like(lab))
-    inc_f = include.to(cdt)
+    feats = zt.to(cdt)
+    if ignore is not None:
+        include = lab != ignore
+        _check_label_range(lab, include, num_classes)
+        keep = include.nonzero().squeeze(1)
+        feats, lab = feats[keep], lab[keep]
+    else:
+        _check_label_range(lab, torch.ones_like(lab, dtype=torch.bool), num_classes)
 
-    counts = torch.zeros(num_classes, dtype=cdt, device=device).index_add(0, safe_lab, inc_f)
+    counts = torch.bincount(lab, minlength=num_classes).to(cdt)
     present = counts > 0
     if valid_classes is not None:
         present = present & valid_classes.to(device)
@@ -119,11 +134,15 @@ def vmf_nll(
     # value or the gradient (0 * NaN = NaN)
     mu_c = torch.where(present[:, None], mu_c, torch.zeros_like(mu_c))
     kappa_c = torch.where(present, kappa_c, torch.zeros_like(kappa_c))
+    if log_normalizer is None:
+        log_c = vmf_log_normalizer(dim, kappa_c)
+    else:
+        log_c = log_normalizer.detach().to(device=device, dtype=cdt)
+        log_c = torch.where(present, log_c, torch.zeros_like(log_c))
 
-    dots = (zt.to(cdt) * mu_c[safe_lab]).sum(dim=1) * inc_f
-    sums = torch.zeros(num_classes, dtype=cdt, device=device).index_add(0, safe_lab, dots)
-    mean_dot = sums / counts.clamp(min=1.0)
-    log_c = vmf_log_normalizer(dim, kappa_c)
+    # per-class feature sums, then one dot product per class: (1/n_k) sum_i mu_k^T z_i
+    class_sums = torch.zeros(num_classes, dim, dtype=cdt, device=device).index_add(0, lab, feats)
+    mean_dot = (class_sums * mu_c).sum(dim=1) / counts.clamp(min=1.0)
     per_class = -log_c - kappa_c * mean_dot
     per_class = torch.where(present, per_class, torch.zeros_like(per_class))
     n_present = present.sum().to(cdt).clamp(min=1.0)
@@ -236,6 +255,8 @@ class VMFClassPrior(nn.Module):
         self.register_buffer("kappa", torch.zeros(num_classes, dtype=state_dtype))
         self.register_buffer("num_updates", torch.zeros(num_classes, dtype=torch.int64))
         self.register_buffer("num_steps", torch.zeros((), dtype=torch.int64))
+        self._log_c: Tensor | None = None
+        self._log_c_key: tuple[object, ...] | None = None
 
     def extra_repr(self) -> str:
         return (
@@ -282,13 +303,16 @@ class VMFClassPrior(nn.Module):
             else lab != self.ignore_index
         )
         _check_label_range(lab, include, self.num_classes)
-        safe_lab = torch.where(include, lab, torch.zeros_like(lab))
-        w = include.to(state.dtype)
-        sums = torch.zeros_like(state).index_add(
-            0, safe_lab, zt.detach().to(state.dtype) * w[:, None]
-        )
-        counts = torch.zeros(self.num_classes, dtype=state.dtype, device=state.device)
-        counts = counts.index_add(0, safe_lab, w)
+        feats = zt.detach()
+        if self.ignore_index is not None:
+            keep = include.nonzero().squeeze(1)
+            feats, lab = feats[keep], lab[keep]
+        # sum in the features' compute dtype (no (N, C) float64 copy), then widen the (K, C) sums
+        cdt = compute_dtype(feats.dtype)
+        sums = torch.zeros(self.num_classes, self.dim, dtype=cdt, device=feats.device)
+        sums = sums.index_add(0, lab, feats.to(cdt)).to(device=state.device, dtype=state.dtype)
+        counts = torch.bincount(lab, minlength=self.num_classes)
+        counts = counts.to(device=state.device, dtype=state.dtype)
         if self.process_group is not None:
             import torch.distributed as dist
 
@@ -341,7 +365,16 @@ class VMFClassPrior(nn.Module):
             self.kappa,
             ignore_index=self.ignore_index,
             valid_classes=self.observed,
+            log_normalizer=self.log_normalizer(),
         )
+
+    def log_normalizer(self) -> Tensor:
+        """``(K,)`` ``log C_C(kappa_k)``, cached until ``kappa`` changes (in place or on load)."""
+        key = (self.kappa.data_ptr(), self.kappa._version, self.kappa.device, self.kappa.dtype)
+        if self._log_c_key != key or self._log_c is None:
+            self._log_c = vmf_log_normalizer(self.dim, self.kappa.detach())
+            self._log_c_key = key
+        return self._log_c
 
     def forward(self, z: Tensor, labels: Tensor) -> Tensor:
         """One training step: the loss under the state *before* this step, then :meth:`update`.
