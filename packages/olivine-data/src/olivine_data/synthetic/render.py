@@ -31,6 +31,7 @@ _ALBEDO = material_lookup("albedo")
 _TEXTURE = material_lookup("texture")
 _FREQ = material_lookup("frequency")
 _REFLECT = material_lookup("reflectivity")
+_SEEM = material_lookup("seem")
 _GROUND_INSTANCE_BASE = 1 << 40
 
 
@@ -40,7 +41,8 @@ class RayHits:
 
     t         distance along the unit ray [m] (inf: nothing within range)
     material  material id (0 = sky)
-    instance  instance id (0 = sky; ground: a patch id >= 2**40, one per zone and 8 m cell)
+    instance  instance id (0 = sky; ground: a patch id >= 2**40, one per SEEM17 class and 8 m
+              cell, so lane paint and asphalt of one cell form one segment)
     normal    (H, W, 3) unit surface normal (zeros for sky)
     points    (H, W, 3) hit points in the scene frame
     tint      (H, W, 3) per-object colour multiplier
@@ -213,10 +215,10 @@ def cast(
 
     ground = hit & (owner < 0)
     gxy = points[ground][:, :2]
-    gmat, gzone = classify_ground(gxy, list(layout.zones), layout.default_material)
+    gmat, _ = classify_ground(gxy, list(layout.zones), layout.default_material)
     material[ground] = gmat
     cells = np.floor(gxy / 8.0).astype(np.int64) & 0xFFFF
-    instance[ground] = (_GROUND_INSTANCE_BASE + ((gzone + 1) << 32) + (cells[:, 0] << 16)
+    instance[ground] = (_GROUND_INSTANCE_BASE + (_SEEM[gmat] << 32) + (cells[:, 0] << 16)
                         + cells[:, 1])
     normal[ground] = (0.0, 0.0, 1.0)
 
