@@ -70,3 +70,26 @@ def test_cli_errors_and_help(capsys: pytest.CaptureFixture[str], tmp_path: Path)
     assert "WIDTHxHEIGHT" in capsys.readouterr().err
     assert main([]) == 1
     assert "synth" in capsys.readouterr().out
+
+
+def test_export_refuses_non_empty_folder_unless_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nuscenes.nuscenes import NuScenes
+
+    from olivine_data.synthetic import SyntheticWorldConfig, export_nuscenes
+
+    big = SyntheticWorldConfig(scenes=2, samples_per_scene=1, seed=1, image_size=(32, 18),
+                               lidar_azimuth_steps=100, cameras=("CAM_FRONT",))
+    small = SyntheticWorldConfig(**{**big.__dict__, "scenes": 1})
+    export_nuscenes(big, tmp_path, progress=False)
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="out_dir.*not empty"):
+        export_nuscenes(small, tmp_path, progress=False)
+    assert main(["synth", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    export_nuscenes(small, tmp_path, progress=False, overwrite=True)
+    nusc = NuScenes(version=small.version, dataroot=str(tmp_path), verbose=False)
+    assert len(nusc.sample) == 1
+    assert len(list((tmp_path / "samples" / "LIDAR_TOP").iterdir())) == 1
+    assert (tmp_path / "notes.txt").read_text() == "keep me"

@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="LiDAR firings per revolution (points per sweep scale with it)")
     synth.add_argument("--nuscenes-version", default=defaults.version,
                        help="nuScenes table folder name")
+    synth.add_argument("--overwrite", action="store_true",
+                       help="replace a previous export in a non-empty --out folder")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -91,12 +93,18 @@ def _synth(args: argparse.Namespace) -> int:
         print(f"olivine-data synth: {exc}", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    if args.format == "nuscenes":
-        root = export_nuscenes(config, args.out, progress=not args.quiet)
-        hint = f"NuScenes(version={config.version!r}, dataroot={str(root)!r})"
-    else:
-        root = export_semantickitti(config, args.out, progress=not args.quiet)
-        hint = f"SemanticKITTISegDataset({str(root)!r}, sequences=[...])"
+    try:
+        if args.format == "nuscenes":
+            root = export_nuscenes(config, args.out, progress=not args.quiet,
+                                   overwrite=args.overwrite)
+            hint = f"NuScenes(version={config.version!r}, dataroot={str(root)!r})"
+        else:
+            root = export_semantickitti(config, args.out, progress=not args.quiet,
+                                        overwrite=args.overwrite)
+            hint = f"SemanticKITTISegDataset({str(root)!r}, sequences=[...])"
+    except ValueError as exc:
+        print(f"olivine-data synth: {exc}", file=sys.stderr)
+        return 2
     n = config.scenes * config.samples_per_scene
     elapsed = time.perf_counter() - start
     print(f"wrote {n} keyframes ({config.scenes} scenes) to {root} in {elapsed:.1f} s "

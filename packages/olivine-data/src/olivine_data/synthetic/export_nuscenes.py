@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from olivine_data.labels import LabelStore
+from olivine_data.synthetic._io import prepare_out_dir
 from olivine_data.synthetic.config import SyntheticWorldConfig
 from olivine_data.synthetic.materials import NUSCENES_LIDARSEG_CATEGORIES
 from olivine_data.synthetic.sensors import (
@@ -103,18 +104,22 @@ def export_nuscenes(
     out_dir: str | os.PathLike[str],
     progress: bool = True,
     world: World | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Render ``config`` and write it to ``out_dir`` in nuScenes format; return ``out_dir``.
 
     ``NuScenes(version=config.version, dataroot=out_dir)`` loads the result, with lidarseg.
+    A non-empty ``out_dir`` is refused unless ``overwrite`` (then the previous export's entries
+    are removed first). ``world`` may pass an already generated world for ``config``.
     """
     from tqdm import tqdm  # type: ignore[import-untyped]
 
     world = world or generate_world(config)
     seed = config.seed
     root = Path(out_dir)
-    root.mkdir(parents=True, exist_ok=True)
     version = config.version
+    prepare_out_dir(root, (version, "samples", "lidarseg", "camseg", "gt", "maps",
+                           "olivine_splits.json", "synthetic_world.json"), overwrite)
     tables = _Tables().t
     vfm_store = LabelStore(root)
     gt_store = LabelStore(root / "gt")

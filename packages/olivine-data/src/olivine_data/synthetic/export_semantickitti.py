@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from olivine_data.labels import LabelStore
+from olivine_data.synthetic._io import prepare_out_dir
 from olivine_data.synthetic.config import SyntheticWorldConfig
 from olivine_data.synthetic.layout import KEYFRAME_INTERVAL_S
 from olivine_data.synthetic.materials import material_lookup
@@ -66,15 +67,19 @@ def export_semantickitti(
     out_dir: str | os.PathLike[str],
     progress: bool = True,
     world: World | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Render ``config`` with a KITTI rig and write it in SemanticKITTI format; return ``out_dir``.
 
     ``SemanticKITTISegDataset(out_dir, sequences=[...])`` and ``KittiPretrainDataset`` read it.
+    A non-empty ``out_dir`` is refused unless ``overwrite``.
     """
     from tqdm import tqdm  # type: ignore[import-untyped]
 
     world = world or generate_world(config)
     root = Path(out_dir)
+    prepare_out_dir(root, ("sequences", "camseg", "gt", "olivine_splits.json",
+                           "synthetic_world.json"), overwrite)
     velo2ego, cam2_to_ego, k2, size = world.kitti_rig()
     scale = np.diag([k2[0, 0] / KITTI_P2[0, 0], k2[1, 1] / KITTI_P2[1, 1], 1.0])
     tr4 = np.eye(4)
