@@ -245,3 +245,19 @@ def test_materials_table_consistent() -> None:
     for m in MATERIALS[1:]:
         seem_of.setdefault(m.lidarseg, set()).add(m.seem)
     assert all(len(v) == 1 for v in seem_of.values())
+
+
+def test_calibration_constants_match_real_nuscenes_tables(shared_data: Path) -> None:
+    """The rig constants are the real scene-0061 calibrated_sensor records (read, not copied)."""
+    import json
+
+    table = shared_data / "nuscenes" / "mmdet3d-demo" / "v1.0-mini"
+    sensors = {s["token"]: s["channel"] for s in json.loads((table / "sensor.json").read_text())}
+    records = json.loads((table / "calibrated_sensor.json").read_text())
+    assert len(records) == 7
+    for rec in records:
+        ours = NUSCENES_CALIBRATION[sensors[rec["sensor_token"]]]
+        np.testing.assert_allclose(ours.translation, rec["translation"], rtol=0, atol=1e-9)
+        np.testing.assert_allclose(ours.rotation, rec["rotation"], rtol=0, atol=1e-12)
+        if rec["camera_intrinsic"]:
+            np.testing.assert_allclose(ours.intrinsic, rec["camera_intrinsic"], atol=1e-9)
