@@ -183,3 +183,18 @@ def test_bad_inputs_raise_clear_errors() -> None:
         create_point_encoder("minkunet50")
     with pytest.raises(TypeError, match="unknown keyword"):
         create_point_encoder("minkunet_tiny", dropout=0.1)
+
+
+def test_model_can_be_deep_copied_and_saved(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """EMA teachers and checkpointing copy/pickle whole models."""
+    import copy
+
+    model = create_point_encoder("minkunet_tiny").eval()
+    twin = copy.deepcopy(model)
+    torch.save(model, tmp_path / "model.pt")
+    coords = torch.tensor([[0, 1, 1, 1], [0, 2, 1, 1]], dtype=torch.int32)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            twin(coords, torch.ones(2, 1), (4, 4, 4), 1),
+            model(coords, torch.ones(2, 1), (4, 4, 4), 1),
+        )

@@ -252,7 +252,6 @@ class MinkUNet(nn.Module):
         self.out_channels = int(cfg.planes[7])
         self.bn_momentum = float(bn_momentum)
         self.gpu_algo = gpu_algo
-        conv_algo_for(torch.device("cpu"))  # resolves the enum early (import errors surface here)
         algo = spconv.ConvAlgo.Native
         self._algo = algo
         k = cfg.kernel_size
@@ -307,7 +306,6 @@ class MinkUNet(nn.Module):
                 self._make_layer(spconv, width, layers[4 + j], f"subm{2 ** (level - 1)}", m)
             )
         self.relu = nn.ReLU(inplace=True)
-        self._spconv = spconv
 
     def _make_layer(
         self, spconv: Any, planes: int, blocks: int, indice_key: str, bn_momentum: float
@@ -332,8 +330,9 @@ class MinkUNet(nn.Module):
         algo = conv_algo_for(device, self.gpu_algo)
         if algo == self._algo:
             return
+        conv_type = require_spconv().conv.SparseConvolution
         for module in self.modules():
-            if isinstance(module, self._spconv.conv.SparseConvolution):
+            if isinstance(module, conv_type):
                 module.algo = algo
         self._algo = algo
 
@@ -362,7 +361,7 @@ class MinkUNet(nn.Module):
         mult = 2**NUM_LEVELS
         padded = [((s + mult - 1) // mult) * mult for s in shape]
         self._set_algo(feats.device)
-        spconv = self._spconv
+        spconv = require_spconv()
         x = spconv.SparseConvTensor(
             feats.contiguous(), coords.contiguous(), padded, int(batch_size)
         )
