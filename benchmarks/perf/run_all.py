@@ -27,6 +27,7 @@ SCRIPTS = {
     "losses": ROOT / "benchmarks" / "losses_bench.py",
     "data": ROOT / "benchmarks" / "data_bench.py",
     "models": ROOT / "benchmarks" / "models_bench.py",
+    "synthetic": ROOT / "benchmarks" / "synthetic_bench.py",
 }
 
 
