@@ -235,11 +235,39 @@ def test_chunked_only_grad_for_inputs_that_need_it() -> None:
     assert kk.grad is not None and torch.isfinite(kk.grad).all()
 
 
-def test_dense_path_supports_double_backward() -> None:
+def test_double_backward_is_refused_loudly() -> None:
+    # the fused kernel is differentiable once; a second-order use must fail, not be silently wrong
     k, q, _ = make(m=6, d=3, scale=0.1)
     k.requires_grad_(True)
-    q.requires_grad_(True)
-    assert torch.autograd.gradgradcheck(lambda a, b: info_nce(a, b), (k, q))
+    (g,) = torch.autograd.grad(info_nce(k, q), k, create_graph=True)
+    with pytest.raises(
+        RuntimeError, match="once_differentiable|differentiate twice|does not require grad"
+    ):
+        g.sum().backward()
+
+
+@pytest.mark.parametrize("chunk_size", [None, 3])
+def test_sum_variant_exact_when_positive_mass_underflows(chunk_size: int | None) -> None:
+    # float32, far from unit norm: the positives of the first rows sit ~300 nats below a negative,
+    # so exp(L - max) of every positive underflows; those rows take the exact masked path
+    k, q, labels = make(m=12, d=4, classes=3)
+    labels = torch.arange(12) % 3
+    q[1] = 40.0 * k[0] / k[0].norm()  # a negative of row 0 aligned with it...
+    q[0] = -q[1] / 40.0  # ...and its positives pointing away
+    q[3] = q[0]
+    q[6], q[9] = q[0], q[0]
+    k[0] = k[0] / k[0].norm() * 0.5
+    rows = semantic_rows(k, q, labels, TAU, "sum_in_log")
+    assert rows[0] > 100  # the regime the fallback exists for
+    k32 = k.float().requires_grad_(True)
+    q32 = q.float().requires_grad_(True)
+    out = semantic_contrastive(k32, q32, labels, reduction="none", chunk_size=chunk_size)
+    torch.testing.assert_close(out.double(), rows, rtol=1e-5, atol=1e-4)
+    out.sum().backward()
+    kk, qq = k.clone().requires_grad_(True), q.clone().requires_grad_(True)
+    semantic_contrastive(kk, qq, labels, reduction="sum").backward()
+    torch.testing.assert_close(k32.grad.double(), kk.grad, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(q32.grad.double(), qq.grad, rtol=1e-4, atol=1e-3)
 
 
 # ----------------------------------------------------------------------------- dtypes

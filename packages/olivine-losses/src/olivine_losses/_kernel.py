@@ -1,22 +1,30 @@
 """Row-wise contrastive losses over the logit matrix ``L = k q^T / tau`` (internal).
 
-Every loss in this package is, per anchor row ``i`` of ``L``,
+Every contrastive loss in this package is, per anchor row ``i`` of ``L``,
 
 * ``"diag"``: ``lse_j L_ij - L_ii`` (InfoNCE with diagonal positives),
 * ``"sum"``:  ``lse_j L_ij - lse_{j in A(i)} L_ij`` (``-log sum_{A(i)} softmax_i``),
 * ``"mean"``: ``lse_j L_ij - mean_{j in A(i)} L_ij`` (SupCon's mean of log-probabilities),
 
-with ``A(i) = {j : label_j = label_i}`` (which contains ``i``). Everything goes through
-``logsumexp``; no exponential of a raw logit is ever formed.
+with ``A(i) = {j : label_j = label_i}`` (which contains ``i``).
 
-Two implementations with identical results:
+One fused autograd function computes all of them, block of rows by block of rows:
 
-* :func:`row_losses_dense` builds the whole ``M x M`` matrix with ordinary autograd ops (supports
-  double backward).
-* :class:`_ChunkedRowLosses` walks the rows in chunks of ``chunk`` rows in the forward *and* in the
-  backward (it recomputes each chunk of logits from ``k`` and ``q`` and keeps only the per-row
-  log-sum-exps), so peak memory is ``O(M * chunk)`` instead of ``O(M^2)``. Its gradient is
-  ``dL_ij = g_i (softmax_i(L)_j - w_ij)``, with ``w_ij`` the positive weights of the mode.
+* forward: ``E = exp(L - m)`` with ``m`` the row maximum (computed in place on the matmul output,
+  so no raw exponential of a logit is ever formed and nothing overflows), ``s = sum_j E_ij``,
+  ``lse = m + log s``; positives come from per-class sums (``"sum"``: one small ``E @ onehot``
+  matmul when there are few classes; ``"mean"``: class sums of ``q``, no ``M x M`` work at all);
+* backward: ``dL_ij = g_i (softmax_i(L)_j - w_ij)``, with ``w`` the positive weights of the mode,
+  again block by block. The diagonal and ``"mean"`` parts of ``w`` are applied through ``O(M D)``
+  class sums instead of an ``M x M`` matrix.
+
+``save_matrix=True`` (the default, ``chunk_size=None``) keeps ``E`` (``M x M``) for the backward;
+otherwise each block of logits is recomputed in the backward from ``k`` and ``q`` and peak memory is
+``O(M * block)``. Both give the same values and gradients up to float rounding.
+
+Rows of ``"sum"`` whose positive mass underflows relative to the row maximum (only possible when
+positives are ~87 nats below the best negative in float32, i.e. far from unit-norm features) are
+recomputed exactly with a masked log-sum-exp, in the forward and in the backward.
 """
 
 from __future__ import annotations
@@ -29,47 +37,50 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 Mode = Literal["diag", "sum", "mean"]
 _MODES = ("diag", "sum", "mean")
+_ONEHOT_MAX_CLASSES = 128  # above this, "sum" uses an M x block mask instead of E @ onehot
+_DENSE_BLOCK = 1024  # rows per block when the whole matrix is kept (bounds the temporaries)
 
 
-def _positive_mask(labels: Tensor, rows: slice) -> Tensor:
-    return labels[rows, None] == labels[None, :]
+def _underflow_threshold(dtype: torch.dtype) -> float:
+    # below this a sum of exp(L - max) has lost relative precision (subnormal range ahead)
+    return float(torch.finfo(dtype).tiny) * 2.0**24
 
 
-def _chunk_rows(
-    k_rows: Tensor, q: Tensor, labels: Tensor | None, rows: slice, mode: str, inv_tau: float
+class _Classes:
+    """Per-call label bookkeeping: dense class ids, counts, one-hot (when small)."""
+
+    def __init__(self, labels: Tensor, dtype: torch.dtype) -> None:
+        uniq, inv = torch.unique(labels, return_inverse=True)
+        self.inv = inv
+        self.num = int(uniq.shape[0])
+        self.counts = torch.bincount(inv, minlength=self.num).to(dtype)
+        self.onehot: Tensor | None = None
+        if self.num <= _ONEHOT_MAX_CLASSES:
+            self.onehot = torch.nn.functional.one_hot(inv, self.num).to(dtype)
+
+    def mask(self, rows: slice) -> Tensor:
+        return self.inv[rows, None] == self.inv[None, :]
+
+
+def _positive_stats(e_blk: Tensor, rows: slice, classes: _Classes) -> Tensor:
+    """``sum_{j in A(i)} E_ij`` for the rows of the block."""
+    if classes.onehot is not None:
+        per_class = e_blk @ classes.onehot  # (c, K)
+        return per_class.gather(1, classes.inv[rows, None]).squeeze(1)
+    return torch.where(classes.mask(rows), e_blk, torch.zeros_like(e_blk)).sum(dim=1)
+
+
+def _exact_sum_rows(
+    ks: Tensor, q: Tensor, classes: _Classes, idx: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Forward on one block of rows: (per-row loss, lse over all columns, positive statistic)."""
-    logits = (k_rows @ q.T) * inv_tau
-    lse_all = torch.logsumexp(logits, dim=1)
-    n = logits.shape[0]
-    if mode == "diag":
-        cols = torch.arange(rows.start, rows.start + n, device=logits.device)
-        pos = logits.gather(1, cols[:, None]).squeeze(1)
-        stat = pos
-    else:
-        assert labels is not None
-        mask = _positive_mask(labels, rows)
-        if mode == "sum":
-            pos = torch.logsumexp(logits.masked_fill(~mask, float("-inf")), dim=1)
-            stat = pos
-        else:
-            count = mask.sum(dim=1).to(logits.dtype)
-            pos = torch.where(mask, logits, torch.zeros_like(logits)).sum(dim=1) / count
-            stat = count
-    return lse_all - pos, lse_all, stat
+    """Exact (logits, mask, lse over positives) for a few rows ``idx`` (underflow fallback)."""
+    logits = ks[idx] @ q.T
+    mask = classes.inv[idx, None] == classes.inv[None, :]
+    lse_pos = torch.logsumexp(logits.masked_fill(~mask, float("-inf")), dim=1)
+    return logits, mask, lse_pos
 
 
-def row_losses_dense(
-    k: Tensor, q: Tensor, labels: Tensor | None, mode: Mode, inv_tau: float
-) -> Tensor:
-    """Per-row losses, ``(M,)``, with plain autograd on the full ``M x M`` logit matrix."""
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-    loss, _, _ = _chunk_rows(k, q, labels, slice(0, k.shape[0]), mode, inv_tau)
-    return loss
-
-
-class _ChunkedRowLosses(torch.autograd.Function):
+class _RowLosses(torch.autograd.Function):
     @staticmethod
     def forward(
         ctx: FunctionCtx,
@@ -78,70 +89,126 @@ class _ChunkedRowLosses(torch.autograd.Function):
         labels: Tensor | None,
         mode: str,
         inv_tau: float,
-        chunk: int,
+        block: int,
+        save_matrix: bool,
     ) -> Tensor:
-        m = k.shape[0]
-        losses = k.new_empty(m)
-        lse_all = k.new_empty(m)
-        stat = k.new_empty(m)
-        for start in range(0, m, chunk):
-            rows = slice(start, min(start + chunk, m))
-            loss_c, lse_c, stat_c = _chunk_rows(k[rows], q, labels, rows, mode, inv_tau)
-            losses[rows] = loss_c
-            lse_all[rows] = lse_c
-            stat[rows] = stat_c
-        ctx.save_for_backward(k, q, lse_all, stat)
-        ctx.labels = labels  # type: ignore[attr-defined]  # integer, never differentiated
+        m_rows, _ = k.shape
+        ks = k * inv_tau  # scale once: L = (k / tau) q^T
+        classes = _Classes(labels, k.dtype) if labels is not None else None
+        row_max = k.new_empty(m_rows)
+        lse_all = k.new_empty(m_rows)
+        pos = k.new_empty(m_rows)  # "diag": L_ii, "sum": lse over A(i), "mean": mean over A(i)
+        matrix = k.new_empty(m_rows, m_rows) if save_matrix else None
+        exact_idx: list[Tensor] = []
+        thresh = _underflow_threshold(k.dtype)
+
+        q_class: Tensor | None = None
+        if mode == "mean":
+            assert classes is not None
+            q_class = torch.zeros(classes.num, q.shape[1], dtype=q.dtype, device=q.device)
+            q_class = q_class.index_add(0, classes.inv, q)
+
+        for start in range(0, m_rows, block):
+            rows = slice(start, min(start + block, m_rows))
+            e_blk = matrix[rows] if matrix is not None else None
+            e_blk = torch.mm(ks[rows], q.T, out=e_blk) if e_blk is not None else ks[rows] @ q.T
+            mx = e_blk.amax(dim=1)
+            e_blk.sub_(mx[:, None]).exp_()  # E = exp(L - max) <= 1
+            s_all = e_blk.sum(dim=1)
+            row_max[rows] = mx
+            lse_all[rows] = mx + torch.log(s_all)
+            if mode == "sum":
+                assert classes is not None
+                s_pos = _positive_stats(e_blk, rows, classes)
+                pos[rows] = mx + torch.log(s_pos)
+                bad = (s_pos < thresh).nonzero().squeeze(1)
+                if bad.numel() > 0:
+                    idx = bad + start
+                    _, _, lse_pos = _exact_sum_rows(ks, q, classes, idx)
+                    pos[idx] = lse_pos
+                    exact_idx.append(idx)
+        if mode == "diag":
+            pos = (ks * q).sum(dim=1)
+        elif mode == "mean":
+            assert classes is not None and q_class is not None
+            pos = (ks * q_class[classes.inv]).sum(dim=1) / classes.counts[classes.inv]
+
+        exact = torch.cat(exact_idx) if exact_idx else k.new_empty(0, dtype=torch.long)
+        ctx.save_for_backward(k, q, row_max, lse_all, pos, exact)
+        ctx.matrix = matrix  # type: ignore[attr-defined]
+        ctx.classes = classes  # type: ignore[attr-defined]
+        ctx.q_class = q_class  # type: ignore[attr-defined]
         ctx.mode = mode  # type: ignore[attr-defined]
         ctx.inv_tau = inv_tau  # type: ignore[attr-defined]
-        ctx.chunk = chunk  # type: ignore[attr-defined]
-        return losses
+        ctx.block = block  # type: ignore[attr-defined]
+        return lse_all - pos
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        k, q, lse_all, stat = ctx.saved_tensors
-        labels: Tensor | None = ctx.labels
+        k, q, row_max, lse_all, pos, exact = ctx.saved_tensors
+        matrix: Tensor | None = ctx.matrix
+        classes: _Classes | None = ctx.classes
         mode: str = ctx.mode
         inv_tau: float = ctx.inv_tau
-        chunk: int = ctx.chunk
-        m = k.shape[0]
-        need_k, need_q = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_k = torch.zeros_like(k) if need_k else None
-        grad_q = torch.zeros_like(q) if need_q else None
-        for start in range(0, m, chunk):
-            rows = slice(start, min(start + chunk, m))
-            logits = (k[rows] @ q.T) * inv_tau
-            g = grad_out[rows, None] * inv_tau
-            coeff = torch.exp(logits - lse_all[rows, None])  # softmax rows
-            if mode == "diag":
-                n = logits.shape[0]
-                cols = torch.arange(start, start + n, device=k.device)
-                coeff[torch.arange(n, device=k.device), cols] -= 1.0
+        block: int = ctx.block
+        m_rows = k.shape[0]
+        ks = k * inv_tau
+        scale = grad_out * inv_tau  # dl_i/dL_ij * g_i, folded with dL/dk = G q / tau
+        grad_k = torch.empty_like(k)
+        grad_q = torch.zeros_like(q)
+        # 1 / sum_j exp(L_ij - max_i): softmax_i = E_ij * inv_all_i
+        inv_all = torch.exp(row_max - lse_all)
+        inv_pos = torch.exp(row_max - pos) if mode == "sum" else None
+        is_exact = torch.zeros(m_rows, dtype=torch.bool, device=k.device)
+        is_exact[exact] = True
+
+        for start in range(0, m_rows, block):
+            rows = slice(start, min(start + block, m_rows))
+            if matrix is not None:
+                e_blk = matrix[rows]
             else:
-                assert labels is not None  # modes "sum"/"mean" always carry labels
-                mask = _positive_mask(labels, rows)
-                if mode == "sum":
-                    # softmax over the positives only (exactly 0 elsewhere, never inf)
-                    coeff -= torch.exp(logits.masked_fill(~mask, float("-inf")) - stat[rows, None])
-                else:
-                    coeff -= mask.to(coeff.dtype) / stat[rows, None]
-            coeff *= g
-            if grad_k is not None:
-                grad_k[rows] = coeff @ q
-            if grad_q is not None:
-                grad_q += coeff.T @ k[rows]
-        return grad_k, grad_q, None, None, None, None
+                e_blk = ks[rows] @ q.T
+                e_blk.sub_(row_max[rows, None]).exp_()
+            sc = scale[rows, None]
+            if mode == "sum":
+                assert classes is not None and inv_pos is not None
+                a = inv_all[rows, None] * sc
+                b = inv_pos[rows, None] * sc
+                g_blk = e_blk * torch.where(classes.mask(rows), a - b, a)
+                local_exact = is_exact[rows].nonzero().squeeze(1)
+                if local_exact.numel() > 0:
+                    idx = local_exact + start
+                    logits, mask, _ = _exact_sum_rows(ks, q, classes, idx)
+                    soft = torch.exp(logits - lse_all[idx, None])
+                    soft_pos = torch.exp(logits.masked_fill(~mask, float("-inf")) - pos[idx, None])
+                    g_blk[local_exact] = (soft - soft_pos) * sc[local_exact]
+            else:
+                g_blk = e_blk * (inv_all[rows, None] * sc)
+            grad_k[rows] = g_blk @ q
+            grad_q.addmm_(g_blk.T, k[rows])
 
-
-def row_losses_chunked(
-    k: Tensor, q: Tensor, labels: Tensor | None, mode: Mode, inv_tau: float, chunk: int
-) -> Tensor:
-    """Per-row losses, ``(M,)``, in ``O(M * chunk)`` memory for both forward and backward."""
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-    out: Tensor = _ChunkedRowLosses.apply(k, q, labels, mode, inv_tau, chunk)
-    return out
+        # the positive weights that are cheap in O(M D): the diagonal, and the "mean" mode
+        if mode == "diag":
+            grad_k -= scale[:, None] * q
+            grad_q -= scale[:, None] * k
+        elif mode == "mean":
+            assert classes is not None
+            q_class: Tensor = ctx.q_class
+            per = scale / classes.counts[classes.inv]
+            grad_k -= per[:, None] * q_class[classes.inv]
+            k_class = torch.zeros_like(q_class).index_add(0, classes.inv, per[:, None] * k)
+            grad_q -= k_class[classes.inv]
+        need_k, need_q = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        return (
+            grad_k if need_k else None,
+            grad_q if need_q else None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
 
 
 def row_losses(
@@ -152,10 +219,22 @@ def row_losses(
     inv_tau: float,
     chunk: int | None,
 ) -> Tensor:
-    """Dispatch: dense when ``chunk`` is None (or covers all rows), chunked otherwise."""
-    if chunk is None or chunk >= k.shape[0]:
-        return row_losses_dense(k, q, labels, mode, inv_tau)
-    return row_losses_chunked(k, q, labels, mode, inv_tau, chunk)
+    """Per-row losses ``(M,)``.
+
+    ``chunk=None`` keeps the ``M x M`` matrix of ``exp(L - max)`` for the backward (fastest);
+    an int recomputes it block by block in the backward (``O(M * chunk)`` memory).
+    """
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    if mode != "diag" and labels is None:
+        raise ValueError(f"mode {mode!r} needs labels")
+    m_rows = k.shape[0]
+    if chunk is None:
+        block, save = min(m_rows, _DENSE_BLOCK), True
+    else:
+        block, save = min(m_rows, chunk), False
+    out: Tensor = _RowLosses.apply(k, q, labels, mode, inv_tau, block, save)
+    return out
 
 
 def reduce_losses(
