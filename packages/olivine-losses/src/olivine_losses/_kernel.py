@@ -51,7 +51,7 @@ class _Classes:
 
     def __init__(self, labels: Tensor, dtype: torch.dtype) -> None:
         uniq, inv = torch.unique(labels, return_inverse=True)
-        self.inv = inv
+        self.inv: Tensor = inv
         self.num = int(uniq.shape[0])
         self.counts = torch.bincount(inv, minlength=self.num).to(dtype)
         self.onehot: Tensor | None = None
