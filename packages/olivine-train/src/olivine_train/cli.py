@@ -21,6 +21,7 @@ import sys
 from collections.abc import Sequence
 
 from olivine_train.config import ConfigError, list_configs, load_config
+from olivine_train.recipes.common import NonFiniteLossError
 
 __all__ = ["build_parser", "main"]
 
@@ -247,6 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         _print_err(str(exc))
         return 2
+    except NonFiniteLossError as exc:
+        _print_err(str(exc))
+        return 3
     except (ValueError, FileNotFoundError, KeyError) as exc:
         _print_err(f"{type(exc).__name__}: {exc}")
         return 1

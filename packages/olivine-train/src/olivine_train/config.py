@@ -148,6 +148,9 @@ class DownstreamConfig:
     lovasz_weight: float = 1.0
     bn_momentum: float = 0.02
     eval_every: int = 1  # epochs
+    # linear probing without augmentation: run the frozen trunk once per sample and train the
+    # classifier on cached voxel features (exact: eval-mode BN makes features batch-independent)
+    cache_features: bool = True
 
 
 @dataclass
@@ -169,17 +172,17 @@ class RunConfig:
 
 @dataclass
 class DemoConfig:
-    """Synthetic world and probe settings used only by ``olivine-train demo``."""
+    """Synthetic world and probe settings used only by ``olivine-train demo`` (the world renders
+    the cameras of ``data.cameras``)."""
 
     scenes: int = 4
-    samples_per_scene: int = 6
+    samples_per_scene: int = 4
     world_seed: int = 0
-    image_size: list[int] = field(default_factory=lambda: [400, 225])  # (width, height) rendered
+    image_size: list[int] = field(default_factory=lambda: [200, 112])  # (width, height) rendered
     vfm_noise: float = 0.2
-    lidar_azimuth_steps: int = 540
-    cameras: list[str] = field(default_factory=lambda: list(NUSCENES_CAMERAS))
-    probe_epochs: int = 8
-    probe_lr: float = 0.05
+    lidar_azimuth_steps: int = 360
+    probe_epochs: int = 30
+    probe_lr: float = 0.1
 
 
 @dataclass

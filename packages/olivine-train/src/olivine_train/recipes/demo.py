@@ -52,7 +52,7 @@ def ensure_world(cfg: Config, world: Path, progress: bool = True) -> Path:
         image_size=(int(d.image_size[0]), int(d.image_size[1])),
         vfm_noise=d.vfm_noise,
         lidar_azimuth_steps=d.lidar_azimuth_steps,
-        cameras=tuple(d.cameras),
+        cameras=tuple(cfg.data.cameras),
         version=cfg.data.version,
     )
     export_nuscenes(sw, world, progress=progress)
@@ -66,9 +66,14 @@ def probe_config(pre: Config, name: str, pretrained: str | None) -> Config:
     raw["method"] = "olivine"
     raw["description"] = f"demo linear probe ({'pretrained' if pretrained else 'random'} backbone)"
     raw["data"]["skip"] = 1
+    raw["data"]["augment"] = False  # lets the probe cache the frozen trunk's features
     raw["data"]["feature"] = pre.data.feature
     raw["downstream"].update(
-        mode="linear_probe", pretrained=pretrained, num_classes=17, lovasz_weight=1.0
+        mode="linear_probe",
+        pretrained=pretrained,
+        num_classes=17,
+        lovasz_weight=1.0,
+        eval_every=pre.demo.probe_epochs,  # evaluate once, at the end
     )
     raw["optim"].update(
         lr=pre.demo.probe_lr, lr_head=None, epochs=pre.demo.probe_epochs, max_steps=None

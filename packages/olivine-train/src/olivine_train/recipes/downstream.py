@@ -165,6 +165,42 @@ def evaluate_model(
     return cm.scores(class_names)
 
 
+@dataclass
+class CachedSample:
+    """Frozen-trunk output of one sweep (linear probing with ``cache_features``)."""
+
+    features: torch.Tensor  # (V, C)
+    voxel_labels: torch.Tensor | None  # (V,)
+    point_to_voxel: torch.Tensor  # (N,)
+    point_labels: torch.Tensor | None  # (N,)
+
+
+@torch.no_grad()
+def cache_trunk_features(
+    backbone: nn.Module, dataset: Any, collate: Any, rt: Runtime, desc: str, progress: bool
+) -> list[CachedSample]:
+    """Run the (eval-mode) trunk once per sample; features stay on the run device."""
+    backbone.eval()
+    out: list[CachedSample] = []
+    it: Any = range(len(dataset))
+    if progress and rt.is_main:
+        from tqdm.auto import tqdm  # type: ignore[import-untyped]
+
+        it = tqdm(it, desc=desc, unit="sample", leave=False)
+    for i in it:
+        batch = collate([dataset[i]]).to(rt.device)
+        with rt.autocast():
+            feats = backbone(
+                batch.voxel_coords, batch.voxel_features, tuple(batch.spatial_shape), 1
+            )
+        out.append(
+            CachedSample(
+                feats.float(), batch.voxel_labels, batch.point_to_voxel, batch.point_labels
+            )
+        )
+    return out
+
+
 class Downstream:
     """Models, optimiser and data of one downstream run."""
 
@@ -245,6 +281,69 @@ class Downstream:
         self.scaler = rt.grad_scaler()
         self.step = self.epoch = self.step_in_epoch = 0
         self.best: float | None = None
+        self.use_cache = (
+            self.linear_probe
+            and ds.cache_features
+            and not cfg.data.augment
+            and not rt.dist.distributed
+        )
+        self.train_cache: list[CachedSample] | None = None
+        self.val_cache: list[CachedSample] | None = None
+
+    def prepare_cache(self) -> None:
+        """Fill the feature caches (linear probing without augmentation only)."""
+        if not self.use_cache or self.train_cache is not None:
+            return
+        show = self.cfg.run.progress
+        self.train_cache = cache_trunk_features(
+            self.net.backbone, self.train_set, self.collator.seg, self.rt, "cache train", show
+        )
+        self.val_cache = cache_trunk_features(
+            self.net.backbone, self.val_set, self.collator.seg, self.rt, "cache val", show
+        )
+
+    def cached_batches(self) -> Any:
+        """Yield (features, voxel labels, batch size) in the sampler's order."""
+        cache = self.train_cache or []
+        order = list(iter(self.sampler))
+        for start in range(0, len(order), self.per_rank_batch):
+            chunk = [cache[i] for i in order[start : start + self.per_rank_batch]]
+            labels = [c.voxel_labels for c in chunk if c.voxel_labels is not None]
+            if len(labels) != len(chunk):
+                raise ValueError("training samples without labels cannot be used for probing")
+            yield torch.cat([c.features for c in chunk]), torch.cat(labels), len(chunk)
+
+    def evaluate_cached(self) -> SegmentationScores:
+        self.net.eval()
+        cm = ConfusionMatrix(self.cfg.downstream.num_classes, ignore_index=0)
+        with torch.no_grad():
+            for c in self.val_cache or []:
+                if c.point_labels is None:
+                    raise ValueError("validation samples have no point labels")
+                logits = self.net.classifier(c.features).float()
+                logits[:, 0] = -1e6
+                cm.update(logits.argmax(1)[c.point_to_voxel], c.point_labels)
+        return cm.scores(self.class_names)
+
+    def evaluate(self) -> SegmentationScores:
+        """Validation scores of the current model."""
+        if self.use_cache:
+            return self.evaluate_cached()
+        return evaluate_model(
+            self.net, self.val_loader(), self.cfg.downstream.num_classes, self.class_names, self.rt
+        )
+
+    def batches(self) -> Any:
+        """This epoch's training batches (cached features or collated sweeps)."""
+        if self.use_cache:
+            return self.cached_batches()
+        return torch.utils.data.DataLoader(
+            self.train_set,
+            batch_size=self.per_rank_batch,
+            sampler=self.sampler,
+            collate_fn=self.collator.seg,
+            num_workers=self.cfg.data.num_workers,
+        )
 
     def val_loader(self) -> Any:
         sampler: Any = None
@@ -306,6 +405,7 @@ class Downstream:
     def train(self, logger: RunLogger, callbacks: list[StepCallback]) -> SegmentationScores | None:
         cfg, rt = self.cfg, self.rt
         scores: SegmentationScores | None = None
+        self.prepare_cache()
         progress = None
         if rt.is_main and cfg.run.progress:
             from tqdm.auto import tqdm  # type: ignore[import-untyped]
@@ -317,22 +417,21 @@ class Downstream:
             while self.step < self.total_steps:
                 self.train_set.set_epoch(self.epoch)
                 self.sampler.set_epoch(self.epoch, self.step_in_epoch)
-                loader = torch.utils.data.DataLoader(
-                    self.train_set,
-                    batch_size=self.per_rank_batch,
-                    sampler=self.sampler,
-                    collate_fn=self.collator.seg,
-                    num_workers=cfg.data.num_workers,
-                )
                 t_last = time.perf_counter()
-                for batch in loader:
-                    batch = batch.to(rt.device)
+                for batch in self.batches():
                     self.set_train_mode()
                     self.optimizer.zero_grad(set_to_none=True)
-                    with rt.autocast():
-                        logits = self.model(batch)
+                    if self.use_cache:
+                        feats, voxel_labels, batch_size = batch
+                        with rt.autocast():
+                            logits = self.net.classifier(feats)
+                    else:
+                        batch = batch.to(rt.device)
+                        voxel_labels, batch_size = batch.voxel_labels, batch.batch_size
+                        with rt.autocast():
+                            logits = self.model(batch)
                     total, ce, lov = cross_entropy_lovasz(
-                        logits.float(), batch.voxel_labels, 0, cfg.downstream.lovasz_weight
+                        logits.float(), voxel_labels, 0, cfg.downstream.lovasz_weight
                     )
                     check_finite(
                         self.step + 1, {"total": total, "ce": ce, "lovasz": lov}, rt.run_dir
@@ -350,7 +449,7 @@ class Downstream:
                         "loss/ce": float(ce.detach()),
                         "loss/lovasz": float(lov.detach()),
                         "lr": lr,
-                        "throughput": batch.batch_size / max(now - t_last, 1e-9),
+                        "throughput": batch_size / max(now - t_last, 1e-9),
                     }
                     t_last = now
                     if self.step % cfg.run.log_every == 0 or self.step == 1:
@@ -370,13 +469,7 @@ class Downstream:
                     self.step_in_epoch = 0
                 finished = self.step >= self.total_steps
                 if (epoch_done and self.epoch % cfg.downstream.eval_every == 0) or finished:
-                    scores = evaluate_model(
-                        self.net,
-                        self.val_loader(),
-                        cfg.downstream.num_classes,
-                        self.class_names,
-                        rt,
-                    )
+                    scores = self.evaluate()
                     logger.scalars(self.step, scores.as_dict(), kind="val")
                     if self.best is None or scores.miou > self.best:
                         self.best = scores.miou

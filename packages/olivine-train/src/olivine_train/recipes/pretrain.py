@@ -168,8 +168,9 @@ def build_pretrain_transform(cfg: Config) -> Any:
 
     h, w = cfg.data.image_size
     if cfg.data.augment:
-        return transforms.PretrainAugmentation(crop_size=(h, w))
-    return transforms.ResizeImages(h, w)
+        return transforms.PretrainAugmentation(size=(h, w))
+    resize = transforms.ResizeImages(h, w)
+    return lambda sample, rng: resize(sample)
 
 
 class Pretrainer:
@@ -363,6 +364,16 @@ class Pretrainer:
             "rng": capture_rng({"pairs": self.pair_gen}),
         }
 
+    def sync_buffers(self) -> None:
+        """Give every rank rank 0's BatchNorm running statistics (DDP only syncs them at the
+        start of each forward), so checkpoints and per-rank states agree."""
+        if not self.rt.dist.distributed:
+            return
+        import torch.distributed as dist
+
+        for buf in self.net.buffers():
+            dist.broadcast(buf, src=0)
+
     def save(self, name: str = "last.pt") -> None:
         if self.rt.is_main:
             atomic_save(self.state(), self.rt.run_dir / name)
@@ -432,6 +443,7 @@ class Pretrainer:
                 if self.step_in_epoch >= self.steps_per_epoch:
                     self.epoch += 1
                     self.step_in_epoch = 0
+                self.sync_buffers()
                 self.save()
         finally:
             if progress is not None:
@@ -510,6 +522,9 @@ def run_pretrain(cfg: Config, callbacks: list[StepCallback] | None = None) -> Pr
         last = trainer.train(logger, callbacks or [])
         trainer.export_backbone()
         state = {k: v.detach().cpu().clone() for k, v in trainer.net.state_dict().items()}
+        state.update(
+            {f"vmf.{k}": v.detach().cpu().clone() for k, v in trainer.prior.state_dict().items()}
+        )
         return PretrainResult(
             run_dir=str(rt.run_dir),
             step=trainer.step,
