@@ -94,9 +94,11 @@ def load_cameras(size: tuple[int, int]) -> list[np.ndarray]:
     return images
 
 
-def run_case(case: str, repeats: int) -> dict[str, Any]:
+def run_case(case: str, repeats: int, threads: int = 0) -> dict[str, Any]:
     import torch
 
+    if threads > 0:
+        torch.set_num_threads(threads)
     torch.manual_seed(0)
     result: dict[str, Any] = {"case": case, "threads": torch.get_num_threads()}
     if case in POINT_CASES:
@@ -201,11 +203,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed iterations after warm-up")
     parser.add_argument("--cases", default=",".join(ALL_CASES), help="comma-separated cases")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads per case (0: torch's default). On a shared/oversubscribed "
+        "machine 1 is much faster: OpenMP threads spin while waiting for each other",
+    )
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--child-out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.case is not None:
-        row = run_case(args.case, args.repeats)
+        row = run_case(args.case, args.repeats, args.threads)
         args.child_out.write_text(json.dumps(row))
         return 0
     cases = [c for c in args.cases.split(",") if c]
@@ -217,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         for case in cases:
             out = Path(tmp) / f"{case}.json"
             cmd = [sys.executable, __file__, "--case", case, "--repeats", str(args.repeats)]
+            cmd += ["--threads", str(args.threads)]
             subprocess.run([*cmd, "--child-out", str(out)], check=True)
             rows.append(json.loads(out.read_text()))
             print(f"done {case}: {rows[-1]['seconds']:.2f} s", file=sys.stderr, flush=True)

@@ -51,3 +51,16 @@ def nuscenes_sweep(shared_data: Path) -> VoxelisedSweep:
         feats=torch.from_numpy(points[first, 3:4].copy()),
         spatial_shape=(shape[0], shape[1], shape[2]),
     )
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():  # type: ignore[no-untyped-def]
+    """Run each models test single-threaded (restored afterwards).
+
+    On the shared 2-core CI/dev machines, OpenMP worker threads spin-wait for each other and small
+    matmuls (spconv's Native algorithm is gather-matmul-scatter) become ~10x slower with 2 threads.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
