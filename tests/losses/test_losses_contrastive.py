@@ -290,6 +290,17 @@ def test_half_precision_large_norms(dtype: torch.dtype, kind: str, chunk_size: i
     torch.testing.assert_close(out.float(), ref, rtol=1e-2, atol=1e-2)
 
 
+@pytest.mark.parametrize("chunk_size", [None, 16])
+def test_autocast_does_not_downcast_the_kernel(chunk_size: int | None) -> None:
+    k, q, labels = make(m=64, d=16, scale=30.0 / 4)
+    k32, q32 = k.float(), q.float()
+    ref = semantic_contrastive(k32, q32, labels, chunk_size=chunk_size)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = semantic_contrastive(k32, q32, labels, chunk_size=chunk_size)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref)
+
+
 def test_float32_large_norms_finite() -> None:
     k, q, labels = make(m=64, d=16, scale=1e3)
     out = semantic_contrastive(k.float(), q.float(), labels)

@@ -29,6 +29,7 @@ recomputed exactly with a masked log-sum-exp, in the forward and in the backward
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Literal
 
 import torch
@@ -39,6 +40,15 @@ Mode = Literal["diag", "sum", "mean"]
 _MODES = ("diag", "sum", "mean")
 _ONEHOT_MAX_CLASSES = 128  # above this, "sum" uses an M x block mask instead of E @ onehot
 _DENSE_BLOCK = 1024  # rows per block when the whole matrix is kept (bounds the temporaries)
+
+
+def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """Disable autocast inside the kernel: its matmuls must run in the compute dtype (an fp16
+    logit matrix would overflow), whatever AMP context the caller is in."""
+    try:
+        return torch.autocast(device_type=device.type, enabled=False)
+    except RuntimeError:  # a device type without autocast support
+        return contextlib.nullcontext()
 
 
 def _underflow_threshold(dtype: torch.dtype) -> float:
@@ -83,6 +93,26 @@ def _exact_sum_rows(
 class _RowLosses(torch.autograd.Function):
     @staticmethod
     def forward(
+        ctx: FunctionCtx,
+        k: Tensor,
+        q: Tensor,
+        labels: Tensor | None,
+        mode: str,
+        inv_tau: float,
+        block: int,
+        save_matrix: bool,
+    ) -> Tensor:
+        with _no_autocast(k.device):
+            return _RowLosses._forward(ctx, k, q, labels, mode, inv_tau, block, save_matrix)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        with _no_autocast(grad_out.device):
+            return _RowLosses._backward(ctx, grad_out)
+
+    @staticmethod
+    def _forward(
         ctx: FunctionCtx,
         k: Tensor,
         q: Tensor,
@@ -144,8 +174,7 @@ class _RowLosses(torch.autograd.Function):
         return lse_all - pos
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+    def _backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         k, q, row_max, lse_all, pos, exact = ctx.saved_tensors
         matrix: Tensor | None = ctx.matrix
         classes: _Classes | None = ctx.classes
