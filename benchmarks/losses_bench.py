@@ -90,15 +90,24 @@ def step(variant: str, x: dict[str, torch.Tensor], chunk: int) -> None:
         x[name].grad = None
 
 
-def timeit(fn: Callable[[], None], repeats: int, warmup: int = 2) -> dict[str, float]:
-    for _ in range(warmup):
-        fn()
-    times = []
+def time_interleaved(
+    fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 1
+) -> dict[str, dict[str, float]]:
+    """Round-robin timing: every round runs each variant once, so that a load change on a shared
+    machine hits all variants alike. Returns median and min per variant."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return {"median_ms": 1e3 * statistics.median(times), "min_ms": 1e3 * min(times)}
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {
+        name: {"median_ms": 1e3 * statistics.median(t), "min_ms": 1e3 * min(t)}
+        for name, t in times.items()
+    }
 
 
 # ----------------------------------------------------------------------------- memory
@@ -110,6 +119,9 @@ def _rss_bytes() -> int:
 
 
 def _mem_child(variant: str, m: int, d: int, chunk: int) -> None:
+    # a tiny warm-up first, so that one-off initialisation (thread pools, BLAS workspaces, the
+    # autograd engine) is in the baseline and not in the delta
+    step(variant, make_inputs(64, d), chunk)
     x = make_inputs(m, d)
     base = _rss_bytes()
     step(variant, x, chunk)
@@ -165,7 +177,7 @@ def main() -> None:
     parser.add_argument("--m", type=int, default=4096, help="pairs for the speed benchmark")
     parser.add_argument("--d", type=int, default=64, help="feature size")
     parser.add_argument("--chunk", type=int, default=1024, help="chunk_size of the chunked path")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--mem-m", type=int, default=32768, help="pairs for the memory benchmark")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--_mem-child", nargs=4, help=argparse.SUPPRESS)
@@ -186,13 +198,15 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "threads": args.threads,
         "loadavg_before": os.getloadavg(),
+        "mem_available_bytes": mem_available(),
     }
 
     # --- speed
     x = make_inputs(args.m, args.d)
-    speed: dict[str, dict[str, float]] = {}
-    for variant in ("floor", "dense", "chunked", "naive"):
-        speed[variant] = timeit(lambda v=variant: step(v, x, args.chunk), args.repeats)
+    speed = time_interleaved(
+        {v: (lambda v=v: step(v, x, args.chunk)) for v in ("floor", "dense", "chunked", "naive")},
+        args.repeats,
+    )
 
     # --- memory: chunked at every size, dense only where it is predicted to fit
     sizes = sorted({args.mem_m // 8, args.mem_m // 4, args.mem_m // 2, args.mem_m})
@@ -236,7 +250,8 @@ def render_markdown(result: dict[str, Any], sizes: list[int]) -> str:
     }
     lines = [
         f"Forward + backward of L_PPNCE + L_sup, M={cfg['M']}, D={cfg['D']}, float32, CPU, "
-        f"{env['threads']} thread(s), torch {env['torch']}, median of {cfg['repeats']}:",
+        f"{env['threads']} thread(s), torch {env['torch']}, median and min of {cfg['repeats']} "
+        "interleaved rounds:",
         "",
         "| variant | median ms | min ms | x floor | x naive |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -251,7 +266,7 @@ def render_markdown(result: dict[str, Any], sizes: list[int]) -> str:
     lines += [
         "",
         "Peak RSS growth of one forward + backward of L_PPNCE + L_sup (fresh subprocess per cell, "
-        "`ru_maxrss` minus RSS after allocating the inputs), MiB:",
+        "after a tiny warm-up, `ru_maxrss` minus RSS after allocating the inputs), MiB:",
         "",
         "| variant | " + " | ".join(f"M={m}" for m in sizes) + " |",
         "| --- | " + " | ".join("---:" for _ in sizes) + " |",
