@@ -200,6 +200,7 @@ def gpu(session: nox.Session) -> None:
     session.run("python", "-c", "import torch, sys; sys.exit(0 if torch.cuda.is_available() else "
                 "'no CUDA device: the gpu session needs one')")
     _pytest(session, "gpu", "tests", "-m", "gpu")
+    session.run("python", "benchmarks/gpu/run_gpu.py", *session.posargs)
 
 
 def summarize_reports() -> dict[str, int]:
