@@ -89,11 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode",
         choices=["refine", "box"],
         default="refine",
-        help="refine: prompt SAM with boxes around each class region of existing "
-        "coarse labels (--coarse-root); box: fixed boxes (--boxes-json)",
+        help="refine: SAM automatic masks vote the majority class of existing coarse labels "
+        "(--coarse-root); box: SAM masks from fixed boxes (--boxes-json)",
     )
     p.add_argument("--coarse-root", default=None, help="label store with coarse labels (refine)")
-    p.add_argument("--boxes-json", default=None, help="JSON list of [x0,y0,x1,y1,class] (box)")
+    p.add_argument(
+        "--boxes-json",
+        default=None,
+        help='box mode: JSON list of {"box": [x0, y0, x1, y1], "class_id": k, "score": s}',
+    )
+    p.add_argument(
+        "--points-per-side", type=int, default=32, help="refine mode: SAM point grid (default 32)"
+    )
     p.add_argument("--sam-variant", default="vit_b", help="vit_b | vit_l | vit_h | tiny")
     p.add_argument("--sam-checkpoint", default=None, help="SAM weights (None: random init)")
     p.add_argument("--vocabulary", default="seem17", help="label vocabulary (default %(default)s)")
@@ -224,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 vocabulary=args.vocabulary,
                 shard=shard,
                 device=args.device,
+                points_per_side=args.points_per_side,
                 limit=args.limit,
                 progress=not args.no_progress,
             )

@@ -168,6 +168,7 @@ class RunConfig:
     resume: str | None = None  # path to last.pt or "auto" (= <run dir>/last.pt if present)
     progress: bool = True
     deterministic: bool = False
+    num_threads: int | None = None  # torch intra-op threads (None = torch default)
 
 
 @dataclass
@@ -474,6 +475,8 @@ def _check_values(cfg: Config, problems: list[str], check_paths: bool) -> None:
     positive("run.log_every", r.log_every)
     positive("run.image_log_every", r.image_log_every, strict=False)
     positive("run.checkpoint_every", r.checkpoint_every, strict=False)
+    if r.num_threads is not None:
+        positive("run.num_threads", r.num_threads)
     if isinstance(r.device, str) and not (
         r.device in ("auto", "cpu", "cuda", "mps") or r.device.startswith("cuda:")
     ):

@@ -70,6 +70,8 @@ def seed_everything(seed: int) -> None:
 
 def make_runtime(cfg: Config) -> Runtime:
     """Process group (under torchrun), device, dtype, seeds; rank 0 writes ``config.yaml``."""
+    if cfg.run.num_threads is not None:
+        torch.set_num_threads(cfg.run.num_threads)
     info = setup(cfg.run.device)
     amp = resolve_dtype(cfg.run.precision, info.device)
     seed_everything(cfg.run.seed + info.rank)

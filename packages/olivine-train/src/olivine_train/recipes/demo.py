@@ -83,31 +83,36 @@ def probe_config(pre: Config, name: str, pretrained: str | None) -> Config:
 
 
 def scores_table(pretrained: SegmentationScores | None, random: SegmentationScores | None) -> str:
-    """Side-by-side IoU table (percent); classes absent from the validation ground truth and
-    never predicted are marked '-' (they count as IoU 100 in the reference mIoU convention)."""
+    """Side-by-side IoU table (percent). Classes absent from the validation ground truth show
+    '-' and are left out of the headline mIoU; the reference convention (absent and never
+    predicted = IoU 100, absent but predicted = 0) is given on a separate line."""
     if pretrained is None or random is None:
         return "(no evaluation ran)"
     names = pretrained.class_names[1:]
+    present = pretrained.present if pretrained.present is not None else np.ones(len(names) + 1)
     width = max(len(n) for n in names) + 2
     lines = [f"  {'class':<{width}} {'OLIVINE':>8} {'random':>8}"]
     lines.append("  " + "-" * (width + 18))
     for i, name in enumerate(names, start=1):
+        if not present[i]:
+            lines.append(f"  {name:<{width}} {'-':>8} {'-':>8}")
+            continue
         a, b = pretrained.iou[i], random.iou[i]
         lines.append(f"  {name:<{width}} {100 * a:8.2f} {100 * b:8.2f}")
     lines.append("  " + "-" * (width + 18))
-    lines.append(f"  {'mIoU':<{width}} {100 * pretrained.miou:8.2f} {100 * random.miou:8.2f}")
-    present = _present_miou(pretrained), _present_miou(random)
+    ours, theirs = _present_miou(pretrained), _present_miou(random)
+    n = int(np.asarray(present[1:], bool).sum())
+    lines.append(f"  {f'mIoU ({n} classes)':<{width}} {100 * ours:8.2f} {100 * theirs:8.2f}")
     lines.append(
-        f"  {'mIoU (GT classes)':<{width}} {100 * present[0]:8.2f} {100 * present[1]:8.2f}"
+        f"  {'mIoU (ref. conv.)':<{width}} {100 * pretrained.miou:8.2f} {100 * random.miou:8.2f}"
     )
     return "\n".join(lines)
 
 
 def _present_miou(scores: SegmentationScores) -> float:
-    """mIoU over the classes present in the ground truth only (ignores the empty-union = 1
-    convention, which inflates mIoU on a small world that lacks some classes)."""
+    """mIoU over the classes present in the ground truth only."""
     mask = scores.present if scores.present is not None else np.ones_like(scores.iou, bool)
-    vals = scores.iou[1:][mask[1:]]
+    vals = scores.iou[1:][np.asarray(mask[1:], bool)]
     return float(np.nanmean(vals)) if vals.size else float("nan")
 
 

@@ -65,7 +65,8 @@ def list_camera_images(
     scenes: Sequence[str] | None = None,
     cameras: Sequence[str] | None = None,
 ) -> list[ImageItem]:
-    """Every keyframe camera image of the selection, ordered by (scene, sample, camera)."""
+    """Every keyframe camera image of the selection, ordered by (scene, sample, camera);
+    ``cameras=None`` takes every camera channel each sample has."""
     from olivine_data.datasets import NUSCENES_CAMERAS, NuScenesPretrainDataset
 
     ds = NuScenesPretrainDataset(
@@ -75,10 +76,16 @@ def list_camera_images(
         split=split if not scenes else None,
         cameras=tuple(cameras) if cameras else NUSCENES_CAMERAS,
     )
+    order = {name: i for i, name in enumerate(NUSCENES_CAMERAS)}
     items = []
     for token in ds.sample_tokens:
         sample = ds.nusc.get("sample", token)
-        for cam in ds.cameras:
+        if cameras:
+            channels = list(cameras)
+        else:  # every camera of the sample, in the nuScenes order
+            present = [ch for ch in sample["data"] if ch.startswith("CAM")]
+            channels = sorted(present, key=lambda ch: (order.get(ch, len(order)), ch))
+        for cam in channels:
             if cam not in sample["data"]:
                 raise ValueError(f"sample {token}: no {cam} image (has {sorted(sample['data'])})")
             sd = ds.nusc.get("sample_data", sample["data"][cam])
@@ -102,6 +109,31 @@ Labeler = Callable[[np.ndarray, ImageItem], np.ndarray]
 """``labeler(image (H, W, 3) uint8, item) -> (H, W) uint8`` label map."""
 
 
+def read_boxes(path: str | Path, vocabulary_size: int) -> list[Any]:
+    """Detections from a JSON list of ``{"box": [x0, y0, x1, y1], "class_id": k, "score": s}``
+    (score optional, default 1.0)."""
+    from olivine_models.vfm import Detection
+
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--boxes-json {path}: cannot read ({exc})") from exc
+    if not isinstance(raw, list):
+        raise ValueError(f"--boxes-json {path}: expected a JSON list, got {type(raw).__name__}")
+    out = []
+    for i, det in enumerate(raw):
+        if not isinstance(det, dict) or "box" not in det or "class_id" not in det:
+            raise ValueError(f"--boxes-json {path}: entry {i} needs 'box' and 'class_id': {det}")
+        cls = int(det["class_id"])
+        if not 0 <= cls < vocabulary_size:
+            raise ValueError(
+                f"--boxes-json {path}: entry {i} class_id {cls} outside 0..{vocabulary_size - 1}"
+            )
+        x0, y0, x1, y1 = (float(v) for v in det["box"])
+        out.append(Detection((x0, y0, x1, y1), cls, float(det.get("score", 1.0))))
+    return out
+
+
 def build_labeler(
     mode: str,
     *,
@@ -112,6 +144,7 @@ def build_labeler(
     coarse_root: str | None,
     boxes_json: str | None,
     device: str,
+    points_per_side: int = 32,
 ) -> Labeler:
     """SAM labeler for ``mode`` (``refine``: boxes from coarse labels; ``box``: fixed boxes)."""
     from olivine_data.labels import LabelStore, get_vocabulary
@@ -119,6 +152,7 @@ def build_labeler(
     from olivine_train.distributed import resolve_device
 
     vocab = get_vocabulary(vocabulary)
+    size, unlabelled = len(vocab.class_names), vocab.unlabelled_id
     dev = resolve_device(device)
     sam = vfm.build_sam(sam_variant, sam_checkpoint).to(dev).eval()
     if mode == "refine":
@@ -126,7 +160,7 @@ def build_labeler(
             raise ValueError("--coarse-root is required with --mode refine")
         coarse = LabelStore(coarse_root, vocab)
         refine = vfm.SamRefineLabeler(
-            sam, num_classes=len(vocab.class_names), unlabelled_id=vocab.unlabelled_id
+            sam, num_classes=size, unlabelled_id=unlabelled, points_per_side=points_per_side
         )
 
         def label_refine(image: np.ndarray, item: ImageItem) -> np.ndarray:
@@ -137,11 +171,8 @@ def build_labeler(
     if mode == "box":
         if boxes_json is None:
             raise ValueError("--boxes-json is required with --mode box")
-        boxes = json.loads(Path(boxes_json).read_text())
-        provider = vfm.FixedBoxProvider(boxes)
-        box = vfm.SamBoxLabeler(
-            sam, provider, num_classes=len(vocab.class_names), unlabelled_id=vocab.unlabelled_id
-        )
+        provider = vfm.FixedBoxProvider(read_boxes(boxes_json, size))
+        box = vfm.SamBoxLabeler(sam, provider, vocabulary_size=size, unlabelled_id=unlabelled)
 
         def label_box(image: np.ndarray, item: ImageItem) -> np.ndarray:
             return np.asarray(box(image), dtype=np.uint8)
@@ -200,6 +231,7 @@ def run_make_labels(
     device: str = "auto",
     limit: int | None = None,
     progress: bool = True,
+    points_per_side: int = 32,
     labeler: Labeler | None = None,
 ) -> MakeLabelsSummary:
     """List, shard, skip finished, label, write. ``labeler`` overrides the SAM labeler."""
@@ -221,6 +253,7 @@ def run_make_labels(
             coarse_root=coarse_root,
             boxes_json=boxes_json,
             device=device,
+            points_per_side=points_per_side,
         )
     written = label_items(todo, root_p, store, labeler, progress, limit) if labeler else 0
     return MakeLabelsSummary(
