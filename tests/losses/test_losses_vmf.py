@@ -229,6 +229,15 @@ def test_unseen_class_after_warmup_is_excluded_not_nan() -> None:
     assert prior.loss(z[2:4], torch.tensor([2, 2])).item() == 0.0
 
 
+def test_empty_batch_is_a_no_op_update_and_zero_loss() -> None:
+    prior = VMFClassPrior(2, 4, warmup_steps=1)
+    empty, no_labels = torch.zeros(0, 4, dtype=torch.float64), torch.zeros(0, dtype=torch.long)
+    assert prior.update(empty, no_labels) is True  # counted, nothing observed
+    assert prior.frozen and not prior.observed.any()
+    assert prior.loss(empty, no_labels).item() == 0.0
+    assert vmf_nll(empty, no_labels, torch.ones(2, 4), torch.ones(2)).item() == 0.0
+
+
 def test_warmup_zero_and_ignore_index() -> None:
     prior = VMFClassPrior(2, 4, warmup_steps=2, ignore_index=-1)
     z = unit(6, 4, 3)
@@ -286,12 +295,15 @@ def test_prior_errors() -> None:
 # ----------------------------------------------------------------------------- distributed
 
 
-def _data(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
-    # rank 0 never sees class 2, rank 1 sees it; different batch sizes per rank
+def _data(rank: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    # rank 0 never sees class 2, rank 1 sees it; different batch sizes per rank; at step 2
+    # rank 0 has no points at all (it must still take part in the all-reduce)
     g = torch.Generator().manual_seed(100 + rank)
     n = 10 + 7 * rank
-    z = F.normalize(torch.randn(n, 6, generator=g, dtype=torch.float64), dim=1)
+    z = F.normalize(torch.randn(n, 6, generator=g, dtype=torch.float64), dim=1) + 0.01 * step
     labels = torch.randint(0, 2 + rank, (n,), generator=g)
+    if rank == 0 and step == 2:
+        return z[:0], labels[:0]
     return z, labels
 
 
@@ -301,8 +313,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
     try:
         prior = VMFClassPrior(4, 6, decay=0.9, warmup_steps=3, process_group=dist.group.WORLD)
         for step in range(4):
-            z, labels = _data(rank)
-            prior(z + 0.01 * step, labels)
+            prior(*_data(rank, step))
         torch.save(prior.state_dict(), Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -318,8 +329,8 @@ def test_two_process_all_reduce_gives_identical_state(tmp_path: Path) -> None:
     # and equal to one process that sees the global batch
     single = VMFClassPrior(4, 6, decay=0.9, warmup_steps=3)
     for step in range(4):
-        (z0, y0), (z1, y1) = _data(0), _data(1)
-        single(torch.cat([z0, z1]) + 0.01 * step, torch.cat([y0, y1]))
+        (z0, y0), (z1, y1) = _data(0, step), _data(1, step)
+        single(torch.cat([z0, z1]), torch.cat([y0, y1]))
     for name, value in single.state_dict().items():
         torch.testing.assert_close(s0[name], value, rtol=1e-12, atol=1e-14)
     assert s0["num_updates"].tolist() == [3, 3, 3, 0]

@@ -15,8 +15,8 @@ from torch import Tensor
 REDUCTIONS = ("mean", "sum", "none")
 
 
-def check_features(name: str, x: object) -> Tensor:
-    """``x`` must be a floating-point tensor of shape (N, D) with N >= 1 and D >= 1."""
+def check_features(name: str, x: object, allow_empty: bool = False) -> Tensor:
+    """``x`` must be a floating-point tensor of shape (N, D) with N >= 1 (or >= 0) and D >= 1."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (N, D), got {type(x).__name__}")
     if not x.is_floating_point():
@@ -26,7 +26,7 @@ def check_features(name: str, x: object) -> Tensor:
             f"{name} must have shape (N, D) (2 dimensions), got {x.ndim} dimensions "
             f"with shape {tuple(x.shape)}"
         )
-    if x.shape[0] == 0 or x.shape[1] == 0:
+    if (x.shape[0] == 0 and not allow_empty) or x.shape[1] == 0:
         raise ValueError(f"{name} must be non-empty, got shape {tuple(x.shape)}")
     return x
 

@@ -60,6 +60,7 @@ def vmf_nll(
 
     Args:
         z: ``(N, C)`` features (the reference uses unit vectors; they are not re-normalised here).
+            ``N = 0`` gives 0.
         labels: ``(N,)`` integer class ids in ``[0, K)`` (or ``ignore_index``).
         mu: ``(K, C)`` mean directions.
         kappa: ``(K,)`` concentrations ``>= 0``.
@@ -78,7 +79,7 @@ def vmf_nll(
     Raises:
         ValueError: on shape mismatches or labels outside ``[0, K)``.
     """
-    zt = check_features("z", z)
+    zt = check_features("z", z, allow_empty=True)
     n, dim = zt.shape
     lab = check_labels("labels", labels, n, "N")
     if not isinstance(mu, Tensor) or not isinstance(kappa, Tensor):
@@ -276,7 +277,8 @@ class VMFClassPrior(nn.Module):
         return int(self.num_steps.item()) >= self.warmup_steps
 
     def _check(self, z: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        zt = check_features("z", z)
+        # N = 0 is allowed: under a process group every rank must take part in each all-reduce
+        zt = check_features("z", z, allow_empty=True)
         if zt.shape[1] != self.dim:
             raise ValueError(f"z must have shape (N, dim={self.dim}), got {tuple(zt.shape)}")
         lab = check_labels("labels", labels, zt.shape[0], "N")
