@@ -33,9 +33,24 @@ def test_cpu_quick_run_covers_every_section(tmp_path: Path, shared_data: Path) -
     out = tmp_path / "gpu.json"
     env = {**os.environ, "OLIVINE_SHARED_DATA": str(shared_data), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--json", str(out),
-         "--work-dir", str(tmp_path / "work"), "--budget-s", "600"],
-        capture_output=True, text=True, env=env, timeout=900, cwd=REPO,
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--device",
+            "cpu",
+            "--quick",
+            "--json",
+            str(out),
+            "--work-dir",
+            str(tmp_path / "work"),
+            "--budget-s",
+            "600",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        cwd=REPO,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -80,7 +95,10 @@ def test_default_invocation_without_cuda_exits_2(tmp_path: Path) -> None:
     out = tmp_path / "gpu.json"
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--json", str(out)],
-        capture_output=True, text=True, timeout=300, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "no CUDA device available" in proc.stderr

@@ -63,11 +63,18 @@ def test_paper_settings() -> None:
 def test_overrides_apply_and_parse_yaml_values() -> None:
     cfg = load_config(
         "olivine_nuscenes",
-        ["optim.lr=0.1", "data.image_size=[112, 208]", "loss.vmf_weight=0", "run.resume=null"],
+        [
+            "optim.lr=0.1",
+            "data.image_size=[112, 208]",
+            "loss.vmf_weight=0",
+            "run.resume=null",
+            "optim.weight_decay=1e-5",  # YAML 1.1 reads this as a string; accepted as float
+        ],
         check_paths=False,
     )
     assert cfg.optim.lr == 0.1 and cfg.data.image_size == [112, 208]
     assert cfg.loss.vmf_weight == 0.0 and cfg.run.resume is None
+    assert cfg.optim.weight_decay == 1e-5
     assert parse_overrides(["a.b.c=1"]) == {"a": {"b": {"c": 1}}}
 
 

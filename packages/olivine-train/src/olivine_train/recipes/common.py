@@ -26,6 +26,7 @@ __all__ = [
     "check_finite",
     "make_runtime",
     "seed_everything",
+    "voxel_size_of",
 ]
 
 StepCallback = Callable[[int, dict[str, float]], None]
@@ -121,6 +122,12 @@ class SeededDataset(torch.utils.data.Dataset[Any]):
             yield self[i]
 
 
+def voxel_size_of(cfg: Config) -> tuple[float, float, float]:
+    """``data.voxel_size`` as the 3-tuple the collator takes (validated to have 3 entries)."""
+    a, b, c = cfg.data.voxel_size
+    return (float(a), float(b), float(c))
+
+
 def build_optimizer(groups: list[dict[str, Any]], optim: OptimConfig) -> torch.optim.Optimizer:
     """SGD with the config's momentum, dampening and weight decay (each group may set ``lr``)."""
     return torch.optim.SGD(
@@ -151,7 +158,7 @@ def build_scheduler(
 
 def check_finite(step: int, parts: dict[str, torch.Tensor], run_dir: Path) -> None:
     """Raise :class:`NonFiniteLossError` naming the offending loss terms."""
-    bad = {k: float(v) for k, v in parts.items() if not bool(torch.isfinite(v).all())}
+    bad = {k: float(v.detach()) for k, v in parts.items() if not bool(torch.isfinite(v).all())}
     if bad:
         desc = ", ".join(f"{k}={v}" for k, v in bad.items())
         raise NonFiniteLossError(

@@ -41,6 +41,7 @@ from olivine_train.recipes.common import (
     build_scheduler,
     check_finite,
     make_runtime,
+    voxel_size_of,
 )
 
 __all__ = [
@@ -251,7 +252,7 @@ class Downstream:
 
         self.collator = Collator(
             mode=cfg.data.voxel_mode,
-            voxel_size=tuple(cfg.data.voxel_size),
+            voxel_size=voxel_size_of(cfg),
             feature=cfg.data.feature,
         )
         self.class_names = class_names_for(cfg)
@@ -541,7 +542,7 @@ def run_evaluate(checkpoint: str, overrides: list[str] | None = None) -> Downstr
         load_strict(net, ckpt["model"], f"{checkpoint}: model")
         collator = Collator(
             mode=cfg.data.voxel_mode,
-            voxel_size=tuple(cfg.data.voxel_size),
+            voxel_size=voxel_size_of(cfg),
             feature=cfg.data.feature,
         )
         val = SeededDataset(

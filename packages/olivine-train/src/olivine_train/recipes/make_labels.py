@@ -164,7 +164,8 @@ def build_labeler(
         )
 
         def label_refine(image: np.ndarray, item: ImageItem) -> np.ndarray:
-            prior = coarse.read(item.camera, item.name, expected_shape=image.shape[:2])
+            h, w = image.shape[:2]
+            prior = coarse.read(item.camera, item.name, expected_shape=(h, w))
             return np.asarray(refine(image, prior), dtype=np.uint8)
 
         return label_refine

@@ -46,6 +46,7 @@ from olivine_train.recipes.common import (
     build_scheduler,
     check_finite,
     make_runtime,
+    voxel_size_of,
 )
 
 __all__ = ["PretrainNet", "PretrainResult", "PretrainStepOutput", "Pretrainer", "run_pretrain"]
@@ -236,7 +237,7 @@ class Pretrainer:
 
         self.collator = Collator(
             mode=cfg.data.voxel_mode,
-            voxel_size=tuple(cfg.data.voxel_size),
+            voxel_size=voxel_size_of(cfg),
             feature=cfg.data.feature,
         )
         self.dataset = SeededDataset(
