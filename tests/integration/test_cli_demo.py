@@ -47,8 +47,12 @@ def test_demo_prints_table_and_paths(
         assert len(val) == 1 and math.isfinite(val[0]["miou"])
 
 
-def test_slidr_superpixel_method_runs(tiny_world: Path, tmp_path: Path, overrides_for: Any) -> None:
+@pytest.mark.parametrize("source", ["vfm_components", "vfm_labels"])
+def test_slidr_superpixel_method_runs(
+    tiny_world: Path, tmp_path: Path, overrides_for: Any, source: str
+) -> None:
     args = overrides_for(tiny_world, tmp_path, "slidr") + [
+        f"loss.superpixel_source={source}",
         "method=slidr",
         "loss.ppnce_weight=0",
         "loss.sup_weight=0",

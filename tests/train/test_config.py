@@ -139,3 +139,8 @@ def test_extends_chain(tmp_path: Path) -> None:
 def test_validate_mapping_type_error() -> None:
     with pytest.raises(ConfigError, match="data: expected a mapping"):
         validate({"data": 3}, check_paths=False)
+
+
+def test_component_superpixels_exclude_class_losses() -> None:
+    with pytest.raises(ConfigError, match="'vfm_components' replaces the VFM class labels"):
+        load_config("slidr_nuscenes", ["loss.sup_weight=0.5"], check_paths=False)

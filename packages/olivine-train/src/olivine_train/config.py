@@ -119,8 +119,7 @@ class LossConfig:
     vmf_decay: float = 0.9999
     vmf_warmup_steps: int = 10000
     vmf_bias_correction: bool = False
-    superpixel_source: Literal["vfm_components"] = "vfm_components"
-    superpixel_min_pixels: int = 16
+    superpixel_source: Literal["vfm_components", "vfm_labels"] = "vfm_labels"
 
 
 @dataclass
@@ -449,7 +448,6 @@ def _check_values(cfg: Config, problems: list[str], check_paths: bool) -> None:
     if isinstance(lo.vmf_decay, float) and not 0.0 < lo.vmf_decay < 1.0:
         problems.append(f"loss.vmf_decay: must lie in (0, 1), got {lo.vmf_decay!r}")
     positive("loss.vmf_warmup_steps", lo.vmf_warmup_steps, strict=False)
-    positive("loss.superpixel_min_pixels", lo.superpixel_min_pixels)
     if cfg.recipe == "pretrain":
         weights = [lo.ppnce_weight, lo.sup_weight, lo.vmf_weight, lo.superpixel_weight]
         if all(isinstance(w, (int, float)) for w in weights) and not any(w > 0 for w in weights):
@@ -491,6 +489,15 @@ def _check_values(cfg: Config, problems: list[str], check_paths: bool) -> None:
 
     if cfg.recipe == "downstream" and cfg.method != "olivine":
         problems.append("method: only meaningful for recipe 'pretrain'; leave it at 'olivine'")
+    if (
+        lo.superpixel_weight > 0
+        and lo.superpixel_source == "vfm_components"
+        and (lo.sup_weight > 0 or lo.vmf_weight > 0)
+    ):
+        problems.append(
+            "loss.superpixel_source: 'vfm_components' replaces the VFM class labels by component "
+            "ids, so loss.sup_weight and loss.vmf_weight must be 0 (or use 'vfm_labels')"
+        )
     if cfg.method == "slidr" and lo.superpixel_weight <= 0:
         problems.append("loss.superpixel_weight: method 'slidr' needs a superpixel weight > 0")
 

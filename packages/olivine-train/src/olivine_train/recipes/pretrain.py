@@ -240,8 +240,13 @@ class Pretrainer:
             voxel_size=voxel_size_of(cfg),
             feature=cfg.data.feature,
         )
+        base = build_pretrain_dataset(cfg, "train")
+        if lo.superpixel_weight > 0 and lo.superpixel_source == "vfm_components":
+            from olivine_train.superpixels import ComponentSuperpixels
+
+            base = ComponentSuperpixels(base)
         self.dataset = SeededDataset(
-            build_pretrain_dataset(cfg, "train"),
+            base,
             build_pretrain_transform(cfg),
             seed=cfg.run.seed,
             limit=cfg.data.max_samples,
@@ -334,7 +339,8 @@ class Pretrainer:
         if lo.superpixel_weight > 0:
             if labels is None:
                 raise ValueError("loss.superpixel_weight needs VFM labels for the superpixels")
-            seg = px[:, 0] * self.num_classes + labels
+            # superpixel = (image, VFM class) or (image, connected component): see superpixels.py
+            seg = px[:, 0] * (int(labels.max()) + 1) + labels
             parts["superpixel"] = superpixel_info_nce(
                 out["k_pp"][pv],
                 pixel_features(out["q_pp"], px),

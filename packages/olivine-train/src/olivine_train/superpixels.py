@@ -1,0 +1,78 @@
+"""Superpixels for the SLidR-style loss, made from VFM label maps.
+
+``vfm_components``: a superpixel is a connected component (4-connectivity) of one class in a
+camera's VFM label map (:func:`label_components`). :class:`ComponentSuperpixels` wraps a nuScenes
+pretraining dataset and replaces each sample's ``pair_labels`` by the component id of the paired
+pixel (unique within the sample: components of camera ``c`` are numbered after those of cameras
+``< c``), *before* augmentation, so crops and flips carry the ids along with the pairs. The class
+labels are then gone, which is why ``vfm_components`` cannot be combined with ``L_sup`` or the vMF
+prior (the config validation says so).
+
+``vfm_labels`` (no wrapper): a superpixel is the set of pairs of one image sharing a VFM class.
+
+SLIC superpixels (SLidR's original) can be computed offline, e.g. with scikit-image
+``slic(image, n_segments=150, compactness=6)``, and stored as label maps in a separate folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ComponentSuperpixels", "label_components"]
+
+
+def label_components(label_map: np.ndarray) -> tuple[np.ndarray, int]:
+    """Connected components of every class of an (H, W) label map.
+
+    Returns (ids, count): ``ids`` (H, W) int64 in ``0..count-1``, one id per 4-connected region
+    of equal label (classes numbered in increasing label order)."""
+    from scipy import ndimage
+
+    if label_map.ndim != 2:
+        raise ValueError(f"label_map: expected (H, W), got shape {label_map.shape}")
+    ids = np.zeros(label_map.shape, dtype=np.int64)
+    offset = 0
+    for value in np.unique(label_map):
+        mask = label_map == value
+        comp, n = ndimage.label(mask)
+        ids[mask] = comp[mask] - 1 + offset
+        offset += int(n)
+    return ids, offset
+
+
+class ComponentSuperpixels:
+    """Dataset wrapper: ``pair_labels`` := connected-component id of the paired pixel."""
+
+    def __init__(self, base: Any) -> None:
+        for attr in ("nusc", "label_store", "cameras", "sample_tokens"):
+            if not hasattr(base, attr):
+                raise ValueError(
+                    "loss.superpixel_source='vfm_components' needs a nuScenes pretraining dataset "
+                    f"(missing attribute {attr!r} on {type(base).__name__}); use 'vfm_labels'"
+                )
+        if base.label_store is None:
+            raise ValueError("superpixels from VFM labels need a label store (data.label_root)")
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> Any:
+        sample = self.base[index]
+        nusc, store = self.base.nusc, self.base.label_store
+        record = nusc.get("sample", sample.token)
+        h, w = sample.images.shape[1:3]
+        per_camera = []
+        offset = 0
+        for cam in sample.camera_names:
+            filename = nusc.get("sample_data", record["data"][cam])["filename"]
+            name = filename.rsplit("/", 1)[-1]
+            ids, count = label_components(store.read(cam, name, expected_shape=(h, w)))
+            per_camera.append(ids + offset)
+            offset += count
+        stack = np.stack(per_camera)
+        cam, row, col = sample.pair_pixels.T
+        return replace(sample, pair_labels=stack[cam, row, col].astype(np.int64))
