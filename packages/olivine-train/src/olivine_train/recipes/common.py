@@ -23,6 +23,7 @@ __all__ = [
     "StepCallback",
     "build_optimizer",
     "build_scheduler",
+    "kitti_sequences",
     "check_finite",
     "make_runtime",
     "seed_everything",
@@ -126,6 +127,25 @@ def voxel_size_of(cfg: Config) -> tuple[float, float, float]:
     """``data.voxel_size`` as the 3-tuple the collator takes (validated to have 3 entries)."""
     a, b, c = cfg.data.voxel_size
     return (float(a), float(b), float(c))
+
+
+def kitti_sequences(cfg: Config, split: str) -> list[str]:
+    """Sequences of a (Semantic)KITTI split: ``data.train_scenes``/``val_scenes`` if given, else
+    ``<root>/olivine_splits.json`` if it names the split (synthetic exports write one), else the
+    official semantic-kitti YAML split (train 00-07, 09, 10; val 08)."""
+    d = cfg.data
+    explicit = d.train_scenes if split == "train" else d.val_scenes
+    if explicit is not None:
+        return list(explicit)
+    name = d.train_split if split == "train" else d.val_split
+    from olivine_data.datasets import load_semantickitti_config, read_scene_splits
+    from olivine_data.datasets.semantickitti import semantickitti_split
+
+    if (Path(d.root) / "olivine_splits.json").is_file():
+        splits = read_scene_splits(d.root)
+        if name in splits:
+            return list(splits[name])
+    return semantickitti_split(name, load_semantickitti_config())
 
 
 def build_optimizer(groups: list[dict[str, Any]], optim: OptimConfig) -> torch.optim.Optimizer:

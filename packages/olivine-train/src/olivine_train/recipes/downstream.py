@@ -40,6 +40,7 @@ from olivine_train.recipes.common import (
     build_optimizer,
     build_scheduler,
     check_finite,
+    kitti_sequences,
     make_runtime,
     voxel_size_of,
 )
@@ -121,7 +122,9 @@ def build_seg_dataset(cfg: Config, split: str) -> Any:
             skip=skip,
         )
     if d.dataset == "semantickitti":
-        return datasets.SemanticKITTISegDataset(d.root, split=name, skip=skip)
+        return datasets.SemanticKITTISegDataset(
+            d.root, sequences=kitti_sequences(cfg, split), skip=skip
+        )
     raise ValueError(f"data.dataset: {d.dataset!r} has no per-point labels for segmentation")
 
 
@@ -129,8 +132,10 @@ def format_scores(scores: SegmentationScores, title: str = "") -> str:
     """A plain-text IoU table (per class, then mIoU)."""
     rows = [f"{title}" if title else ""]
     width = max(len(n) for n in scores.class_names[1:]) + 2
-    for name, iou in zip(scores.class_names[1:], scores.iou[1:]):
-        rows.append(f"  {name:<{width}} {100 * iou:6.2f}")
+    present = scores.present if scores.present is not None else [True] * len(scores.iou)
+    for name, iou, here in zip(scores.class_names[1:], scores.iou[1:], present[1:]):
+        note = "" if here else "  (absent from the ground truth)"
+        rows.append(f"  {name:<{width}} {100 * iou:6.2f}{note}")
     rows.append(f"  {'mIoU':<{width}} {100 * scores.miou:6.2f}")
     return "\n".join(r for r in rows if r)
 

@@ -45,6 +45,7 @@ from olivine_train.recipes.common import (
     build_optimizer,
     build_scheduler,
     check_finite,
+    kitti_sequences,
     make_runtime,
     voxel_size_of,
 )
@@ -148,15 +149,12 @@ def build_pretrain_dataset(cfg: Config, split: str = "train") -> Any:
             cameras=tuple(d.cameras),
         )
     if d.dataset == "kitti":
-        from olivine_data.datasets.semantickitti import semantickitti_split
-
-        config = datasets.load_semantickitti_config()
-        name = d.train_split if split == "train" else d.val_split
         return datasets.KittiPretrainDataset(
             d.root,
-            sequences=semantickitti_split(name, config),
+            sequences=kitti_sequences(cfg, split),
             label_store=label_root,
             vocabulary=d.vocabulary,
+            skip=d.skip,
         )
     raise ValueError(
         f"data.dataset: {d.dataset!r} has no cameras; pretraining needs nuscenes/kitti"
