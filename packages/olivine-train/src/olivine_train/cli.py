@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="olivine-train",
         description="OLIVINE image-to-LiDAR pretraining and LiDAR segmentation downstream.",
         epilog="Run 'olivine-train ls' for the shipped configs; 'olivine-train demo' for a "
-        "5-minute end-to-end run on a synthetic world.",
+        "short end-to-end run on a synthetic world. Multi-process: torchrun --nproc_per_node N "
+        "-m olivine_train.cli pretrain CONFIG ...",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -111,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "demo",
-        help="end-to-end OLIVINE demo on a synthetic world (~5 min on 2 CPU cores)",
+        help="end-to-end OLIVINE demo on a synthetic world (~1.5 min on 2 CPU cores)",
         description="Make a small synthetic nuScenes-format world (unless --world exists), "
         "pretrain a tiny MinkUNet with OLIVINE against a randomly initialised resnet18_dilated "
         "teacher, linearly probe the pretrained and a random backbone, print per-class IoU/mIoU.",
