@@ -140,10 +140,10 @@ def losses_isolated(session: nox.Session, torch: str) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff (check only, no fixes) over packages, tests, benchmarks, scripts and this file."""
+    """ruff (check only, no fixes) over packages, tests, benchmarks, examples and scripts."""
     session.install("ruff>=0.6")
     session.run("ruff", "check", "packages", "tests", "benchmarks", "scripts", "testing",
-                "noxfile.py")
+                "examples", "noxfile.py")
 
 
 @nox.session
