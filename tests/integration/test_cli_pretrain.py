@@ -160,3 +160,18 @@ def test_ls_and_help(capsys: pytest.CaptureFixture[str]) -> None:
 def test_jsonl_is_valid_json(pretrain_run: Path) -> None:
     for line in (pretrain_run / "metrics.jsonl").read_text().splitlines():
         json.loads(line)
+
+
+def test_worker_count_does_not_change_the_run(
+    tiny_world: Path, tmp_path: Path, overrides_for: Any
+) -> None:
+    losses = []
+    for workers in (0, 2):
+        name = f"w{workers}"
+        args = overrides_for(tiny_world, tmp_path, name) + [
+            "optim.max_steps=2",
+            f"data.num_workers={workers}",
+        ]
+        assert main(["pretrain", "demo", *args]) == 0
+        losses.append(_losses_by_step(tmp_path / name / "metrics.jsonl"))
+    assert losses[0] == losses[1] and len(losses[0]) == 2
