@@ -1,5 +1,8 @@
 """Shared test fixtures.
 
+A tiny synthetic world for the olivine-train and integration tests (``tiny_world``, exported once
+per session under pytest's base temp dir; ``overrides_for`` shrinks the demo config to test size).
+
 Real dataset fragments live outside the repository (non-commercial licences): by default in
 ``../shared/data`` next to the repository root, or wherever ``OLIVINE_SHARED_DATA`` points.
 When ``CI=true`` and the data is missing, tests that need it fail instead of skipping.
@@ -8,9 +11,11 @@ When ``CI=true`` and the data is missing, tests that need it fail instead of ski
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,3 +34,53 @@ def shared_data() -> Path:
             pytest.fail(msg)
         pytest.skip(msg)
     return root
+
+TINY_CAMERAS = ("CAM_FRONT", "CAM_BACK")
+
+
+def make_tiny_world(base: Path) -> Path:
+    """Export (once per session) a 3-scene, 2-keyframe synthetic nuScenes world."""
+    from olivine_data.synthetic import SyntheticWorldConfig, export_nuscenes
+
+    root = base / "olivine_tiny_world"
+    if not (root / "olivine_splits.json").is_file():
+        cfg = SyntheticWorldConfig(
+            scenes=3,
+            samples_per_scene=2,
+            seed=0,
+            image_size=(96, 54),
+            lidar_azimuth_steps=180,
+            cameras=TINY_CAMERAS,
+            val_fraction=0.34,
+        )
+        export_nuscenes(cfg, root, progress=False)
+    return root
+
+
+def tiny_overrides(world: Path, out: Path, name: str) -> list[str]:
+    """Overrides that shrink the demo config to test size."""
+    return [
+        f"data.root={world}",
+        f"data.cameras=[{', '.join(TINY_CAMERAS)}]",
+        "data.image_size=[32, 64]",
+        "data.batch_size=2",
+        "loss.num_pairs=256",
+        f"run.out_dir={out}",
+        f"run.name={name}",
+        "run.progress=false",
+        "run.log_every=1",
+        "run.image_log_every=2",
+        "run.seed=3",
+    ]
+
+
+@pytest.fixture(scope="session")
+def overrides_for() -> Callable[[Path, Path, str], list[str]]:
+    """``overrides_for(world, out_dir, run_name)``: demo config shrunk to test size."""
+    return tiny_overrides
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.set_num_threads(1)
+    return make_tiny_world(tmp_path_factory.getbasetemp())
