@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from olivine_train.config import Config, OptimConfig, save_config
+from olivine_train.checkpoint import CHECKPOINT_FORMAT, load_strict
+from olivine_train.config import Config, OptimConfig, config_to_dict, save_config
 from olivine_train.distributed import DistInfo, resolve_dtype, setup
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "StepCallback",
     "build_optimizer",
     "build_scheduler",
+    "restore_training_state",
+    "training_state",
     "kitti_sequences",
     "check_finite",
     "make_runtime",
@@ -185,3 +188,55 @@ def check_finite(step: int, parts: dict[str, torch.Tensor], run_dir: Path) -> No
             f"non-finite loss at step {step}: {desc}. Training stopped; the last good checkpoint "
             f"is {run_dir / 'last.pt'} (lower optim.lr or check the inputs)."
         )
+
+
+def training_state(
+    kind: str,
+    cfg: Config,
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    *,
+    step: int,
+    epoch: int,
+    step_in_epoch: int,
+    best_metric: float | None,
+    vmf: dict[str, torch.Tensor] | None,
+    rng: dict[str, Any],
+) -> dict[str, Any]:
+    """The checkpoint payload shared by the pretrain and downstream recipes (``last.pt``)."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "kind": kind,
+        "model_name": cfg.model.point_encoder,
+        "config": config_to_dict(cfg),
+        "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+        "vmf": vmf,
+        "step": step,
+        "epoch": epoch,
+        "step_in_epoch": step_in_epoch,
+        "best_metric": best_metric,
+        "rng": rng,
+    }
+
+
+def restore_training_state(
+    ckpt: dict[str, Any],
+    path: str,
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+) -> tuple[int, int, int]:
+    """Load model, optimiser, scheduler and scaler from ``ckpt``; return (step, epoch,
+    step_in_epoch). The caller restores what is recipe-specific (vMF prior, RNG, best metric)."""
+    load_strict(net, ckpt["model"], f"{path}: model")
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    if ckpt.get("scaler") is not None:
+        scaler.load_state_dict(ckpt["scaler"])
+    return int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["step_in_epoch"])

@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from olivine_train.checkpoint import (
-    CHECKPOINT_FORMAT,
     atomic_save,
     capture_rng,
     load_backbone_state,
@@ -29,7 +28,7 @@ from olivine_train.checkpoint import (
     load_strict,
     restore_rng,
 )
-from olivine_train.config import Config, config_to_dict, validate
+from olivine_train.config import Config, validate
 from olivine_train.distributed import ResumableSampler, cleanup, resolve_dtype, setup
 from olivine_train.logging import RunLogger
 from olivine_train.metrics import ConfusionMatrix, SegmentationScores, cross_entropy_lovasz
@@ -42,6 +41,8 @@ from olivine_train.recipes.common import (
     check_finite,
     kitti_sequences,
     make_runtime,
+    restore_training_state,
+    training_state,
     voxel_size_of,
 )
 
@@ -367,22 +368,11 @@ class Downstream:
         )
 
     def state(self) -> dict[str, Any]:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "kind": "downstream",
-            "model_name": self.cfg.model.point_encoder,
-            "config": config_to_dict(self.cfg),
-            "model": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "vmf": None,
-            "step": self.step,
-            "epoch": self.epoch,
-            "step_in_epoch": self.step_in_epoch,
-            "best_metric": self.best,
-            "rng": capture_rng(),
-        }
+        return training_state(
+            "downstream", self.cfg, self.net, self.optimizer, self.scheduler, self.scaler,
+            step=self.step, epoch=self.epoch, step_in_epoch=self.step_in_epoch,
+            best_metric=self.best, vmf=None, rng=capture_rng(),
+        )
 
     def save(self, name: str) -> None:
         if self.rt.is_main:
@@ -392,13 +382,9 @@ class Downstream:
         ckpt = load_checkpoint(
             path, expect_kind="downstream", expect_model=self.cfg.model.point_encoder
         )
-        load_strict(self.net, ckpt["model"], f"{path}: model")
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt.get("scaler") is not None:
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.step, self.epoch = int(ckpt["step"]), int(ckpt["epoch"])
-        self.step_in_epoch = int(ckpt["step_in_epoch"])
+        self.step, self.epoch, self.step_in_epoch = restore_training_state(
+            ckpt, path, self.net, self.optimizer, self.scheduler, self.scaler
+        )
         self.best = ckpt.get("best_metric")
         if self.rt.dist.rank == 0:
             restore_rng(ckpt["rng"])

@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 from olivine_train.checkpoint import (
-    CHECKPOINT_FORMAT,
     atomic_save,
     capture_rng,
     load_checkpoint,
@@ -35,7 +34,7 @@ from olivine_train.checkpoint import (
     restore_rng,
     save_backbone,
 )
-from olivine_train.config import Config, config_to_dict
+from olivine_train.config import Config
 from olivine_train.distributed import ResumableSampler, cleanup
 from olivine_train.logging import RunLogger, draw_pairs_image
 from olivine_train.recipes.common import (
@@ -47,6 +46,8 @@ from olivine_train.recipes.common import (
     check_finite,
     kitti_sequences,
     make_runtime,
+    restore_training_state,
+    training_state,
     voxel_size_of,
 )
 
@@ -352,22 +353,12 @@ class Pretrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict[str, Any]:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "kind": "pretrain",
-            "model_name": self.cfg.model.point_encoder,
-            "config": config_to_dict(self.cfg),
-            "model": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "vmf": {k: v.detach().cpu() for k, v in self.prior.state_dict().items()},
-            "step": self.step,
-            "epoch": self.epoch,
-            "step_in_epoch": self.step_in_epoch,
-            "best_metric": None,
-            "rng": capture_rng({"pairs": self.pair_gen}),
-        }
+        return training_state(
+            "pretrain", self.cfg, self.net, self.optimizer, self.scheduler, self.scaler,
+            step=self.step, epoch=self.epoch, step_in_epoch=self.step_in_epoch, best_metric=None,
+            vmf={k: v.detach().cpu() for k, v in self.prior.state_dict().items()},
+            rng=capture_rng({"pairs": self.pair_gen}),
+        )
 
     def sync_buffers(self) -> None:
         """Give every rank rank 0's BatchNorm running statistics (DDP only syncs them at the
@@ -396,15 +387,10 @@ class Pretrainer:
         ckpt = load_checkpoint(
             path, expect_kind="pretrain", expect_model=self.cfg.model.point_encoder
         )
-        load_strict(self.net, ckpt["model"], f"{path}: model")
+        self.step, self.epoch, self.step_in_epoch = restore_training_state(
+            ckpt, path, self.net, self.optimizer, self.scheduler, self.scaler
+        )
         load_strict(self.prior, ckpt["vmf"], f"{path}: vMF prior")
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt.get("scaler") is not None:
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.step = int(ckpt["step"])
-        self.epoch = int(ckpt["epoch"])
-        self.step_in_epoch = int(ckpt["step_in_epoch"])
         if self.rt.dist.rank == 0:  # global RNGs (the checkpoint holds rank 0's)
             restore_rng(ckpt["rng"], {"pairs": self.pair_gen})
 
