@@ -186,7 +186,7 @@ def result_path(s: Settings, method: str, seed: int) -> Path:
     return s.out / "results" / method / f"seed{seed}.json"
 
 
-def report(s: Settings, methods: list[str], seeds: list[int]) -> str:
+def report(s: Settings, methods: list[str], seeds: list[int], plot: Path) -> str:
     rows = []
     data: dict[str, dict[str, list[float]]] = {}
     for method in methods:
@@ -213,7 +213,7 @@ def report(s: Settings, methods: list[str], seeds: list[int]) -> str:
         "| method | seeds | linear probe mIoU | few-label fine-tune mIoU |\n|---|---|---|---|"
     )
     table = header + "\n" + "\n".join(rows) + "\n"
-    _plot(data, HERE / "results.png")
+    _plot(data, plot)
     return table
 
 
@@ -260,6 +260,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--finetune-skip", type=int, default=2)
     p.add_argument("--world-seed", type=int, default=0)
     p.add_argument("--report", action="store_true", help="only rebuild table + plot")
+    p.add_argument("--table", type=Path, default=HERE / "results.md",
+                   help="markdown table to write (the plot goes next to it as .png)")
     args = p.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(methods) - set(METHODS))
@@ -279,12 +281,20 @@ def main(argv: list[str] | None = None) -> None:
             print(f"    LP {100 * rec['linear_probe']['miou_present']:.1f}  "
                   f"FT {100 * rec['finetune']['miou_present']:.1f}  ({rec['wall_s']} s)",
                   flush=True)
-    table = report(s, methods, seeds)
-    (HERE / "results.md").write_text(
-        "# Learning benchmark (synthetic world)\n\nRegenerate: `python benchmarks/learning/run.py"
-        f" --scenes {s.scenes} --samples-per-scene {s.samples_per_scene} --pretrain-epochs "
-        f"{s.pretrain_epochs} --probe-epochs {s.probe_epochs} --finetune-epochs "
-        f"{s.finetune_epochs} --finetune-skip {s.finetune_skip}`\n\n" + table
+    table = report(s, methods, seeds, args.table.with_suffix(".png"))
+    def shown(path: Path) -> Path:
+        path, root = path.resolve(), HERE.parents[1]
+        return path.relative_to(root) if path.is_relative_to(root) else path
+
+    command = (
+        f"python benchmarks/learning/run.py --out {shown(args.out)} --methods {','.join(methods)} "
+        f"--seeds {args.seeds} --scenes {s.scenes} --samples-per-scene {s.samples_per_scene} "
+        f"--pretrain-epochs {s.pretrain_epochs} --probe-epochs {s.probe_epochs} "
+        f"--finetune-epochs {s.finetune_epochs} --finetune-skip {s.finetune_skip} "
+        f"--table {shown(args.table)}"
+    )
+    args.table.write_text(
+        f"# Learning benchmark (synthetic world)\n\nRegenerate: `{command}`\n\n{table}"
     )
     print(table)
 
