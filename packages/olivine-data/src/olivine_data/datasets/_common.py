@@ -1,14 +1,18 @@
-"""Scene/frame selection helpers shared by the dataset readers."""
+"""Scene/frame selection and sample-skipping helpers shared by the dataset readers."""
 
 from __future__ import annotations
 
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["SPLITS_FILENAME", "read_scene_splits", "every_nth", "check_skip"]
+from olivine_data.types import PretrainSample
+
+__all__ = [
+    "SPLITS_FILENAME", "read_scene_splits", "every_nth", "check_skip", "first_with_pairs"
+]
 
 SPLITS_FILENAME = "olivine_splits.json"
 
@@ -65,3 +69,35 @@ def every_nth(items: Sequence[str], skip: int, what: str) -> list[str]:
         )
         kept = [items[0]]
     return kept
+
+
+def first_with_pairs(
+    idx: int,
+    n: int,
+    load: Callable[[int], PretrainSample],
+    transform: Callable[[PretrainSample], PretrainSample] | None,
+    skipped: list[str],
+    what: str,
+    why: str,
+    unit: str,
+) -> PretrainSample:
+    """Sample ``idx`` or, if it has no point-pixel pair, the next one that has (wrapping around).
+
+    Every sample passed over is recorded in ``skipped`` and announced with a ``RuntimeWarning``
+    ("<what> <token>: <why>; skipped"); ``ValueError`` if none of the ``n`` samples has a pair.
+    ``unit`` names one sample in the errors ("frame", "keyframe").
+    """
+    if not -n <= idx < n:
+        raise IndexError(f"index {idx} out of range for {n} {unit}s")
+    idx %= n
+    for step in range(n):
+        sample = load((idx + step) % n)
+        if sample.num_pairs > 0:
+            return transform(sample) if transform is not None else sample
+        skipped.append(sample.token)
+        warnings.warn(
+            f"{what} {sample.token}: {why}; skipped ({len(skipped)} skipped so far)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    raise ValueError(f"no {unit} of the {n} selected has any point-pixel pair")

@@ -20,7 +20,6 @@ strict image bounds). The camera is named ``"image_2"``; VFM labels are looked u
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from olivine_data._io import read_rgb_image
-from olivine_data.datasets._common import check_skip
+from olivine_data.datasets._common import check_skip, first_with_pairs
 from olivine_data.datasets.semantickitti import read_kitti_scan
 from olivine_data.labels import LabelStore, Vocabulary, get_vocabulary
 from olivine_data.projection import compose_projection, project_to_cameras
@@ -222,20 +221,7 @@ class KittiPretrainDataset:
         )
 
     def __getitem__(self, idx: int) -> PretrainSample:
-        n = len(self)
-        if not -n <= idx < n:
-            raise IndexError(f"index {idx} out of range for {n} frames")
-        idx %= n
-        for step in range(n):
-            j = (idx + step) % n
-            sample = self.load(j)
-            if sample.num_pairs > 0:
-                return self.transform(sample) if self.transform is not None else sample
-            self.skipped_tokens.append(sample.token)
-            warnings.warn(
-                f"KITTI frame {sample.token}: no point projects into {CAMERA}; skipped "
-                f"({len(self.skipped_tokens)} skipped so far)",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        raise ValueError(f"no frame of the {n} selected has any point-pixel pair")
+        return first_with_pairs(
+            idx, len(self), self.load, self.transform, self.skipped_tokens,
+            "KITTI frame", f"no point projects into {CAMERA}", "frame",
+        )

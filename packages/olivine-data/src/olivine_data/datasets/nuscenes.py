@@ -35,7 +35,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from olivine_data._io import read_label_file, read_point_file, read_rgb_image
-from olivine_data.datasets._common import SPLITS_FILENAME, every_nth, read_scene_splits
+from olivine_data.datasets._common import (
+    SPLITS_FILENAME,
+    every_nth,
+    first_with_pairs,
+    read_scene_splits,
+)
 from olivine_data.labels import LabelStore, Vocabulary, get_vocabulary
 from olivine_data.projection import compose_projection, project_to_cameras
 from olivine_data.types import PretrainSample, SegSample
@@ -355,23 +360,11 @@ class NuScenesPretrainDataset(_NuScenesKeyframes):
         )
 
     def __getitem__(self, idx: int) -> PretrainSample:
-        n = len(self)
-        if not -n <= idx < n:
-            raise IndexError(f"index {idx} out of range for {n} keyframes")
-        idx %= n
-        for step in range(n):
-            token = self.sample_tokens[(idx + step) % n]
-            sample = self.load(token)
-            if sample.num_pairs > 0:
-                return self.transform(sample) if self.transform is not None else sample
-            self.skipped_tokens.append(token)
-            warnings.warn(
-                f"nuScenes sample {token}: no point projects into any of {len(self.cameras)} "
-                f"cameras; skipped ({len(self.skipped_tokens)} skipped so far)",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        raise ValueError(f"no keyframe of the {n} selected has any point-pixel pair")
+        return first_with_pairs(
+            idx, len(self), lambda i: self.load(self.sample_tokens[i]), self.transform,
+            self.skipped_tokens, "nuScenes keyframe",
+            f"no point projects into any of {len(self.cameras)} cameras", "keyframe",
+        )
 
 
 class NuScenesSegDataset(_NuScenesKeyframes):
