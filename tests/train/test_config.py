@@ -144,3 +144,17 @@ def test_validate_mapping_type_error() -> None:
 def test_component_superpixels_exclude_class_losses() -> None:
     with pytest.raises(ConfigError, match="'vfm_components' replaces the VFM class labels"):
         load_config("slidr_nuscenes", ["loss.sup_weight=0.5"], check_paths=False)
+
+
+def test_unknown_model_reported_next_to_type_errors() -> None:
+    # Model names are checked against the olivine-models registries even when another field
+    # failed to parse, so one run of validate-config shows every problem.
+    with pytest.raises(ConfigError) as info:
+        load_config(
+            "olivine_nuscenes",
+            ["data.batch_size=abc", "model.point_encoder=minkunet35c"],
+            check_paths=False,
+        )
+    text = str(info.value)
+    assert "data.batch_size: expected int" in text
+    assert "model.point_encoder: unknown 'minkunet35c'; did you mean 'minkunet34c'?" in text

@@ -554,12 +554,16 @@ def validate(raw: dict[str, Any], *, check_paths: bool = True, source: str = "co
         _check_values(cfg, problems, check_paths)
         _check_registries(cfg, problems)
     else:
-        # still report value/path problems of the fields that did parse
+        # still report value/path/model-name problems of the fields that did parse
         value_problems: list[str] = []
         try:
             _check_values(cfg, value_problems, check_paths)
         except TypeError:
             value_problems = []
+        try:
+            _check_registries(cfg, value_problems)
+        except TypeError:
+            pass
         problems.extend(p for p in value_problems if p not in problems)
     if problems:
         raise ConfigError(problems, source)
