@@ -226,26 +226,26 @@ def environment(bench: Bench) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- losses
 
 
-def _naive_refs() -> tuple[Callable[..., Any], Callable[..., Any], str]:
-    """The naive reference losses of benchmarks/losses_bench.py (one definition in the repo)."""
+def _loss_step() -> tuple[Callable[..., None], str]:
+    """One fwd+bwd of a loss variant (floor / dense / chunked / naive reference), taken from
+    benchmarks/losses_bench.py so that CPU and GPU benchmarks time the same code."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         from losses_bench import TAU as bench_tau
-        from losses_bench import naive_nce, naive_supcon
+        from losses_bench import step
     finally:
         sys.path.pop(0)
     if bench_tau != TAU:
         raise RuntimeError(f"losses_bench.TAU={bench_tau} differs from this script's {TAU}")
-    return naive_nce, naive_supcon, "benchmarks/losses_bench.py"
+    return step, "benchmarks/losses_bench.py"
 
 
 def bench_losses(bench: Bench) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
-    from olivine_losses import info_nce, semantic_contrastive
 
-    naive_nce, naive_supcon, naive_src = _naive_refs()
+    step, naive_src = _loss_step()
     quick = bench.quick
     d = 64
     m_small, chunk_small = (512, 128) if quick else (4096, 1024)
@@ -263,24 +263,6 @@ def bench_losses(bench: Bench) -> dict[str, Any]:
         }
         x["labels"] = torch.randint(0, NUM_CLASSES, (m,), generator=g).to(bench.device)
         return x
-
-    def step(variant: str, x: dict[str, torch.Tensor], chunk: int) -> None:
-        if variant == "floor":
-            with torch.no_grad():
-                torch.logsumexp(x["k_pp"] @ x["q_pp"].T, dim=1)
-            return
-        if variant == "naive":
-            loss = naive_nce(x["k_pp"], x["q_pp"]) + naive_supcon(
-                x["k_sem"], x["q_sem"], x["labels"]
-            )
-        else:
-            c = None if variant == "dense" else chunk
-            loss = info_nce(x["k_pp"], x["q_pp"], TAU, chunk_size=c) + semantic_contrastive(
-                x["k_sem"], x["q_sem"], x["labels"], TAU, chunk_size=c
-            )
-        loss.backward()
-        for n in ("k_pp", "q_pp", "k_sem", "q_sem"):
-            x[n].grad = None
 
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
