@@ -244,7 +244,6 @@ def bench_losses(bench: Bench) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
-
     step, naive_src = _loss_step()
     quick = bench.quick
     d = 64
