@@ -26,14 +26,25 @@ def _trainer(world: Path, tmp: Path, extra: list[str], overrides_for: Any) -> Pr
     return Pretrainer(cfg, rt)
 
 
+@pytest.mark.parametrize("ignore_unlabelled", [False, True])
 def test_loss_decomposition_matches_losses_package(
-    tiny_world: Path, tmp_path: Path, overrides_for: Any
+    tiny_world: Path, tmp_path: Path, overrides_for: Any, ignore_unlabelled: bool
 ) -> None:
     from olivine_losses import info_nce, semantic_contrastive, vmf_nll
 
     tr = _trainer(
-        tiny_world, tmp_path, ["loss.vmf_warmup_steps=1", "loss.vmf_decay=0.5"], overrides_for
+        tiny_world,
+        tmp_path,
+        [
+            "loss.vmf_warmup_steps=1",
+            "loss.vmf_decay=0.5",
+            f"loss.ignore_unlabelled={str(ignore_unlabelled).lower()}",
+        ],
+        overrides_for,
     )
+    # SEEM17's unlabelled id (16) is left out only when asked; the reference keeps it as a class.
+    ignore = 16 if ignore_unlabelled else None
+    assert tr.ignore_index == ignore
     tr.dataset.set_epoch(0)
     tr.sampler.set_epoch(0)
     batch = next(iter(tr.loader()))
@@ -63,11 +74,15 @@ def test_loss_decomposition_matches_losses_package(
     assert i_pp.numel() == m and i_pp.unique().numel() == m
     assert i_sup.numel() == m and i_sup.unique().numel() == m
     pp = info_nce(feats["k_pp"][pv[i_pp]], pixel_features(feats["q_pp"], px[i_pp]), 0.07)
+    assert bool((lab == 16).any())  # the world has unlabelled pairs, so both cases differ
+    assert bool(tr.prior.observed[16]) == (not ignore_unlabelled)
     sup = semantic_contrastive(
-        feats["k_sem"][pv[i_sup]], pixel_features(feats["q_sem"], px[i_sup]), lab[i_sup], 0.07
+        feats["k_sem"][pv[i_sup]], pixel_features(feats["q_sem"], px[i_sup]), lab[i_sup], 0.07,
+        ignore_index=ignore,
     )
     kl = vmf_nll(
-        feats["k_sem"][pv], lab, tr.prior.mu, tr.prior.kappa, valid_classes=tr.prior.observed
+        feats["k_sem"][pv], lab, tr.prior.mu, tr.prior.kappa, valid_classes=tr.prior.observed,
+        ignore_index=ignore,
     )
     assert float(out.parts["ppnce"].detach()) == pytest.approx(float(pp), rel=1e-5)
     assert float(out.parts["sup"].detach()) == pytest.approx(float(sup), rel=1e-5)

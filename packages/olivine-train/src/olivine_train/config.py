@@ -119,6 +119,10 @@ class LossConfig:
     vmf_decay: float = 0.9999
     vmf_warmup_steps: int = 10000
     vmf_bias_correction: bool = False
+    # True: pairs whose VFM label is the vocabulary's unlabelled id (SEEM17: 16 "background",
+    # GSAM14: 0) are neither L_sup anchors/positives nor vMF classes. False = the reference, which
+    # treats that id as one more class.
+    ignore_unlabelled: bool = False
     superpixel_source: Literal["vfm_components", "vfm_labels"] = "vfm_labels"
 
 

@@ -187,6 +187,7 @@ class Pretrainer:
         lo = cfg.loss
         self.vocab = get_vocabulary(cfg.data.vocabulary)
         self.num_classes = len(self.vocab.class_names)
+        self.ignore_index = self.vocab.unlabelled_id if cfg.loss.ignore_unlabelled else None
         device = rt.device
 
         self.teacher = create_image_encoder(
@@ -231,6 +232,7 @@ class Pretrainer:
             warmup_steps=lo.vmf_warmup_steps,
             bias_correction=lo.vmf_bias_correction,
             process_group=group,
+            ignore_index=self.ignore_index,
         ).to(device)
         self.pair_gen = torch.Generator().manual_seed(cfg.run.seed * 1000 + rt.dist.rank)
 
@@ -326,7 +328,9 @@ class Pretrainer:
                 idx = uniform_pairs(num_pairs, m, self.pair_gen).to(dev)
             k = out["k_sem"][pv[idx]]
             q = pixel_features(out["q_sem"], px[idx])
-            parts["sup"] = semantic_contrastive(k, q, labels[idx], temperature=lo.temperature)
+            parts["sup"] = semantic_contrastive(
+                k, q, labels[idx], temperature=lo.temperature, ignore_index=self.ignore_index
+            )
             indices["sup"] = idx
             feats.update(sup_k=k, sup_q=q)
             weights["sup"] = lo.sup_weight
