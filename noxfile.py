@@ -69,8 +69,15 @@ def _pytest(session: nox.Session, name: str, *paths: str) -> None:
     report = REPORTS / f"{name}.xml"
     extra = session.posargs or ["-q"]
     session.run(
-        "python", "-m", "pytest", *paths, f"--junitxml={report}", "-p", "no:cacheprovider",
-        *extra, env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")},
+        "python",
+        "-m",
+        "pytest",
+        *paths,
+        f"--junitxml={report}",
+        "-p",
+        "no:cacheprovider",
+        *extra,
+        env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")},
     )
 
 
@@ -125,8 +132,14 @@ def losses_isolated(session: nox.Session, torch: str) -> None:
     _pip(session, "build", *TEST_DEPS)
     with tempfile.TemporaryDirectory() as tmp:
         session.run(
-            "python", "-m", "build", "--wheel", "--outdir", tmp,
-            str(ROOT / "packages" / "olivine-losses"), silent=True,
+            "python",
+            "-m",
+            "build",
+            "--wheel",
+            "--outdir",
+            tmp,
+            str(ROOT / "packages" / "olivine-losses"),
+            silent=True,
         )
         wheels = list(Path(tmp).glob("olivine_losses-*.whl"))
         if len(wheels) != 1:
@@ -134,16 +147,30 @@ def losses_isolated(session: nox.Session, torch: str) -> None:
         session.install(str(wheels[0]))
     session.run("python", str(ROOT / "testing" / "check_isolated.py"), torch)
     # Run from a temporary directory so that nothing is imported from the source tree.
-    _pytest(session, f"losses_isolated-{torch}", str(ROOT / "tests" / "losses"),
-            "--rootdir", str(ROOT / "tests" / "losses"))
+    _pytest(
+        session,
+        f"losses_isolated-{torch}",
+        str(ROOT / "tests" / "losses"),
+        "--rootdir",
+        str(ROOT / "tests" / "losses"),
+    )
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff (check only, no fixes) over packages, tests, benchmarks, examples and scripts."""
     session.install("ruff>=0.6")
-    session.run("ruff", "check", "packages", "tests", "benchmarks", "scripts", "testing",
-                "examples", "noxfile.py")
+    session.run(
+        "ruff",
+        "check",
+        "packages",
+        "tests",
+        "benchmarks",
+        "scripts",
+        "testing",
+        "examples",
+        "noxfile.py",
+    )
 
 
 @nox.session
@@ -155,9 +182,12 @@ def typecheck(session: nox.Session) -> None:
     for name in PACKAGES:
         session.install("--no-deps", "-e", str(ROOT / "packages" / f"olivine-{name}"))
     session.run("mypy", "--strict", "packages/olivine-losses/src/olivine_losses")
-    session.run("mypy", "packages/olivine-data/src/olivine_data",
-                "packages/olivine-models/src/olivine_models",
-                "packages/olivine-train/src/olivine_train")
+    session.run(
+        "mypy",
+        "packages/olivine-data/src/olivine_data",
+        "packages/olivine-models/src/olivine_models",
+        "packages/olivine-train/src/olivine_train",
+    )
 
 
 @nox.session
@@ -167,8 +197,15 @@ def build(session: nox.Session) -> None:
     out = ROOT / "dist"
     shutil.rmtree(out, ignore_errors=True)
     for name in PACKAGES:
-        session.run("python", "-m", "build", "--outdir", str(out),
-                    str(ROOT / "packages" / f"olivine-{name}"), silent=True)
+        session.run(
+            "python",
+            "-m",
+            "build",
+            "--outdir",
+            str(out),
+            str(ROOT / "packages" / f"olivine-{name}"),
+            silent=True,
+        )
     dists = sorted(p.name for p in out.iterdir())
     session.log("built: " + ", ".join(dists))
     if len(dists) != 2 * len(PACKAGES):
@@ -198,8 +235,12 @@ def gpu(session: nox.Session) -> None:
     """Opt-in: GPU tests (pytest -m gpu) and GPU benchmarks; needs a CUDA machine."""
     _install_local(session, PACKAGES)
     _pip(session, *TEST_DEPS, "-e", f"{ROOT / 'packages' / 'olivine-models'}[pretrained]")
-    session.run("python", "-c", "import torch, sys; sys.exit(0 if torch.cuda.is_available() else "
-                "'no CUDA device: the gpu session needs one')")
+    session.run(
+        "python",
+        "-c",
+        "import torch, sys; sys.exit(0 if torch.cuda.is_available() else "
+        "'no CUDA device: the gpu session needs one')",
+    )
     _pytest(session, "gpu", "tests", "-m", "gpu")
     session.run("python", "benchmarks/gpu/run_gpu.py", *session.posargs)
 

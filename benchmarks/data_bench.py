@@ -82,21 +82,27 @@ def bench_pairing(data: Path, repeat: int) -> list[dict[str, Any]]:
 
     def ours() -> int:
         pts = read_nuscenes_points(root / lidar_sd["filename"])
-        proj = np.stack([
-            compose_projection(
-                np.array(nusc.get("calibrated_sensor", c["calibrated_sensor_token"])[
-                    "camera_intrinsic"]),
-                lidar_to_camera_matrix(nusc, lidar_sd, c),
-            )
-            for c in cams
-        ])
+        proj = np.stack(
+            [
+                compose_projection(
+                    np.array(
+                        nusc.get("calibrated_sensor", c["calibrated_sensor_token"])[
+                            "camera_intrinsic"
+                        ]
+                    ),
+                    lidar_to_camera_matrix(nusc, lidar_sd, c),
+                )
+                for c in cams
+            ]
+        )
         sizes = [(c["height"], c["width"]) for c in cams]
         return int(project_to_cameras(pts[:, :3], proj, sizes).point_indices.size)
 
     def devkit() -> int:
         return sum(
             nusc.explorer.map_pointcloud_to_image(lidar_sd["token"], c["token"], min_dist=1.0)[
-                0].shape[1]
+                0
+            ].shape[1]
             for c in cams
         )
 
@@ -105,12 +111,22 @@ def bench_pairing(data: Path, repeat: int) -> list[dict[str, Any]]:
     t_full = _timeit(lambda: ds.load(ds.sample_tokens[0]), max(1, repeat // 2))
     n_ours, n_dev = ours(), devkit()
     return [
-        {"name": "pairing, 1 nuScenes keyframe, 6 cameras (ours, vectorised)",
-         "seconds": t_ours, "reference": "devkit map_pointcloud_to_image x6",
-         "reference_seconds": t_dev, "speedup": t_dev / t_ours,
-         "note": f"{n_ours} pairs (devkit: {n_dev}, 1-px margin)"},
-        {"name": "full PretrainSample (pairing + 6 JPEG decodes)", "seconds": t_full,
-         "reference": "", "reference_seconds": None, "speedup": None, "note": ""},
+        {
+            "name": "pairing, 1 nuScenes keyframe, 6 cameras (ours, vectorised)",
+            "seconds": t_ours,
+            "reference": "devkit map_pointcloud_to_image x6",
+            "reference_seconds": t_dev,
+            "speedup": t_dev / t_ours,
+            "note": f"{n_ours} pairs (devkit: {n_dev}, 1-px margin)",
+        },
+        {
+            "name": "full PretrainSample (pairing + 6 JPEG decodes)",
+            "seconds": t_full,
+            "reference": "",
+            "reference_seconds": None,
+            "speedup": None,
+            "note": "",
+        },
     ]
 
 
@@ -123,9 +139,16 @@ def bench_voxelize(data: Path, repeat: int) -> list[dict[str, Any]]:
     for mode, size in (("cylindrical", (0.1, 1.0, 0.1)), ("cartesian", (0.1, 0.1, 0.1))):
         t = _timeit(lambda m=mode, s=size: voxelize(xyz, m, s), repeat)
         v = voxelize(xyz, mode, size)
-        rows.append({"name": f"voxelize {mode} {size}, {len(xyz):,} points", "seconds": t,
-                     "reference": "", "reference_seconds": None, "speedup": None,
-                     "note": f"{v.num_voxels:,} voxels"})
+        rows.append(
+            {
+                "name": f"voxelize {mode} {size}, {len(xyz):,} points",
+                "seconds": t,
+                "reference": "",
+                "reference_seconds": None,
+                "speedup": None,
+                "note": f"{v.num_voxels:,} voxels",
+            }
+        )
     return rows
 
 
@@ -157,9 +180,19 @@ def _peak_in_subprocess(data: Path, num_pairs: int, which: str) -> float:
     import subprocess
 
     out = subprocess.run(
-        [sys.executable, __file__, "--data", str(data), "--pairs", str(num_pairs),
-         "--peak-only", which],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            __file__,
+            "--data",
+            str(data),
+            "--pairs",
+            str(num_pairs),
+            "--peak-only",
+            which,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -185,11 +218,18 @@ def bench_dcas(data: Path, repeat: int, num_pairs: int) -> list[dict[str, Any]]:
     m_ours = _peak_in_subprocess(data, num_pairs, "ours")
     m_ref = _peak_in_subprocess(data, num_pairs, "reference")
     u = int(torch.unique(r).numel())
-    return [{"name": f"DCAS probabilities, P = {num_pairs:,} ({u} range bins)",
-             "seconds": t_ours, "reference": "reference U x P KDE",
-             "reference_seconds": t_ref, "speedup": t_ref / t_ours,
-             "peak_mb": m_ours, "reference_peak_mb": m_ref,
-             "note": f"max rel. diff {rel:.1e}"}]
+    return [
+        {
+            "name": f"DCAS probabilities, P = {num_pairs:,} ({u} range bins)",
+            "seconds": t_ours,
+            "reference": "reference U x P KDE",
+            "reference_seconds": t_ref,
+            "speedup": t_ref / t_ours,
+            "peak_mb": m_ours,
+            "reference_peak_mb": m_ref,
+            "note": f"max rel. diff {rel:.1e}",
+        }
+    ]
 
 
 def _fmt(x: float | None, unit: str = "") -> str:
@@ -217,21 +257,32 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "README.md").is_file():
         print(f"real data not found at {args.data} (use --data)", file=sys.stderr)
         return 2
-    rows = (bench_pairing(args.data, args.repeat) + bench_voxelize(args.data, args.repeat)
-            + bench_dcas(args.data, args.repeat, args.pairs))
-    env = {"python": platform.python_version(), "torch": torch.__version__,
-           "numpy": np.__version__, "cpus": os.cpu_count(),
-           "torch_threads": torch.get_num_threads(), "machine": platform.machine()}
+    rows = (
+        bench_pairing(args.data, args.repeat)
+        + bench_voxelize(args.data, args.repeat)
+        + bench_dcas(args.data, args.repeat, args.pairs)
+    )
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+    }
     print(f"environment: {env}\n")
-    print("| benchmark | ours | reference | reference time | ratio | peak mem (ours / ref) "
-          "| note |")
+    print(
+        "| benchmark | ours | reference | reference time | ratio | peak mem (ours / ref) | note |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         mem = ""
         if "peak_mb" in r:
             mem = f"{_fmt(r['peak_mb'], 'MiB')} / {_fmt(r['reference_peak_mb'], 'MiB')}"
-        print(f"| {r['name']} | {_fmt(r['seconds'], 's')} | {r['reference']} | "
-              f"{_fmt(r['reference_seconds'], 's')} | {_fmt(r['speedup'])} | {mem} | {r['note']} |")
+        print(
+            f"| {r['name']} | {_fmt(r['seconds'], 's')} | {r['reference']} | "
+            f"{_fmt(r['reference_seconds'], 's')} | {_fmt(r['speedup'])} | {mem} | {r['note']} |"
+        )
     if args.json is not None:
         args.json.write_text(json.dumps({"environment": env, "rows": rows}, indent=2))
     return 0

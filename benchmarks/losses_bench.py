@@ -96,7 +96,8 @@ def time_interleaved(
     fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 1
 ) -> dict[str, dict[str, float]]:
     """Round-robin timing: every round runs each variant once, so that a load change on a shared
-    machine hits all variants alike. Returns median and min per variant."""
+    machine hits all variants alike. Returns median and min per variant.
+    """
     for fn in fns.values():
         for _ in range(warmup):
             fn()

@@ -57,43 +57,72 @@ def main(argv: list[str] | None = None) -> int:
     c2s = world.ego_to_scene(0, t) @ sensor_to_ego("CAM_FRONT_LEFT")
     k = scaled_intrinsics("CAM_FRONT_LEFT", cfg.image_size)
     dirs = camera_rays(k, c2s, cfg.image_size)
-    windows = camera_windows(world.bounds[0], np.linalg.inv(c2s), k, cfg.image_size,
-                             cfg.camera_max_range)
+    windows = camera_windows(
+        world.bounds[0], np.linalg.inv(c2s), k, cfg.image_size, cfg.camera_max_range
+    )
     w, h = cfg.image_size
     naive = [(i, slice(0, h), slice(0, w), 0.0) for i in range(len(world.layouts[0].primitives))]
     ours_hits = cast(world.layouts[0], c2s[:3, 3], dirs, cfg.camera_max_range, windows)
     naive_hits = cast(world.layouts[0], c2s[:3, 3], dirs, cfg.camera_max_range, naive)
     same = float((ours_hits.material == naive_hits.material).mean())
-    o_wall, o_cpu = _timed(lambda: cast(world.layouts[0], c2s[:3, 3], dirs,
-                                        cfg.camera_max_range, windows), args.repeat)
-    n_wall, n_cpu = _timed(lambda: cast(world.layouts[0], c2s[:3, 3], dirs,
-                                        cfg.camera_max_range, naive), 1)
-    rows.append({"case": "camera ray cast 400x225", "ours_cpu_ms": 1e3 * o_cpu,
-                 "naive_cpu_ms": 1e3 * n_cpu, "speedup": n_cpu / o_cpu,
-                 "same_hits": same, "primitives": len(naive)})
+    o_wall, o_cpu = _timed(
+        lambda: cast(world.layouts[0], c2s[:3, 3], dirs, cfg.camera_max_range, windows), args.repeat
+    )
+    n_wall, n_cpu = _timed(
+        lambda: cast(world.layouts[0], c2s[:3, 3], dirs, cfg.camera_max_range, naive), 1
+    )
+    rows.append(
+        {
+            "case": "camera ray cast 400x225",
+            "ours_cpu_ms": 1e3 * o_cpu,
+            "naive_cpu_ms": 1e3 * n_cpu,
+            "speedup": n_cpu / o_cpu,
+            "same_hits": same,
+            "primitives": len(naive),
+        }
+    )
 
     r_wall, r_cpu = _timed(lambda: world.render_keyframe(0, 1), args.repeat)
     n_pts = len(world.render_keyframe(0, 1).lidar.points)
-    rows.append({"case": "render keyframe (LiDAR + 6 cams 400x225 + VFM)",
-                 "wall_s": r_wall, "cpu_s": r_cpu, "keyframes_per_cpu_s": 1 / r_cpu,
-                 "points": n_pts})
+    rows.append(
+        {
+            "case": "render keyframe (LiDAR + 6 cams 400x225 + VFM)",
+            "wall_s": r_wall,
+            "cpu_s": r_cpu,
+            "keyframes_per_cpu_s": 1 / r_cpu,
+            "points": n_pts,
+        }
+    )
     with tempfile.TemporaryDirectory() as tmp:
         ecfg = SyntheticWorldConfig(scenes=1, samples_per_scene=args.keyframes, seed=0)
         w0, c0 = time.perf_counter(), time.process_time()
         export_nuscenes(ecfg, Path(tmp) / "out", progress=False)
         e_wall = (time.perf_counter() - w0) / args.keyframes
         e_cpu = (time.process_time() - c0) / args.keyframes
-    rows.append({"case": f"export_nuscenes ({args.keyframes} keyframes)", "wall_s": e_wall,
-                 "cpu_s": e_cpu, "keyframes_per_cpu_s": 1 / e_cpu})
+    rows.append(
+        {
+            "case": f"export_nuscenes ({args.keyframes} keyframes)",
+            "wall_s": e_wall,
+            "cpu_s": e_cpu,
+            "keyframes_per_cpu_s": 1 / e_cpu,
+        }
+    )
 
-    env = {"python": platform.python_version(), "numpy": np.__version__,
-           "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-           "loadavg": os.getloadavg()}
+    env = {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "loadavg": os.getloadavg(),
+    }
     print(f"environment: {env}")
     print(f"{'case':50s} {'value':>40s}")
     for row in rows:
-        rest = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                         for k, v in row.items() if k != "case")
+        rest = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in row.items()
+            if k != "case"
+        )
         print(f"{row['case']:50s} {rest}")
     if args.json is not None:
         args.json.write_text(json.dumps({"environment": env, "rows": rows}, indent=2))

@@ -43,8 +43,9 @@ def main(dataroot: str = str(DEFAULT), version: str = "v1.0-mini") -> dict[str, 
     head_3d = PointHead(student.out_channels, 64)
     head_2d = ImageHead(teacher.out_channels, 64, upsample=teacher.stride)
 
-    voxels = student(batch.voxel_coords, batch.voxel_features, batch.spatial_shape,
-                     batch.batch_size)
+    voxels = student(
+        batch.voxel_coords, batch.voxel_features, batch.spatial_shape, batch.batch_size
+    )
     with torch.no_grad():
         maps = teacher(batch.images)
     pix = head_2d(maps, output_size=tuple(batch.images.shape[-2:]))

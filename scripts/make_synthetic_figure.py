@@ -22,11 +22,28 @@ from olivine_data.synthetic import SyntheticWorldConfig, export_nuscenes
 from olivine_data.synthetic.materials import SEEM17_NAMES
 
 # One colour per SEEM17 id (nuScenes-lidarseg-like palette; background black).
-PALETTE = np.array([
-    [112, 128, 144], [220, 20, 60], [255, 127, 80], [255, 158, 0], [255, 99, 71],
-    [255, 140, 0], [255, 61, 99], [233, 150, 70], [0, 0, 230], [47, 79, 79], [0, 207, 191],
-    [75, 0, 75], [112, 180, 60], [0, 175, 0], [222, 184, 135], [175, 0, 75], [0, 0, 0],
-], dtype=np.uint8)
+PALETTE = np.array(
+    [
+        [112, 128, 144],
+        [220, 20, 60],
+        [255, 127, 80],
+        [255, 158, 0],
+        [255, 99, 71],
+        [255, 140, 0],
+        [255, 61, 99],
+        [233, 150, 70],
+        [0, 0, 230],
+        [47, 79, 79],
+        [0, 207, 191],
+        [75, 0, 75],
+        [112, 180, 60],
+        [0, 175, 0],
+        [222, 184, 135],
+        [175, 0, 75],
+        [0, 0, 0],
+    ],
+    dtype=np.uint8,
+)
 
 
 def _colour_depth(depth: np.ndarray, max_depth: float = 40.0) -> np.ndarray:
@@ -55,12 +72,17 @@ def main() -> None:
     parser.add_argument("--size", default="800x450", help="camera resolution WxH")
     args = parser.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
-    cfg = SyntheticWorldConfig(scenes=1, samples_per_scene=3, seed=args.seed, image_size=(w, h),
-                               vfm_noise=0.2, cameras=(args.camera,))
+    cfg = SyntheticWorldConfig(
+        scenes=1,
+        samples_per_scene=3,
+        seed=args.seed,
+        image_size=(w, h),
+        vfm_noise=0.2,
+        cameras=(args.camera,),
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = export_nuscenes(cfg, tmp, progress=False)
-        ds = NuScenesPretrainDataset(root, cfg.version, label_store=root,
-                                     cameras=(args.camera,))
+        ds = NuScenesPretrainDataset(root, cfg.version, label_store=root, cameras=(args.camera,))
         sample = ds[2]
         nusc = ds.nusc
         sd = nusc.get("sample_data", nusc.get("sample", ds.sample_tokens[2])["data"][args.camera])
@@ -94,8 +116,11 @@ def main() -> None:
     present = sorted(set(np.unique(gt).tolist()) | set(np.unique(vfm).tolist()))
     for cid in present:
         name = SEEM17_NAMES[cid]
-        draw.rectangle([x, 2 * h + 5, x + 12, 2 * h + 17], fill=tuple(int(v) for v in PALETTE[cid]),
-                       outline=(0, 0, 0))
+        draw.rectangle(
+            [x, 2 * h + 5, x + 12, 2 * h + 17],
+            fill=tuple(int(v) for v in PALETTE[cid]),
+            outline=(0, 0, 0),
+        )
         draw.text((x + 16, 2 * h + 5), name, fill=(0, 0, 0))
         x += 24 + 6 * len(name)
     out = Path(args.out)

@@ -26,8 +26,12 @@ for sibling in ("olivine_data", "olivine_models", "olivine_train"):
         continue
     problems.append(f"{sibling} is importable in the isolated olivine-losses venv")
 requires = md.requires("olivine-losses") or []
-names = sorted({r.split(";")[0].split("[")[0].strip().split(" ")[0].rstrip("<>=!~.0123456789,")
-                for r in requires})
+names = sorted(
+    {
+        r.split(";")[0].split("[")[0].strip().split(" ")[0].rstrip("<>=!~.0123456789,")
+        for r in requires
+    }
+)
 if names != ["torch"]:
     problems.append(f"olivine-losses must require torch only, its metadata says {requires}")
 where = Path(olivine_losses.__file__).resolve()
@@ -37,5 +41,7 @@ if md.version("olivine-losses") != olivine_losses.__version__:
     problems.append("wheel metadata version differs from olivine_losses.__version__")
 if problems:
     sys.exit("isolated olivine-losses check failed:\n  - " + "\n  - ".join(problems))
-print(f"isolated olivine-losses {olivine_losses.__version__} OK: torch {torch.__version__}, "
-      f"requires {requires}, imported from {where.parent}")
+print(
+    f"isolated olivine-losses {olivine_losses.__version__} OK: torch {torch.__version__}, "
+    f"requires {requires}, imported from {where.parent}"
+)

@@ -17,7 +17,7 @@ problems: list[str] = []
 
 
 def source_version(name: str) -> str:
-    text = (ROOT / "packages" / f"olivine-{name}" / "src" / f"olivine_{name}" / "_version.py")
+    text = ROOT / "packages" / f"olivine-{name}" / "src" / f"olivine_{name}" / "_version.py"
     match = re.search(r'__version__\s*=\s*"([^"]+)"', text.read_text())
     if match is None:
         raise SystemExit(f"{text}: no __version__ string")
@@ -26,8 +26,9 @@ def source_version(name: str) -> str:
 
 def requirement_names(meta: object) -> set[str]:
     reqs = meta.get_all("Requires-Dist") or []  # type: ignore[attr-defined]
-    return {re.split(r"[\s;<>=!~\[(]", r, maxsplit=1)[0].lower() for r in reqs
-            if "extra ==" not in r}
+    return {
+        re.split(r"[\s;<>=!~\[(]", r, maxsplit=1)[0].lower() for r in reqs if "extra ==" not in r
+    }
 
 
 expected_scripts = {"data": "olivine-data", "train": "olivine-train"}

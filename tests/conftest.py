@@ -35,6 +35,7 @@ def shared_data() -> Path:
         pytest.skip(msg)
     return root
 
+
 TINY_CAMERAS = ("CAM_FRONT", "CAM_BACK")
 
 

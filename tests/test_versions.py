@@ -15,7 +15,7 @@ NAMES = ("losses", "data", "models", "train")
 
 
 def version_of(name: str) -> Version:
-    text = (ROOT / "packages" / f"olivine-{name}" / "src" / f"olivine_{name}" / "_version.py")
+    text = ROOT / "packages" / f"olivine-{name}" / "src" / f"olivine_{name}" / "_version.py"
     match = re.fullmatch(r'__version__ = "([^"]+)"\n', text.read_text())
     assert match, f"{text} must contain exactly one __version__ line"
     return Version(match.group(1))

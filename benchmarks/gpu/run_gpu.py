@@ -155,7 +155,8 @@ class Bench:
     # timing -------------------------------------------------------------
     def timeit(self, fn: Callable[[], None], repeats: int, warmup: int) -> dict[str, Any]:
         """Median / min seconds of ``repeats`` calls after ``warmup``; stops early (keeping at
-        least one measured call) when the section budget is spent."""
+        least one measured call) when the section budget is spent.
+        """
         for _ in range(warmup):
             fn()
         self.sync()
@@ -228,7 +229,8 @@ def environment(bench: Bench) -> dict[str, Any]:
 
 def _loss_step() -> tuple[Callable[..., None], str]:
     """One fwd+bwd of a loss variant (floor / dense / chunked / naive reference), taken from
-    benchmarks/losses_bench.py so that CPU and GPU benchmarks time the same code."""
+    benchmarks/losses_bench.py so that CPU and GPU benchmarks time the same code.
+    """
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         from losses_bench import TAU as bench_tau
@@ -393,8 +395,9 @@ def bench_minkunet(bench: Bench) -> dict[str, Any]:
         except Exception as exc:  # e.g. spconv's CPU kernels have no bf16 (KeyError)
             msg = f"{type(exc).__name__}: {exc}"[:300]
             notes.append(f"{label} autocast unsupported on {bench.device.type}: {msg}")
-            rows.append({"model": "minkunet34c", "precision": f"{label} autocast",
-                         "unsupported": msg})
+            rows.append(
+                {"model": "minkunet34c", "precision": f"{label} autocast", "unsupported": msg}
+            )
             continue
         row = {
             "model": "minkunet34c",
@@ -432,8 +435,13 @@ def pretrain_overrides(bench: Bench, world: Path, runs: Path, paper_nets: bool) 
         f"data.num_workers={workers}",
     ]
     if quick:
-        ov += ["demo.scenes=1", "demo.samples_per_scene=2", "demo.lidar_azimuth_steps=90",
-               "data.cameras=[CAM_FRONT]", "loss.num_pairs=256"]
+        ov += [
+            "demo.scenes=1",
+            "demo.samples_per_scene=2",
+            "demo.lidar_azimuth_steps=90",
+            "data.cameras=[CAM_FRONT]",
+            "loss.num_pairs=256",
+        ]
     if paper_nets:
         ov += [
             "run.name=pretrain_minkunet34c",
@@ -458,9 +466,7 @@ def bench_pretrain(bench: Bench, work: Path, paper_nets: bool) -> dict[str, Any]
 
     world = work / ("world-quick" if bench.quick else "world")
     runs = work / "runs"
-    cfg = load_config(
-        "demo", pretrain_overrides(bench, world, runs, paper_nets), check_paths=False
-    )
+    cfg = load_config("demo", pretrain_overrides(bench, world, runs, paper_nets), check_paths=False)
     t0 = time.perf_counter()
     existed = (world / "olivine_splits.json").is_file()
     ensure_world(cfg, world, progress=False)
@@ -516,8 +522,12 @@ def bench_pretrain(bench: Bench, work: Path, paper_nets: bool) -> dict[str, Any]
         "status": status,
         "rows": [row],
         "notes": notes,
-        "world": {"path": str(world), "export_s": None if existed else world_s,
-                  "scenes": cfg.demo.scenes, "samples_per_scene": cfg.demo.samples_per_scene},
+        "world": {
+            "path": str(world),
+            "export_s": None if existed else world_s,
+            "scenes": cfg.demo.scenes,
+            "samples_per_scene": cfg.demo.samples_per_scene,
+        },
         "overrides": pretrain_overrides(bench, world, runs, paper_nets),
     }
 
@@ -536,7 +546,8 @@ def _import_models_gpu() -> Any:
 
 def models_gpu_api_check(models_gpu: Any) -> list[str]:
     """What can be checked of models_gpu.py without CUDA: its data helpers run, and the
-    olivine_models.vfm calls of ``bench_sam`` bind to the current signatures."""
+    olivine_models.vfm calls of ``bench_sam`` bind to the current signatures.
+    """
     import inspect
 
     from olivine_models.vfm import Detection, FixedBoxProvider, SamBoxLabeler, build_sam
@@ -562,9 +573,15 @@ def bench_models_gpu(bench: Bench) -> dict[str, Any]:
     models_gpu = _import_models_gpu()
     if not bench.cuda:
         checks = models_gpu_api_check(models_gpu)
-        return {"status": "skipped", "rows": [], "api_check": "ok",
-                "notes": ["CUDA only: benchmarks/gpu/models_gpu.py hard-codes the cuda device",
-                          *[f"API check: {c}" for c in checks]]}
+        return {
+            "status": "skipped",
+            "rows": [],
+            "api_check": "ok",
+            "notes": [
+                "CUDA only: benchmarks/gpu/models_gpu.py hard-codes the cuda device",
+                *[f"API check: {c}" for c in checks],
+            ],
+        }
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
     repeats = 3
@@ -576,8 +593,12 @@ def bench_models_gpu(bench: Bench) -> dict[str, Any]:
     for r in rows:
         if "peak_gib" in r:
             r["peak_mib"] = r.pop("peak_gib") * 1024
-    return {"rows": rows, "notes": notes, "source": "benchmarks/gpu/models_gpu.py",
-            "status": "partial" if notes else "ok"}
+    return {
+        "rows": rows,
+        "notes": notes,
+        "source": "benchmarks/gpu/models_gpu.py",
+        "status": "partial" if notes else "ok",
+    }
 
 
 # ----------------------------------------------------------------------------- report
@@ -636,8 +657,10 @@ def render_markdown(result: dict[str, Any]) -> str:
         ]
         for r in s["rows"]:
             if "unsupported" in r:
-                out.append(f"| {r['model']} | {r['precision']} | unsupported: "
-                           f"{r['unsupported'][:50]} | | | | |")
+                out.append(
+                    f"| {r['model']} | {r['precision']} | unsupported: "
+                    f"{r['unsupported'][:50]} | | | | |"
+                )
                 continue
             out.append(
                 f"| {r['model']} | {r['precision']} | {r['batch']} | {r['voxels']:,} | "
@@ -672,8 +695,12 @@ def render_markdown(result: dict[str, Any]) -> str:
                 f"| {r['case']} | {r['what']} | {_f(r.get('seconds'), '.4f')} | "
                 f"{_f(r.get('per_s'), '.2f')} | {_f(r.get('peak_mib'), ',.0f')} |"
             )
-    notes = [(k, n) for k, v in sec.items() if v["status"] not in ("skipped", "error")
-             for n in v.get("notes", [])]
+    notes = [
+        (k, n)
+        for k, v in sec.items()
+        if v["status"] not in ("skipped", "error")
+        for n in v.get("notes", [])
+    ]
     if notes:
         out += ["", "Notes:"] + [f"- {k}: {n}" for k, n in notes]
     return "\n".join(out)
@@ -700,19 +727,37 @@ def watchdog(seconds: float) -> Iterator[None]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default=None,
-                   help="cuda (default), cuda:N or cpu (cpu: a smoke run, use with --quick)")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="cuda (default), cuda:N or cpu (cpu: a smoke run, use with --quick)",
+    )
     p.add_argument("--quick", action="store_true", help="tiny sizes: verifies every code path")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"default {DEFAULT_JSON}")
-    p.add_argument("--budget-s", type=float, default=None,
-                   help="total time budget in seconds (default 540, quick 300)")
-    p.add_argument("--sections", default=",".join(SECTIONS),
-                   help=f"comma-separated subset of {','.join(SECTIONS)}")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads (default: 1 on CPU, torch's default on CUDA)")
-    p.add_argument("--work-dir", type=Path, default=None,
-                   help="where the synthetic world and runs go (default: a temporary folder); "
-                   "an existing world there is reused")
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="total time budget in seconds (default 540, quick 300)",
+    )
+    p.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated subset of {','.join(SECTIONS)}",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: 1 on CPU, torch's default on CUDA)",
+    )
+    p.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="where the synthetic world and runs go (default: a temporary folder); "
+        "an existing world there is reused",
+    )
     return p.parse_args(argv)
 
 
@@ -744,8 +789,11 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(device, args.quick, budget)
     budgets = QUICK_BUDGETS if args.quick else BUDGETS
     env = environment(bench)
-    print(f"[run_gpu] device {env['device']}: {env['card']}; torch {env['torch']}, "
-          f"CUDA {env['cuda']}, cuDNN {env['cudnn']}", flush=True)
+    print(
+        f"[run_gpu] device {env['device']}: {env['card']}; torch {env['torch']}, "
+        f"CUDA {env['cuda']}, cuDNN {env['cudnn']}",
+        flush=True,
+    )
 
     result: dict[str, Any] = {
         "schema": 1,
@@ -781,8 +829,12 @@ def main(argv: list[str] | None = None) -> int:
             want = budgets[name]
             entry: dict[str, Any]
             if left < min(want, 20.0 if not args.quick else 1.0):
-                entry = {"status": "skipped", "rows": [], "budget_s": want,
-                         "notes": [f"skipped: {left:.0f} s left of the total budget"]}
+                entry = {
+                    "status": "skipped",
+                    "rows": [],
+                    "budget_s": want,
+                    "notes": [f"skipped: {left:.0f} s left of the total budget"],
+                }
             else:
                 bench.section_deadline = time.perf_counter() + min(want, left)
                 print(f"[run_gpu] {name} (budget {min(want, left):.0f} s) ...", flush=True)
@@ -797,11 +849,14 @@ def main(argv: list[str] | None = None) -> int:
                     if not any("unsupported" not in r for r in entry["rows"]):
                         entry["status"] = "skipped"  # nothing was measured
                 except Exception as exc:  # one failing section must not lose the others
-                    entry = {"status": "error", "rows": [], "notes": [],
-                             "error": f"{type(exc).__name__}: {exc}"[:2000],
-                             "traceback": traceback.format_exc()[-4000:]}
-                    print(f"[run_gpu] {name} failed: {entry['error']}", file=sys.stderr,
-                          flush=True)
+                    entry = {
+                        "status": "error",
+                        "rows": [],
+                        "notes": [],
+                        "error": f"{type(exc).__name__}: {exc}"[:2000],
+                        "traceback": traceback.format_exc()[-4000:],
+                    }
+                    print(f"[run_gpu] {name} failed: {entry['error']}", file=sys.stderr, flush=True)
                 entry["elapsed_s"] = time.perf_counter() - t0
                 entry["budget_s"] = min(want, left)
                 if bench.cuda:

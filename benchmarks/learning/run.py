@@ -46,8 +46,13 @@ HERE = Path(__file__).resolve().parent
 METHODS: dict[str, tuple[str, ...]] = {
     "random": (),
     "ppkt": ("method=ppkt", "loss.ppnce_weight=1.0", "loss.sup_weight=0", "loss.vmf_weight=0"),
-    "slidr": ("method=slidr", "loss.ppnce_weight=0", "loss.sup_weight=0", "loss.vmf_weight=0",
-              "loss.superpixel_weight=1.0"),
+    "slidr": (
+        "method=slidr",
+        "loss.ppnce_weight=0",
+        "loss.sup_weight=0",
+        "loss.vmf_weight=0",
+        "loss.superpixel_weight=1.0",
+    ),
     "olivine": (),
     "no_sup": ("loss.sup_weight=0",),
     "no_vmf": ("loss.vmf_weight=0",),
@@ -155,8 +160,12 @@ def run_one(s: Settings, method: str, seed: int) -> dict[str, Any]:
         backbone = str(Path(pre.run_dir) / "backbone.pt")
     pre_s = time.perf_counter() - t0
 
-    record: dict[str, Any] = {"method": method, "seed": seed, "vfm_noise": noise,
-                              "pretrain_s": round(pre_s, 1)}
+    record: dict[str, Any] = {
+        "method": method,
+        "seed": seed,
+        "vfm_noise": noise,
+        "pretrain_s": round(pre_s, 1),
+    }
     probe = probe_config(cfg, "linear_probe", backbone)
     raw = config_to_dict(probe)
     raw["optim"]["epochs"] = s.probe_epochs
@@ -174,8 +183,7 @@ def run_one(s: Settings, method: str, seed: int) -> dict[str, Any]:
             "miou_present": present_miou(res.scores),
             "miou_reference": float(res.scores.miou),
             "accuracy": float(res.scores.accuracy),
-            "iou": {n: float(v) for n, v in zip(res.scores.class_names, res.scores.iou)
-                    if v == v},
+            "iou": {n: float(v) for n, v in zip(res.scores.class_names, res.scores.iou) if v == v},
         }
     record["wall_s"] = round(time.perf_counter() - t0, 1)
     record["pretrain_config"] = config_to_dict(cfg)
@@ -190,10 +198,14 @@ def report(s: Settings, methods: list[str], seeds: list[int], plot: Path) -> str
     rows = []
     data: dict[str, dict[str, list[float]]] = {}
     for method in methods:
-        recs = [json.loads(p.read_text()) for seed in seeds
-                if (p := result_path(s, method, seed)).is_file()]
-        data[method] = {k: [100 * r[k]["miou_present"] for r in recs]
-                        for k in ("linear_probe", "finetune")}
+        recs = [
+            json.loads(p.read_text())
+            for seed in seeds
+            if (p := result_path(s, method, seed)).is_file()
+        ]
+        data[method] = {
+            k: [100 * r[k]["miou_present"] for r in recs] for k in ("linear_probe", "finetune")
+        }
         cells = []
         for key in ("linear_probe", "finetune"):
             v = data[method][key]
@@ -230,8 +242,9 @@ def _plot(data: dict[str, dict[str, list[float]]], path: Path) -> None:
     if not methods:
         return
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=False)
-    for ax, key, title in zip(axes, ("linear_probe", "finetune"),
-                              ("linear probe", "few-label fine-tune")):
+    for ax, key, title in zip(
+        axes, ("linear_probe", "finetune"), ("linear probe", "few-label fine-tune")
+    ):
         for i, m in enumerate(methods):
             vals = data[m][key]
             ax.scatter([i] * len(vals), vals, color="tab:blue", s=18)
@@ -260,17 +273,29 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--finetune-skip", type=int, default=2)
     p.add_argument("--world-seed", type=int, default=0)
     p.add_argument("--report", action="store_true", help="only rebuild table + plot")
-    p.add_argument("--table", type=Path, default=HERE / "results.md",
-                   help="markdown table to write (the plot goes next to it as .png)")
+    p.add_argument(
+        "--table",
+        type=Path,
+        default=HERE / "results.md",
+        help="markdown table to write (the plot goes next to it as .png)",
+    )
     args = p.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         p.error(f"unknown methods {unknown}; known: {list(METHODS)}")
     seeds = [int(x) for x in args.seeds.split(",") if x]
-    s = Settings(args.out, args.scenes, args.samples_per_scene, args.vfm_noise,
-                 args.pretrain_epochs, args.probe_epochs, args.finetune_epochs,
-                 args.finetune_skip, args.world_seed)
+    s = Settings(
+        args.out,
+        args.scenes,
+        args.samples_per_scene,
+        args.vfm_noise,
+        args.pretrain_epochs,
+        args.probe_epochs,
+        args.finetune_epochs,
+        args.finetune_skip,
+        args.world_seed,
+    )
     if not args.report:
         todo = [(m, k) for k in seeds for m in methods if not result_path(s, m, k).is_file()]
         print(f"{len(todo)} run(s) to do, {len(methods) * len(seeds) - len(todo)} finished")
@@ -278,10 +303,13 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[{i}/{len(todo)}] {method} seed {seed}", flush=True)
             rec = run_one(s, method, seed)
             _atomic_json(result_path(s, method, seed), rec)
-            print(f"    LP {100 * rec['linear_probe']['miou_present']:.1f}  "
-                  f"FT {100 * rec['finetune']['miou_present']:.1f}  ({rec['wall_s']} s)",
-                  flush=True)
+            print(
+                f"    LP {100 * rec['linear_probe']['miou_present']:.1f}  "
+                f"FT {100 * rec['finetune']['miou_present']:.1f}  ({rec['wall_s']} s)",
+                flush=True,
+            )
     table = report(s, methods, seeds, args.table.with_suffix(".png"))
+
     def shown(path: Path) -> Path:
         path, root = path.resolve(), HERE.parents[1]
         return path.relative_to(root) if path.is_relative_to(root) else path

@@ -47,8 +47,12 @@ def run_script(name: str, path: Path) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / f"{name}.json"
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(path), "--json", str(out)], text=True,
-                              capture_output=True, cwd=ROOT)
+        proc = subprocess.run(
+            [sys.executable, str(path), "--json", str(out)],
+            text=True,
+            capture_output=True,
+            cwd=ROOT,
+        )
         wall = time.perf_counter() - start
         print(proc.stdout)
         if proc.returncode != 0:
@@ -61,8 +65,9 @@ def run_script(name: str, path: Path) -> dict[str, object]:
 def time_demo() -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        proc = subprocess.run(["olivine-train", "demo", "--out", tmp], text=True,
-                              capture_output=True, cwd=ROOT)
+        proc = subprocess.run(
+            ["olivine-train", "demo", "--out", tmp], text=True, capture_output=True, cwd=ROOT
+        )
         wall = time.perf_counter() - start
     if proc.returncode != 0:
         print(proc.stdout[-4000:], proc.stderr[-4000:], file=sys.stderr)

@@ -69,14 +69,20 @@ def test_semantickitti_splits_and_skip(tmp_path: Path, sk_root: Path) -> None:
     for i in range(5):
         for seq in ("07", "08"):
             (tmp_path / f"sequences/{seq}/velodyne/{i:06d}.bin").symlink_to(
-                src / "velodyne/000964.bin")
+                src / "velodyne/000964.bin"
+            )
             (tmp_path / f"sequences/{seq}/labels/{i:06d}.label").symlink_to(
-                src / "labels/000964.label")
+                src / "labels/000964.label"
+            )
     ds = SemanticKITTISegDataset(tmp_path, split="val")
     assert [f"{s}/{f.stem}" for s, f in ds.frames] == [f"08/{i:06d}" for i in range(5)]
     ds = SemanticKITTISegDataset(tmp_path, sequences=["07", 8], skip=3)
-    assert [f"{s}/{f.stem}" for s, f in ds.frames] == ["07/000000", "07/000003", "08/000001",
-                                                        "08/000004"]
+    assert [f"{s}/{f.stem}" for s, f in ds.frames] == [
+        "07/000000",
+        "07/000003",
+        "08/000001",
+        "08/000004",
+    ]
     with pytest.raises(FileNotFoundError, match="sequences/00/velodyne"):
         SemanticKITTISegDataset(tmp_path, split="train")
     with pytest.raises(ValueError, match="unknown SemanticKITTI split"):
@@ -216,8 +222,9 @@ def test_kitti_bad_inputs(obj_root: Path, tmp_path: Path) -> None:
     pts = np.fromfile(root / "velodyne/000000.bin", np.float32).reshape(-1, 4)
     pts[:, 0] = -np.abs(pts[:, 0]) - 5.0
     pts.tofile(root / "velodyne/000000.bin")
-    with pytest.warns(RuntimeWarning, match="no point projects"), pytest.raises(
-        ValueError, match="no frame"
+    with (
+        pytest.warns(RuntimeWarning, match="no point projects"),
+        pytest.raises(ValueError, match="no frame"),
     ):
         ds[0]
     assert ds.skipped_tokens == ["000000"]

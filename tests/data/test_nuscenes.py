@@ -25,8 +25,12 @@ from olivine_data.labels import SEEM17, LabelStore
 VERSION = "v1.0-mini"
 TOKEN = "ca9a282c9e77460f8360f564131a8af5"
 README_COUNTS = {  # ../shared/data/README.md, map_pointcloud_to_image(min_dist=1.0)
-    "CAM_FRONT": 3053, "CAM_FRONT_LEFT": 3696, "CAM_FRONT_RIGHT": 3076,
-    "CAM_BACK": 4820, "CAM_BACK_LEFT": 4089, "CAM_BACK_RIGHT": 3369,
+    "CAM_FRONT": 3053,
+    "CAM_FRONT_LEFT": 3696,
+    "CAM_FRONT_RIGHT": 3076,
+    "CAM_BACK": 4820,
+    "CAM_BACK_LEFT": 4089,
+    "CAM_BACK_RIGHT": 3369,
 }
 
 
@@ -122,8 +126,10 @@ def test_pairs_equal_devkit_map_pointcloud_to_image(demo_sample, nusc) -> None: 
         np.testing.assert_allclose(proj.uv[inner], dk_uv[:2].T, rtol=0, atol=0.05)
         # The same devkit steps (rotate/translate/view_points) on a float64 cloud agree to 1e-3 px.
         np.testing.assert_allclose(
-            proj.uv, _devkit_chain_float64(nusc, s.points, lidar_sd, cam_sd)[proj.point_indices],
-            rtol=0, atol=1e-3,
+            proj.uv,
+            _devkit_chain_float64(nusc, s.points, lidar_sd, cam_sd)[proj.point_indices],
+            rtol=0,
+            atol=1e-3,
         )
         # The extra pairs lie in the 1-pixel strip the devkit leaves out, and nowhere else.
         extra = proj.uv[~inner]
@@ -180,7 +186,8 @@ def test_scene_selection(demo_root: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="scene-9999"):
         select_scenes(names, tmp_path, scenes=["scene-0001", "scene-9999"])
     assert select_scenes(names, tmp_path, scenes=["scene-0004", "scene-0001"]) == [
-        "scene-0001", "scene-0004",
+        "scene-0001",
+        "scene-0004",
     ]
     # olivine_splits.json keys win; other names fall through to the devkit splits.
     (tmp_path / "olivine_splits.json").write_text(
@@ -203,7 +210,8 @@ def test_scene_selection(demo_root: Path, tmp_path: Path) -> None:
 def test_lidarseg_fragment_32_to_16(shared_data: Path) -> None:
     frag = shared_data / "nuscenes" / "mmdet3d-tests-lidarseg"
     pts = read_nuscenes_points(
-        frag / "samples/LIDAR_TOP"
+        frag
+        / "samples/LIDAR_TOP"
         / "n015-2018-08-02-17-16-37+0800__LIDAR_TOP__1533201470948018.pcd.bin"
     )
     assert pts.shape == (40, 4)
@@ -236,8 +244,9 @@ def test_seg_dataset_through_devkit_lidarseg(demo_root: Path, tmp_path: Path) ->
     names = yaml.safe_load(
         (demo_root.parent / "config" / "nuscenes-lidarseg-16class.yaml").read_text()
     )["labels"]
-    cats = [{"token": f"cat{i}", "name": names[i], "description": "", "index": i}
-            for i in range(32)]
+    cats = [
+        {"token": f"cat{i}", "name": names[i], "description": "", "index": i} for i in range(32)
+    ]
     (root / VERSION / "category.json").write_text(json.dumps(cats))
     lidar_sd = "9d9bf11fb0e144c8b446d54a8a00184f"
     rel = f"lidarseg/{VERSION}/{lidar_sd}_lidarseg.bin"
@@ -320,8 +329,9 @@ def test_real_sample_through_augmentation_and_collate(demo_sample) -> None:  # t
     assert aug.images.shape == val.images.shape == (6, 224, 416, 3)
     assert val.num_pairs == demo_sample.num_pairs
     per_img = np.bincount(aug.pair_pixels[:, 0], minlength=6)
-    assert (per_img > 1024).all() or (per_img > 0.75 * np.bincount(
-        demo_sample.pair_pixels[:, 0], minlength=6)).all()
+    assert (per_img > 1024).all() or (
+        per_img > 0.75 * np.bincount(demo_sample.pair_pixels[:, 0], minlength=6)
+    ).all()
     batch = Collator().pretrain([aug, val])
     assert batch.images.shape == (12, 3, 224, 416)
     assert batch.pair_pixels[:, 0].max() <= 11 and batch.pair_pixels[:, 1].max() < 224

@@ -34,10 +34,14 @@ def painted_sample(seed: int = 0, n_pts: int = 3000, n_pairs: int = 2400) -> Pre
     cam = g.integers(0, C, n_pairs)
     pix = np.stack([cam, g.integers(0, H, n_pairs), g.integers(0, W, n_pairs)], 1)
     return PretrainSample(
-        points=pts.astype(np.float32), images=images, camera_names=("A", "B"),
-        pair_points=pair_points, pair_pixels=pix.astype(np.int64),
+        points=pts.astype(np.float32),
+        images=images,
+        camera_names=("A", "B"),
+        pair_points=pair_points,
+        pair_pixels=pix.astype(np.int64),
         pair_labels=(pix[:, 2] % 17).astype(np.int64),
-        point_labels=(np.arange(n_pts) % 5).astype(np.int64), token=f"s{seed}",
+        point_labels=(np.arange(n_pts) % 5).astype(np.int64),
+        token=f"s{seed}",
     )
 
 
@@ -75,8 +79,9 @@ def test_full_pipeline_keeps_pairs_consistent() -> None:
     _check_pairs_see_their_pixel(out, src, tol=1.5)
     # Points moved rigidly (rotation/flips preserve horizontal range and z).
     idx = out.points[:, 3].astype(np.int64)
-    np.testing.assert_allclose(np.hypot(*out.points[:, :2].T), np.hypot(*src.points[idx, :2].T),
-                               rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(
+        np.hypot(*out.points[:, :2].T), np.hypot(*src.points[idx, :2].T), rtol=1e-5, atol=1e-4
+    )
     np.testing.assert_array_equal(out.points[:, 2], src.points[idx, 2])
     # Same seed, same result.
     again = PretrainAugmentation(seed=7, min_pairs=200)(src)
@@ -97,8 +102,9 @@ def test_resize_images_validation() -> None:
 def test_crop_falls_back_to_full_image_after_max_tries() -> None:
     src = painted_sample(4, n_pairs=40)
     # Impossible acceptance (more than all pairs, and > 100% kept): the full image is used.
-    out = random_resized_crop(src, np.random.default_rng(0), min_pairs=10**9,
-                              min_kept_fraction=1.0, max_tries=3)
+    out = random_resized_crop(
+        src, np.random.default_rng(0), min_pairs=10**9, min_kept_fraction=1.0, max_tries=3
+    )
     np.testing.assert_array_equal(out.pair_pixels, ResizeImages()(src).pair_pixels)
     with pytest.raises(ValueError, match="max_tries"):
         random_resized_crop(src, np.random.default_rng(0), max_tries=0)
@@ -134,8 +140,9 @@ def test_seg_augmentation_and_rotation() -> None:
 
 
 def test_collate_pretrain_consistency() -> None:
-    samples = [ResizeImages()(painted_sample(s, n_pts=2000 + 500 * s, n_pairs=1500))
-               for s in range(3)]
+    samples = [
+        ResizeImages()(painted_sample(s, n_pts=2000 + 500 * s, n_pairs=1500)) for s in range(3)
+    ]
     batch = Collator().pretrain(samples)
     assert batch.batch_size == 3 and batch.images.shape == (3 * C, 3, 224, 416)
     assert batch.images.dtype == torch.float32 and float(batch.images.max()) <= 1.0
@@ -147,10 +154,12 @@ def test_collate_pretrain_consistency() -> None:
         rows = slice(vo[b], vo[b + 1])
         np.testing.assert_array_equal(coords[rows, 0], b)
         np.testing.assert_array_equal(coords[rows, 1:], v.coords)
-        np.testing.assert_array_equal(batch.voxel_features[rows, 0].numpy(),
-                                      s.points[v.representative, 3])
-        np.testing.assert_array_equal(batch.voxel_labels[rows].numpy(),
-                                      s.point_labels[v.representative])
+        np.testing.assert_array_equal(
+            batch.voxel_features[rows, 0].numpy(), s.points[v.representative, 3]
+        )
+        np.testing.assert_array_equal(
+            batch.voxel_labels[rows].numpy(), s.point_labels[v.representative]
+        )
     all_pts = np.concatenate([s.points for s in samples])
     # Pairs -> voxel of the paired point; pixel -> image of the sample.
     p2v = batch.point_to_voxel.numpy()
@@ -160,25 +169,31 @@ def test_collate_pretrain_consistency() -> None:
         sl = slice(n_pairs[b], n_pairs[b + 1])
         np.testing.assert_array_equal(batch.pair_points[sl].numpy() - po[b], s.pair_points)
         np.testing.assert_array_equal(batch.pair_pixels[sl, 0].numpy(), s.pair_pixels[:, 0] + b * C)
-        img = batch.images[batch.pair_pixels[sl, 0], :, batch.pair_pixels[sl, 1],
-                           batch.pair_pixels[sl, 2]]
-        np.testing.assert_allclose(img.numpy() * 255,
-                                   s.images[s.pair_pixels[:, 0], s.pair_pixels[:, 1],
-                                            s.pair_pixels[:, 2]], atol=1e-3)
+        img = batch.images[
+            batch.pair_pixels[sl, 0], :, batch.pair_pixels[sl, 1], batch.pair_pixels[sl, 2]
+        ]
+        np.testing.assert_allclose(
+            img.numpy() * 255,
+            s.images[s.pair_pixels[:, 0], s.pair_pixels[:, 1], s.pair_pixels[:, 2]],
+            atol=1e-3,
+        )
     xy = all_pts[batch.pair_points.numpy(), :2].astype(np.float64)
-    np.testing.assert_array_equal(batch.pair_range_bins.numpy(),
-                                  np.floor(np.hypot(xy[:, 0], xy[:, 1]) / 0.1))
+    np.testing.assert_array_equal(
+        batch.pair_range_bins.numpy(), np.floor(np.hypot(xy[:, 0], xy[:, 1]) / 0.1)
+    )
     assert batch.spatial_shape == tuple((coords[:, 1:].max(0) + 1).tolist())
     # Cartesian mode keeps range bins from the points; feature variants.
     cart = Collator(mode="cartesian", voxel_size=(0.2, 0.2, 0.2), feature="intensity+1")
     bc = cart.pretrain(samples)
     assert torch.equal(bc.pair_range_bins, batch.pair_range_bins)
     assert float(bc.voxel_features.min()) == 1.0
-    seg = Collator(feature="ones").seg([SegSample(s.points, s.point_labels, s.token)
-                                        for s in samples])
+    seg = Collator(feature="ones").seg(
+        [SegSample(s.points, s.point_labels, s.token) for s in samples]
+    )
     assert torch.equal(seg.voxel_features, torch.ones(seg.voxel_coords.shape[0], 1))
-    np.testing.assert_array_equal(seg.point_labels.numpy(),
-                                  np.concatenate([s.point_labels for s in samples]))
+    np.testing.assert_array_equal(
+        seg.point_labels.numpy(), np.concatenate([s.point_labels for s in samples])
+    )
 
 
 def test_collate_errors() -> None:
@@ -187,15 +202,32 @@ def test_collate_errors() -> None:
     with pytest.raises(ValueError, match="same .* images"):
         Collator().pretrain([a, b])
     empty = PretrainSample(
-        points=a.points, images=a.images, camera_names=a.camera_names,
-        pair_points=np.zeros(0, np.int64), pair_pixels=np.zeros((0, 3), np.int64),
-        pair_labels=np.zeros(0, np.int64), token="e",
+        points=a.points,
+        images=a.images,
+        camera_names=a.camera_names,
+        pair_points=np.zeros(0, np.int64),
+        pair_pixels=np.zeros((0, 3), np.int64),
+        pair_labels=np.zeros(0, np.int64),
+        token="e",
     )
     with pytest.raises(ValueError, match="no point-pixel pair"):
         Collator().pretrain([empty])
     with pytest.raises(ValueError, match="pair_labels"):
-        Collator().pretrain([a, PretrainSample(a.points, a.images, a.camera_names, a.pair_points,
-                                               a.pair_pixels, None, a.point_labels, "n")])
+        Collator().pretrain(
+            [
+                a,
+                PretrainSample(
+                    a.points,
+                    a.images,
+                    a.camera_names,
+                    a.pair_points,
+                    a.pair_pixels,
+                    None,
+                    a.point_labels,
+                    "n",
+                ),
+            ]
+        )
     with pytest.raises(ValueError, match="feature"):
         Collator(feature="rgb")
     with pytest.raises(ValueError, match="empty"):

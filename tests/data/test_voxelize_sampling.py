@@ -107,8 +107,12 @@ def test_dcas_degenerate_std() -> None:
     # Constant density: each present class gets half the mass.
     assert float(p[:8].sum()) == pytest.approx(0.5) and float(p[8:].sum()) == pytest.approx(0.5)
     assert dcas_probabilities(torch.tensor([5]), torch.tensor([1])).tolist() == [1.0]
-    assert dcas_probabilities(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
-                              ).numel() == 0
+    assert (
+        dcas_probabilities(
+            torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+        ).numel()
+        == 0
+    )
 
 
 def test_dcas_sample_and_uniform() -> None:

@@ -1,5 +1,6 @@
 """KITTI paths through the CLI: camera-LiDAR pretraining (olivine_kitti) and SemanticKITTI
-fine-tuning (finetune_semantickitti_1pct) on a tiny synthetic KITTI export."""
+fine-tuning (finetune_semantickitti_1pct) on a tiny synthetic KITTI export.
+"""
 
 from __future__ import annotations
 

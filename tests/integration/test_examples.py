@@ -31,8 +31,14 @@ def test_custom_pipeline_on_a_synthetic_world(tmp_path: Path) -> None:
     from olivine_data.synthetic import SyntheticWorldConfig, export_nuscenes
 
     world = tmp_path / "world"
-    cfg = SyntheticWorldConfig(scenes=1, samples_per_scene=1, seed=3, image_size=(200, 112),
-                               lidar_azimuth_steps=360, val_fraction=0.0)
+    cfg = SyntheticWorldConfig(
+        scenes=1,
+        samples_per_scene=1,
+        seed=3,
+        image_size=(200, 112),
+        lidar_azimuth_steps=360,
+        val_fraction=0.0,
+    )
     export_nuscenes(cfg, world, progress=False)
     parts = load_example("custom_pipeline").main(str(world), cfg.version)
     assert set(parts) == {"ppnce", "sup", "kl", "total"}

@@ -14,11 +14,19 @@ from olivine_data.synthetic import (
 
 #: Small but not degenerate: 2 scenes x 2 keyframes, 6 cameras at 200x112, full LiDAR.
 NUSC_CONFIG = SyntheticWorldConfig(
-    scenes=2, samples_per_scene=2, seed=3, image_size=(200, 112), vfm_noise=0.25,
+    scenes=2,
+    samples_per_scene=2,
+    seed=3,
+    image_size=(200, 112),
+    vfm_noise=0.25,
     val_fraction=0.5,
 )
 KITTI_CONFIG = SyntheticWorldConfig(
-    scenes=2, samples_per_scene=1, seed=4, image_size=(200, 112), lidar_azimuth_steps=700,
+    scenes=2,
+    samples_per_scene=1,
+    seed=4,
+    image_size=(200, 112),
+    lidar_azimuth_steps=700,
     val_fraction=0.5,
 )
 
@@ -40,5 +48,6 @@ def nusc_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def kitti_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_semantickitti(KITTI_CONFIG, tmp_path_factory.mktemp("synth_kitti"),
-                                progress=False)
+    return export_semantickitti(
+        KITTI_CONFIG, tmp_path_factory.mktemp("synth_kitti"), progress=False
+    )

@@ -45,12 +45,30 @@ def test_semantickitti_export_reads(kitti_export: Path, kitti_config) -> None:  
     assert (s.pair_labels == 16).mean() < 0.05
 
 
-def test_cli_synth_writes_loadable_nuscenes(tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                            ) -> None:
+def test_cli_synth_writes_loadable_nuscenes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "cli"
-    rc = main(["synth", "--out", str(out), "--scenes", "1", "--samples-per-scene", "1",
-               "--seed", "2", "--image-size", "64x36", "--vfm-noise", "0.1", "--quiet",
-               "--azimuth-steps", "200"])
+    rc = main(
+        [
+            "synth",
+            "--out",
+            str(out),
+            "--scenes",
+            "1",
+            "--samples-per-scene",
+            "1",
+            "--seed",
+            "2",
+            "--image-size",
+            "64x36",
+            "--vfm-noise",
+            "0.1",
+            "--quiet",
+            "--azimuth-steps",
+            "200",
+        ]
+    )
     assert rc == 0
     assert "keyframes/s" in capsys.readouterr().out
     from nuscenes.nuscenes import NuScenes
@@ -79,8 +97,14 @@ def test_export_refuses_non_empty_folder_unless_overwrite(
 
     from olivine_data.synthetic import SyntheticWorldConfig, export_nuscenes
 
-    big = SyntheticWorldConfig(scenes=2, samples_per_scene=1, seed=1, image_size=(32, 18),
-                               lidar_azimuth_steps=100, cameras=("CAM_FRONT",))
+    big = SyntheticWorldConfig(
+        scenes=2,
+        samples_per_scene=1,
+        seed=1,
+        image_size=(32, 18),
+        lidar_azimuth_steps=100,
+        cameras=("CAM_FRONT",),
+    )
     small = SyntheticWorldConfig(**{**big.__dict__, "scenes": 1})
     export_nuscenes(big, tmp_path, progress=False)
     (tmp_path / "notes.txt").write_text("keep me")

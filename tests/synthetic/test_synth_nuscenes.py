@@ -18,7 +18,11 @@ from olivine_data.synthetic.sensors import NUSCENES_CAMERAS
 
 # Same values as the ``nusc_config`` fixture of conftest.py (module-level for readability).
 CFG = SyntheticWorldConfig(
-    scenes=2, samples_per_scene=2, seed=3, image_size=(200, 112), vfm_noise=0.25,
+    scenes=2,
+    samples_per_scene=2,
+    seed=3,
+    image_size=(200, 112),
+    vfm_noise=0.25,
     val_fraction=0.5,
 )
 
@@ -40,7 +44,8 @@ def test_devkit_loads_all_tables(nusc: NuScenes, nusc_export: Path) -> None:
     assert len(nusc.ego_pose) == n_samples * 7
     assert len(nusc.lidarseg) == n_samples
     assert [c["name"] for c in sorted(nusc.category, key=lambda c: c["index"])] == list(
-        NUSCENES_LIDARSEG_CATEGORIES)
+        NUSCENES_LIDARSEG_CATEGORIES
+    )
     assert len(nusc.sample_annotation) > 0 and len(nusc.instance) > 0
     for scene in nusc.scene:  # walk the keyframes like the readers do
         tokens, tok = [], scene["first_sample_token"]
@@ -75,8 +80,9 @@ def test_camera_ego_poses_differ_from_lidar_pose(nusc: NuScenes) -> None:
     for cam in NUSCENES_CAMERAS:
         sd = nusc.get("sample_data", sample["data"][cam])
         assert sd["timestamp"] < lidar["timestamp"]
-        shift = np.linalg.norm(np.array(nusc.get("ego_pose", sd["ego_pose_token"])["translation"])
-                               - p_lidar)
+        shift = np.linalg.norm(
+            np.array(nusc.get("ego_pose", sd["ego_pose_token"])["translation"]) - p_lidar
+        )
         assert 1e-3 < shift < 1.0, (cam, shift)
 
 
@@ -84,7 +90,8 @@ def test_splits_file_and_readers(nusc_export: Path) -> None:
     splits = read_scene_splits(nusc_export)
     assert sorted(splits["train"] + splits["val"]) == sorted(
         json.loads((nusc_export / "olivine_splits.json").read_text())["train"]
-        + json.loads((nusc_export / "olivine_splits.json").read_text())["val"])
+        + json.loads((nusc_export / "olivine_splits.json").read_text())["val"]
+    )
     assert len(splits["val"]) == 1 and len(splits["train"]) == 1
     pre = NuScenesPretrainDataset(nusc_export, CFG.version, split="train", label_store=nusc_export)
     assert len(pre) == CFG.samples_per_scene

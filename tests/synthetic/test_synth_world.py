@@ -44,12 +44,15 @@ def _inside(prim: Primitive, p: np.ndarray) -> np.ndarray:
     return (q[:, 2] >= 0) & (q[:, 2] <= h) & (np.hypot(q[:, 0], q[:, 1]) <= radius)
 
 
-@pytest.mark.parametrize("prim", [
-    Primitive("box", (6.0, 1.0, 1.0), (2.0, 0.8, 1.0), 0.4, 1, 1),
-    Primitive("ellipsoid", (5.0, -1.0, 2.0), (1.5, 1.0, 2.0), 0.0, 1, 1),
-    Primitive("frustum", (5.0, 0.5, 0.0), (0.6, 0.1, 2.5), 0.0, 1, 1),
-    Primitive("frustum", (4.0, 0.0, -0.5), (0.8, 0.8, 2.0), 0.0, 1, 1),
-])
+@pytest.mark.parametrize(
+    "prim",
+    [
+        Primitive("box", (6.0, 1.0, 1.0), (2.0, 0.8, 1.0), 0.4, 1, 1),
+        Primitive("ellipsoid", (5.0, -1.0, 2.0), (1.5, 1.0, 2.0), 0.0, 1, 1),
+        Primitive("frustum", (5.0, 0.5, 0.0), (0.6, 0.1, 2.5), 0.0, 1, 1),
+        Primitive("frustum", (4.0, 0.0, -0.5), (0.8, 0.8, 2.0), 0.0, 1, 1),
+    ],
+)
 def test_intersection_matches_ray_marching(prim: Primitive) -> None:
     rng = np.random.default_rng(0)
     origin = np.array([0.0, 0.0, 1.2], dtype=np.float32)
@@ -74,8 +77,11 @@ def test_intersection_matches_ray_marching(prim: Primitive) -> None:
 
 
 def test_ground_zones_paint_in_order_and_dash() -> None:
-    zones = [GroundZone(3, -10, 10, -5, 5), GroundZone(1, -10, 10, -2, 2),
-             GroundZone(2, -10, 10, -0.1, 0.1, 1, 6.0, 3.0)]
+    zones = [
+        GroundZone(3, -10, 10, -5, 5),
+        GroundZone(1, -10, 10, -2, 2),
+        GroundZone(2, -10, 10, -0.1, 0.1, 1, 6.0, 3.0),
+    ]
     xy = np.array([[0.0, 4.0], [0.0, 1.0], [1.0, 0.0], [4.0, 0.0], [20.0, 0.0]])
     mat, zone = classify_ground(xy, zones, default_material=4)
     assert mat.tolist() == [3, 1, 2, 1, 4]
@@ -109,8 +115,9 @@ def test_config_rejects_bad_values() -> None:
 # -- sensors ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def world():  # type: ignore[no-untyped-def]
-    return generate_world(SyntheticWorldConfig(scenes=3, samples_per_scene=2, seed=11,
-                                               image_size=(160, 90)))
+    return generate_world(
+        SyntheticWorldConfig(scenes=3, samples_per_scene=2, seed=11, image_size=(160, 90))
+    )
 
 
 def test_lidar_sweep_like_hdl32e(world) -> None:  # type: ignore[no-untyped-def]
@@ -129,8 +136,10 @@ def test_lidar_sweep_like_hdl32e(world) -> None:  # type: ignore[no-untyped-def]
     assert (np.diff(density) < 0).all(), density
     # per-material intensity: lane paint is brighter than asphalt
     mat = kf.lidar.material
-    assert (pts[mat == MATERIAL_ID["lane_marking"], 3].mean()
-            > 2 * pts[mat == MATERIAL_ID["road"], 3].mean())
+    assert (
+        pts[mat == MATERIAL_ID["lane_marking"], 3].mean()
+        > 2 * pts[mat == MATERIAL_ID["road"], 3].mean()
+    )
 
 
 def test_cameras_render_class_dependent_images(world) -> None:  # type: ignore[no-untyped-def]
@@ -160,10 +169,28 @@ def test_class_imbalance_and_coverage(world) -> None:  # type: ignore[no-untyped
     assert frac[12] < 0.005 and frac[14] < 0.005  # traffic cones and bicycles are rare
     assert frac[17] > 10 * frac[14]  # cars much more frequent than bicycles
     # at least 10 of the 16 evaluation classes exist as objects/surfaces in the world
-    eval_map = {9: 1, 14: 2, 15: 3, 16: 3, 17: 4, 18: 5, 21: 6, 2: 7, 12: 8, 22: 9, 23: 10,
-                24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 30: 16}
-    present = {eval_map[int(_LIDARSEG[p.material])] for lay in world.layouts
-               for p in lay.primitives}
+    eval_map = {
+        9: 1,
+        14: 2,
+        15: 3,
+        16: 3,
+        17: 4,
+        18: 5,
+        21: 6,
+        2: 7,
+        12: 8,
+        22: 9,
+        23: 10,
+        24: 11,
+        25: 12,
+        26: 13,
+        27: 14,
+        28: 15,
+        30: 16,
+    }
+    present = {
+        eval_map[int(_LIDARSEG[p.material])] for lay in world.layouts for p in lay.primitives
+    }
     present |= {eval_map[int(_LIDARSEG[z.material])] for lay in world.layouts for z in lay.zones}
     present |= {eval_map[int(_LIDARSEG[lay.default_material])] for lay in world.layouts}
     assert len(present) >= 12, sorted(present)
@@ -185,10 +212,13 @@ def test_same_class_pairs_are_common(world) -> None:  # type: ignore[no-untyped-
 # -- VFM labels ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("rate", [0.0, 0.05, 0.2, 0.5, 0.9])
 def test_vfm_noise_matches_configured_rate(world, rate: float) -> None:  # type: ignore[no-untyped-def]
-    _, gt, _, inst = world.render_camera(0, world.lidar_timestamp(0, 0),
-                                         np.asarray(world.render_keyframe(0, 0).cameras[0]
-                                                    .sensor_to_ego),
-                                         scaled_intrinsics("CAM_FRONT", (160, 90)), (160, 90))
+    _, gt, _, inst = world.render_camera(
+        0,
+        world.lidar_timestamp(0, 0),
+        np.asarray(world.render_keyframe(0, 0).cameras[0].sensor_to_ego),
+        scaled_intrinsics("CAM_FRONT", (160, 90)),
+        (160, 90),
+    )
     labels = corrupt_labels(gt, inst, rate, np.random.default_rng(1))
     assert labels.dtype == np.uint8 and labels.shape == gt.shape
     assert label_noise_rate(gt, labels) == pytest.approx(rate, abs=0.002)
@@ -226,8 +256,14 @@ def _folder_hash(root: Path) -> str:
 
 
 def test_same_seed_same_bytes_different_seed_different_world(tmp_path: Path) -> None:
-    cfg = SyntheticWorldConfig(scenes=1, samples_per_scene=1, seed=5, image_size=(64, 36),
-                               lidar_azimuth_steps=200, cameras=("CAM_FRONT", "CAM_BACK"))
+    cfg = SyntheticWorldConfig(
+        scenes=1,
+        samples_per_scene=1,
+        seed=5,
+        image_size=(64, 36),
+        lidar_azimuth_steps=200,
+        cameras=("CAM_FRONT", "CAM_BACK"),
+    )
     a = _folder_hash(export_nuscenes(cfg, tmp_path / "a", progress=False))
     b = _folder_hash(export_nuscenes(cfg, tmp_path / "b", progress=False))
     assert a == b

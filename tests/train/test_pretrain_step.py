@@ -77,11 +77,18 @@ def test_loss_decomposition_matches_losses_package(
     assert bool((lab == 16).any())  # the world has unlabelled pairs, so both cases differ
     assert bool(tr.prior.observed[16]) == (not ignore_unlabelled)
     sup = semantic_contrastive(
-        feats["k_sem"][pv[i_sup]], pixel_features(feats["q_sem"], px[i_sup]), lab[i_sup], 0.07,
+        feats["k_sem"][pv[i_sup]],
+        pixel_features(feats["q_sem"], px[i_sup]),
+        lab[i_sup],
+        0.07,
         ignore_index=ignore,
     )
     kl = vmf_nll(
-        feats["k_sem"][pv], lab, tr.prior.mu, tr.prior.kappa, valid_classes=tr.prior.observed,
+        feats["k_sem"][pv],
+        lab,
+        tr.prior.mu,
+        tr.prior.kappa,
+        valid_classes=tr.prior.observed,
         ignore_index=ignore,
     )
     assert float(out.parts["ppnce"].detach()) == pytest.approx(float(pp), rel=1e-5)

@@ -15,9 +15,7 @@ def _require_file(path: Path, what: str) -> None:
         raise FileNotFoundError(f"{what} not found: {path}")
 
 
-def read_point_file(
-    path: str | os.PathLike[str], num_fields: int, keep: int = 4
-) -> np.ndarray:
+def read_point_file(path: str | os.PathLike[str], num_fields: int, keep: int = 4) -> np.ndarray:
     """Read a float32 point file of ``num_fields`` values per point; return ``(N, keep)`` float32.
 
     Raises:

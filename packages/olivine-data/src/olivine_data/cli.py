@@ -24,7 +24,8 @@ def _image_size(text: str) -> tuple[int, int]:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected WIDTHxHEIGHT such as 400x225, got {text!r}") from None
+            f"expected WIDTHxHEIGHT such as 400x225, got {text!r}"
+        ) from None
     return w, h
 
 
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="olivine-data",
         description="OLIVINE data tools: make datasets that the olivine-data readers load "
-                    "exactly like real nuScenes / SemanticKITTI.",
+        "exactly like real nuScenes / SemanticKITTI.",
     )
     parser.add_argument("--version", action="version", version=f"olivine-data {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -53,24 +54,53 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     synth.add_argument("--out", required=True, help="output folder (created if missing)")
-    synth.add_argument("--format", choices=("nuscenes", "semantickitti"), default="nuscenes",
-                       help="dataset layout to write")
+    synth.add_argument(
+        "--format",
+        choices=("nuscenes", "semantickitti"),
+        default="nuscenes",
+        help="dataset layout to write",
+    )
     synth.add_argument("--scenes", type=int, default=defaults.scenes, help="number of scenes")
-    synth.add_argument("--samples-per-scene", type=int, default=defaults.samples_per_scene,
-                       help="keyframes per scene (2 Hz)")
+    synth.add_argument(
+        "--samples-per-scene",
+        type=int,
+        default=defaults.samples_per_scene,
+        help="keyframes per scene (2 Hz)",
+    )
     synth.add_argument("--seed", type=int, default=defaults.seed, help="master seed")
-    synth.add_argument("--image-size", type=_image_size, default=defaults.image_size,
-                       metavar="WxH", help="camera resolution (nuScenes intrinsics are scaled)")
-    synth.add_argument("--vfm-noise", type=float, default=defaults.vfm_noise,
-                       help="fraction of labelled pixels whose simulated VFM label is wrong")
-    synth.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
-                       help="fraction of scenes in the val split (olivine_splits.json)")
-    synth.add_argument("--azimuth-steps", type=int, default=defaults.lidar_azimuth_steps,
-                       help="LiDAR firings per revolution (points per sweep scale with it)")
-    synth.add_argument("--nuscenes-version", default=defaults.version,
-                       help="nuScenes table folder name")
-    synth.add_argument("--overwrite", action="store_true",
-                       help="replace a previous export in a non-empty --out folder")
+    synth.add_argument(
+        "--image-size",
+        type=_image_size,
+        default=defaults.image_size,
+        metavar="WxH",
+        help="camera resolution (nuScenes intrinsics are scaled)",
+    )
+    synth.add_argument(
+        "--vfm-noise",
+        type=float,
+        default=defaults.vfm_noise,
+        help="fraction of labelled pixels whose simulated VFM label is wrong",
+    )
+    synth.add_argument(
+        "--val-fraction",
+        type=float,
+        default=defaults.val_fraction,
+        help="fraction of scenes in the val split (olivine_splits.json)",
+    )
+    synth.add_argument(
+        "--azimuth-steps",
+        type=int,
+        default=defaults.lidar_azimuth_steps,
+        help="LiDAR firings per revolution (points per sweep scale with it)",
+    )
+    synth.add_argument(
+        "--nuscenes-version", default=defaults.version, help="nuScenes table folder name"
+    )
+    synth.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a previous export in a non-empty --out folder",
+    )
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -84,9 +114,13 @@ def _synth(args: argparse.Namespace) -> int:
 
     try:
         config = SyntheticWorldConfig(
-            scenes=args.scenes, samples_per_scene=args.samples_per_scene, seed=args.seed,
-            image_size=tuple(args.image_size), vfm_noise=args.vfm_noise,
-            val_fraction=args.val_fraction, lidar_azimuth_steps=args.azimuth_steps,
+            scenes=args.scenes,
+            samples_per_scene=args.samples_per_scene,
+            seed=args.seed,
+            image_size=tuple(args.image_size),
+            vfm_noise=args.vfm_noise,
+            val_fraction=args.val_fraction,
+            lidar_azimuth_steps=args.azimuth_steps,
             version=args.nuscenes_version,
         )
     except ValueError as exc:
@@ -95,20 +129,24 @@ def _synth(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         if args.format == "nuscenes":
-            root = export_nuscenes(config, args.out, progress=not args.quiet,
-                                   overwrite=args.overwrite)
+            root = export_nuscenes(
+                config, args.out, progress=not args.quiet, overwrite=args.overwrite
+            )
             hint = f"NuScenes(version={config.version!r}, dataroot={str(root)!r})"
         else:
-            root = export_semantickitti(config, args.out, progress=not args.quiet,
-                                        overwrite=args.overwrite)
+            root = export_semantickitti(
+                config, args.out, progress=not args.quiet, overwrite=args.overwrite
+            )
             hint = f"SemanticKITTISegDataset({str(root)!r}, sequences=[...])"
     except ValueError as exc:
         print(f"olivine-data synth: {exc}", file=sys.stderr)
         return 2
     n = config.scenes * config.samples_per_scene
     elapsed = time.perf_counter() - start
-    print(f"wrote {n} keyframes ({config.scenes} scenes) to {root} in {elapsed:.1f} s "
-          f"({n / elapsed:.2f} keyframes/s); load with {hint}")
+    print(
+        f"wrote {n} keyframes ({config.scenes} scenes) to {root} in {elapsed:.1f} s "
+        f"({n / elapsed:.2f} keyframes/s); load with {hint}"
+    )
     return 0
 
 

@@ -53,8 +53,9 @@ class Collator:
         self.range_bin_size = float(range_bin_size)
 
     def __repr__(self) -> str:
-        return (f"Collator(mode={self.mode!r}, voxel_size={self.voxel_size}, "
-                f"feature={self.feature!r})")
+        return (
+            f"Collator(mode={self.mode!r}, voxel_size={self.voxel_size}, feature={self.feature!r})"
+        )
 
     def _features(self, points: np.ndarray, rep: np.ndarray) -> np.ndarray:
         if self.feature == "ones":
@@ -78,14 +79,17 @@ class Collator:
                 for b, v in enumerate(vox)
             ]
         )
-        feats = np.concatenate([self._features(s.points, v.representative)
-                                for s, v in zip(samples, vox)])
+        feats = np.concatenate(
+            [self._features(s.points, v.representative) for s, v in zip(samples, vox)]
+        )
         p2v = np.concatenate([v.inverse + voxel_offsets[b] for b, v in enumerate(vox)])
         shape = coords[:, 1:].max(axis=0) + 1 if coords.shape[0] else np.zeros(3, np.int64)
         has_labels = [s.point_labels is not None for s in samples]
         if any(has_labels) and not all(has_labels):
-            raise ValueError("some samples have point_labels and some do not: "
-                             f"{[s.token for s, h in zip(samples, has_labels) if not h]}")
+            raise ValueError(
+                "some samples have point_labels and some do not: "
+                f"{[s.token for s, h in zip(samples, has_labels) if not h]}"
+            )
         point_labels = voxel_labels = None
         if all(has_labels):
             pl = [np.asarray(s.point_labels) for s in samples]
@@ -127,8 +131,10 @@ class Collator:
             )
         has = [s.pair_labels is not None for s in samples]
         if any(has) and not all(has):
-            raise ValueError("some samples have pair_labels and some do not: "
-                             f"{[s.token for s, h in zip(samples, has) if not h]}")
+            raise ValueError(
+                "some samples have pair_labels and some do not: "
+                f"{[s.token for s, h in zip(samples, has) if not h]}"
+            )
         total = sum(s.num_pairs for s in samples)
         if total == 0:
             raise ValueError(f"no point-pixel pair in the batch {[s.token for s in samples]}")
@@ -147,8 +153,11 @@ class Collator:
             ranges.append(np.floor(np.hypot(xy[:, 0], xy[:, 1]) / self.range_bin_size))
         images = np.concatenate([s.images for s in samples])
         img_t = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
-        labels = (torch.from_numpy(np.concatenate([s.pair_labels for s in samples]))  # type: ignore[misc]
-                  if all(has) else None)
+        labels = (
+            torch.from_numpy(np.concatenate([s.pair_labels for s in samples]))  # type: ignore[misc]
+            if all(has)
+            else None
+        )
         return PretrainBatch(
             **fields,  # type: ignore[arg-type]
             images=img_t,

@@ -108,9 +108,23 @@ class Vocabulary:
 NUSCENES16 = Vocabulary(
     name="nuscenes16",
     class_names=(
-        "ignore", "barrier", "bicycle", "bus", "car", "construction_vehicle", "motorcycle",
-        "pedestrian", "traffic_cone", "trailer", "truck", "driveable_surface", "other_flat",
-        "sidewalk", "terrain", "manmade", "vegetation",
+        "ignore",
+        "barrier",
+        "bicycle",
+        "bus",
+        "car",
+        "construction_vehicle",
+        "motorcycle",
+        "pedestrian",
+        "traffic_cone",
+        "trailer",
+        "truck",
+        "driveable_surface",
+        "other_flat",
+        "sidewalk",
+        "terrain",
+        "manmade",
+        "vegetation",
     ),
     unlabelled_id=0,
     to_eval=np.arange(17),
@@ -121,32 +135,85 @@ _EVAL = {name: i for i, name in enumerate(NUSCENES16.class_names)}
 SEEM17 = Vocabulary(
     name="seem17",
     class_names=(
-        "barrier", "bicycle", "bus", "car", "truck", "trailer", "motorcycle",
-        "construction_vehicle", "pedestrian", "traffic_cone", "road", "sidewalk", "terrain",
-        "vegetation", "building", "other ground", "background",
+        "barrier",
+        "bicycle",
+        "bus",
+        "car",
+        "truck",
+        "trailer",
+        "motorcycle",
+        "construction_vehicle",
+        "pedestrian",
+        "traffic_cone",
+        "road",
+        "sidewalk",
+        "terrain",
+        "vegetation",
+        "building",
+        "other ground",
+        "background",
     ),
     unlabelled_id=16,
-    to_eval=np.array([
-        _EVAL["barrier"], _EVAL["bicycle"], _EVAL["bus"], _EVAL["car"], _EVAL["truck"],
-        _EVAL["trailer"], _EVAL["motorcycle"], _EVAL["construction_vehicle"],
-        _EVAL["pedestrian"], _EVAL["traffic_cone"], _EVAL["driveable_surface"],
-        _EVAL["sidewalk"], _EVAL["terrain"], _EVAL["vegetation"], _EVAL["manmade"],
-        _EVAL["other_flat"], 0,
-    ]),
+    to_eval=np.array(
+        [
+            _EVAL["barrier"],
+            _EVAL["bicycle"],
+            _EVAL["bus"],
+            _EVAL["car"],
+            _EVAL["truck"],
+            _EVAL["trailer"],
+            _EVAL["motorcycle"],
+            _EVAL["construction_vehicle"],
+            _EVAL["pedestrian"],
+            _EVAL["traffic_cone"],
+            _EVAL["driveable_surface"],
+            _EVAL["sidewalk"],
+            _EVAL["terrain"],
+            _EVAL["vegetation"],
+            _EVAL["manmade"],
+            _EVAL["other_flat"],
+            0,
+        ]
+    ),
 )
 
 GSAM14 = Vocabulary(
     name="gsam14",
     class_names=(
-        "background", "barrier", "bicycle", "bus", "car", "motorcycle", "pedestrian",
-        "traffic_cone", "truck", "road", "sidewalk", "terrain", "vegetation", "building",
+        "background",
+        "barrier",
+        "bicycle",
+        "bus",
+        "car",
+        "motorcycle",
+        "pedestrian",
+        "traffic_cone",
+        "truck",
+        "road",
+        "sidewalk",
+        "terrain",
+        "vegetation",
+        "building",
     ),
     unlabelled_id=0,
-    to_eval=np.array([
-        0, _EVAL["barrier"], _EVAL["bicycle"], _EVAL["bus"], _EVAL["car"], _EVAL["motorcycle"],
-        _EVAL["pedestrian"], _EVAL["traffic_cone"], _EVAL["truck"], _EVAL["driveable_surface"],
-        _EVAL["sidewalk"], _EVAL["terrain"], _EVAL["vegetation"], _EVAL["manmade"],
-    ]),
+    to_eval=np.array(
+        [
+            0,
+            _EVAL["barrier"],
+            _EVAL["bicycle"],
+            _EVAL["bus"],
+            _EVAL["car"],
+            _EVAL["motorcycle"],
+            _EVAL["pedestrian"],
+            _EVAL["traffic_cone"],
+            _EVAL["truck"],
+            _EVAL["driveable_surface"],
+            _EVAL["sidewalk"],
+            _EVAL["terrain"],
+            _EVAL["vegetation"],
+            _EVAL["manmade"],
+        ]
+    ),
 )
 
 VOCABULARIES: dict[str, Vocabulary] = {v.name: v for v in (SEEM17, GSAM14, NUSCENES16)}
@@ -165,9 +232,7 @@ def get_vocabulary(name: str | Vocabulary) -> Vocabulary:
     try:
         return VOCABULARIES[name.lower()]
     except KeyError:
-        raise ValueError(
-            f"unknown vocabulary {name!r}; known: {sorted(VOCABULARIES)}"
-        ) from None
+        raise ValueError(f"unknown vocabulary {name!r}; known: {sorted(VOCABULARIES)}") from None
 
 
 class LabelStore:

@@ -45,7 +45,8 @@ class CameraProjection:
 
 def compose_projection(intrinsic: np.ndarray, lidar_to_camera: np.ndarray) -> np.ndarray:
     """``(3, 4)`` projection ``K @ T``: ``intrinsic`` is (3, 3) or (3, 4), ``lidar_to_camera``
-    (4, 4) or (3, 4) (a rigid transform; a missing last row is taken as [0, 0, 0, 1])."""
+    (4, 4) or (3, 4) (a rigid transform; a missing last row is taken as [0, 0, 0, 1]).
+    """
     k = np.asarray(intrinsic, dtype=np.float64)
     t = np.asarray(lidar_to_camera, dtype=np.float64)
     if k.shape == (3, 3):

@@ -56,7 +56,8 @@ def _validate(range_bins: torch.Tensor, labels: torch.Tensor) -> None:
 def range_kde(range_bins: torch.Tensor) -> torch.Tensor:
     """Silverman Gaussian KDE of the values, evaluated at each value: (P,) float64.
 
-    Returns all-ones when the standard deviation is 0 (see the module docstring)."""
+    Returns all-ones when the standard deviation is 0 (see the module docstring).
+    """
     r = range_bins.to(torch.float64)
     p = r.numel()
     if p == 0:

@@ -125,7 +125,10 @@ def drop_cuboids(
 
 
 def _crop_params(
-    h: int, w: int, rng: np.random.Generator, scale: tuple[float, float],
+    h: int,
+    w: int,
+    rng: np.random.Generator,
+    scale: tuple[float, float],
     ratio: tuple[float, float],
 ) -> tuple[int, int, int, int]:
     """torchvision ``RandomResizedCrop.get_params`` with a numpy generator."""
@@ -280,7 +283,8 @@ class SegAugmentation(_Seeded):
 
 class PretrainAugmentation(_Seeded):
     """Pretraining augmentation in reference order: rotation, flips, drop cuboids, resized crop,
-    horizontal flip. Every image comes out at ``size`` (224x416 by default)."""
+    horizontal flip. Every image comes out at ``size`` (224x416 by default).
+    """
 
     def __init__(
         self,
@@ -296,7 +300,11 @@ class PretrainAugmentation(_Seeded):
     ) -> None:
         super().__init__(seed)
         self.rotation, self.flips, self.drop, self.crop, self.hflip = (
-            rotation, flips, drop, crop, hflip,
+            rotation,
+            flips,
+            drop,
+            crop,
+            hflip,
         )
         self.size = (int(size[0]), int(size[1]))
         self.min_pairs = int(min_pairs)

@@ -94,8 +94,10 @@ class PretrainSample:
         if n_pairs:
             n_pts = self.points.shape[0]
             if self.pair_points.min() < 0 or self.pair_points.max() >= n_pts:
-                raise ValueError(f"{t}: pair_points must lie in [0, {n_pts}), got "
-                                 f"[{self.pair_points.min()}, {self.pair_points.max()}]")
+                raise ValueError(
+                    f"{t}: pair_points must lie in [0, {n_pts}), got "
+                    f"[{self.pair_points.min()}, {self.pair_points.max()}]"
+                )
             h, w = self.images.shape[1:3]
             cam, row, col = self.pair_pixels.T
             if cam.min() < 0 or cam.max() >= n_cam:
@@ -106,7 +108,9 @@ class PretrainSample:
             check_array(f"{t}: pair_labels", self.pair_labels, dtype=np.int64, shape=(n_pairs,))
         if self.point_labels is not None:
             check_array(
-                f"{t}: point_labels", self.point_labels, dtype=np.int64,
+                f"{t}: point_labels",
+                self.point_labels,
+                dtype=np.int64,
                 shape=(self.points.shape[0],),
             )
 
@@ -128,7 +132,9 @@ class SegSample:
         _check_points(self.points, t)
         if self.point_labels is not None:
             check_array(
-                f"{t}: point_labels", self.point_labels, dtype=np.int64,
+                f"{t}: point_labels",
+                self.point_labels,
+                dtype=np.int64,
                 shape=(self.points.shape[0],),
             )
 

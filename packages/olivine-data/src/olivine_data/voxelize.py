@@ -32,7 +32,8 @@ _MODES = ("cylindrical", "cartesian")
 class Voxelization:
     """coords (V, 3) int32 >= 0; inverse (N,) int64 point -> voxel row; representative (V,)
     int64 index of the first input point of each voxel; offset (3,) int64 subtracted from the
-    raw floor coordinates."""
+    raw floor coordinates.
+    """
 
     coords: np.ndarray
     inverse: np.ndarray
@@ -87,8 +88,9 @@ def voxelize(
     vs = (float(voxel_size[0]), float(voxel_size[1]), float(voxel_size[2]))
     if q.shape[0] == 0:
         empty = np.zeros(0, np.int64)
-        return Voxelization(np.zeros((0, 3), np.int32), empty, empty, np.zeros(3, np.int64),
-                            mode, vs)
+        return Voxelization(
+            np.zeros((0, 3), np.int32), empty, empty, np.zeros(3, np.int64), mode, vs
+        )
     offset = q.min(axis=0)
     q -= offset
     dims = q.max(axis=0) + 1

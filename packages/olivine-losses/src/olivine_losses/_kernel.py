@@ -45,7 +45,8 @@ _DENSE_BLOCK = 1024  # rows per block when the whole matrix is kept (bounds the 
 
 def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
     """Disable autocast inside the kernel: its matmuls must run in the compute dtype (an fp16
-    logit matrix would overflow), whatever AMP context the caller is in."""
+    logit matrix would overflow), whatever AMP context the caller is in.
+    """
     try:
         return torch.autocast(device_type=device.type, enabled=False)
     except RuntimeError:  # a device type without autocast support

@@ -126,7 +126,7 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the file name
+    except Exception as exc:
         raise CheckpointError(f"{path}: cannot read checkpoint ({exc})") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         fmt = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
@@ -187,13 +187,14 @@ def load_backbone_state(path: str | Path) -> tuple[dict[str, torch.Tensor], str 
     """Point-encoder state dict from ``backbone.pt`` or a pretraining ``last.pt``/``best.pt``.
 
     Returns (state_dict, model_name). For a training checkpoint the ``backbone.`` prefix of the
-    pretraining module is stripped."""
+    pretraining module is stripped.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"pretrained weights {str(path)!r} do not exist")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise CheckpointError(f"{path}: cannot read weights ({exc})") from exc
     if isinstance(obj, dict) and obj.get("format") == BACKBONE_FORMAT:
         return dict(obj["state_dict"]), obj.get("model_name")

@@ -65,7 +65,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype for ``run.precision`` (None = full fp32). ``auto`` is bf16 on CUDA if
-    supported (fp16 otherwise) and fp32 on CPU."""
+    supported (fp16 otherwise) and fp32 on CPU.
+    """
     if precision == "fp32":
         return None
     if device.type != "cuda":
@@ -105,6 +106,7 @@ def is_main() -> bool:
 
 
 def barrier() -> None:
+    """Wait for every rank (a no-op without a process group)."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
 
@@ -134,7 +136,8 @@ class ResumableSampler(torch.utils.data.Sampler[int]):
     padded to a multiple of ``world_size * batch_size`` by wrapping around, then rank ``r`` takes
     the ``r``-th slice of every global batch (like ``DistributedSampler``). ``set_epoch(e, skip)``
     makes the next iteration start after ``skip`` local batches, so a run resumed mid-epoch sees
-    exactly the samples the uninterrupted run would have seen."""
+    exactly the samples the uninterrupted run would have seen.
+    """
 
     def __init__(
         self,

@@ -55,7 +55,8 @@ def draw_pairs_image(
     image: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, labels: torch.Tensor | None
 ) -> np.ndarray:
     """(H, W, 3) uint8: the camera image (3, H, W) in [0, 1] darkened, with each paired pixel
-    painted in the colour of its VFM label (3x3 dots)."""
+    painted in the colour of its VFM label (3x3 dots).
+    """
     img = image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255 * 0.6
     img = img.astype(np.uint8)
     h, w = img.shape[:2]

@@ -43,7 +43,8 @@ def confusion_matrix(
     ignore_index: int | None = 0,
 ) -> np.ndarray:
     """(K, K) int64 matrix, rows = ground truth, columns = prediction; GT ``ignore_index`` rows
-    are dropped (their points are not counted at all)."""
+    are dropped (their points are not counted at all).
+    """
     p = torch.as_tensor(pred).reshape(-1).long().cpu()
     t = torch.as_tensor(target).reshape(-1).long().cpu()
     if p.shape != t.shape:
@@ -67,7 +68,8 @@ def iou_from_confusion(
     """Per-class IoU (length K; the ignored class is NaN) and mIoU over the other classes.
 
     ``empty`` is the IoU of a class whose union is 0 (1.0 as in the reference code; pass
-    ``float('nan')`` to exclude such classes from the mean)."""
+    ``float('nan')`` to exclude such classes from the mean).
+    """
     conf = np.asarray(conf, dtype=np.float64)
     if conf.ndim != 2 or conf.shape[0] != conf.shape[1]:
         raise ValueError(f"conf: expected a square matrix, got shape {conf.shape}")
@@ -134,7 +136,8 @@ class ConfusionMatrix:
 @dataclass(frozen=True)
 class SegmentationScores:
     """IoU per class (NaN for the ignored class), mIoU, point accuracy, evaluated point count,
-    and which classes occur in the ground truth (``present``)."""
+    and which classes occur in the ground truth (``present``).
+    """
 
     class_names: tuple[str, ...]
     iou: np.ndarray
@@ -167,7 +170,8 @@ def lovasz_softmax(
     """Lovász-softmax loss (Berman et al. 2018), "present classes" variant, flat inputs.
 
     probs (N, K) softmax probabilities; labels (N,) int64. Points labelled ``ignore_index`` are
-    dropped and that class is never a target. Returns a 0-dim tensor (0 if nothing is left)."""
+    dropped and that class is never a target. Returns a 0-dim tensor (0 if nothing is left).
+    """
     if probs.ndim != 2 or labels.shape != probs.shape[:1]:
         raise ValueError(
             f"probs (N, K) and labels (N,) expected, got {tuple(probs.shape)} and "
@@ -200,7 +204,8 @@ def cross_entropy_lovasz(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Downstream loss: CE + ``lovasz_weight`` * Lovász-softmax on non-ignored voxels.
 
-    Returns (total, ce, lovasz)."""
+    Returns (total, ce, lovasz).
+    """
     ce = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index)
     if torch.all(labels == ignore_index):
         ce = logits.sum() * 0.0

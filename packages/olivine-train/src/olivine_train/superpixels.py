@@ -28,7 +28,8 @@ def label_components(label_map: np.ndarray) -> tuple[np.ndarray, int]:
     """Connected components of every class of an (H, W) label map.
 
     Returns (ids, count): ``ids`` (H, W) int64 in ``0..count-1``, one id per 4-connected region
-    of equal label (classes numbered in increasing label order)."""
+    of equal label (classes numbered in increasing label order).
+    """
     from scipy import ndimage
 
     if label_map.ndim != 2:

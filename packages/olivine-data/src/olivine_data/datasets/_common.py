@@ -10,9 +10,7 @@ from pathlib import Path
 
 from olivine_data.types import PretrainSample
 
-__all__ = [
-    "SPLITS_FILENAME", "read_scene_splits", "every_nth", "check_skip", "first_with_pairs"
-]
+__all__ = ["SPLITS_FILENAME", "read_scene_splits", "every_nth", "check_skip", "first_with_pairs"]
 
 SPLITS_FILENAME = "olivine_splits.json"
 

@@ -165,8 +165,15 @@ class KittiPretrainDataset:
                 if not (d / "velodyne").is_dir():
                     raise FileNotFoundError(f"KITTI velodyne folder not found: {d / 'velodyne'}")
                 for scan in sorted((d / "velodyne").glob("*.bin")):
-                    frames.append((f"{seq}/{scan.stem}", f"{seq}_{scan.stem}", scan,
-                                   d / CAMERA / f"{scan.stem}.png", d / "calib.txt"))
+                    frames.append(
+                        (
+                            f"{seq}/{scan.stem}",
+                            f"{seq}_{scan.stem}",
+                            scan,
+                            d / CAMERA / f"{scan.stem}.png",
+                            d / "calib.txt",
+                        )
+                    )
         else:
             if sequences is not None:
                 raise ValueError("sequences= applies to layout='odometry' only")
@@ -174,8 +181,15 @@ class KittiPretrainDataset:
             if not vel.is_dir():
                 raise FileNotFoundError(f"KITTI velodyne folder not found: {vel}")
             for scan in sorted(vel.glob("*.bin")):
-                frames.append((scan.stem, scan.stem, scan, self.root / CAMERA / f"{scan.stem}.png",
-                               self.root / "calib" / f"{scan.stem}.txt"))
+                frames.append(
+                    (
+                        scan.stem,
+                        scan.stem,
+                        scan,
+                        self.root / CAMERA / f"{scan.stem}.png",
+                        self.root / "calib" / f"{scan.stem}.txt",
+                    )
+                )
         if not frames:
             raise ValueError(f"no KITTI .bin scans found under {self.root} ({layout} layout)")
         self.frames = frames[:: check_skip(skip)]
@@ -222,6 +236,12 @@ class KittiPretrainDataset:
 
     def __getitem__(self, idx: int) -> PretrainSample:
         return first_with_pairs(
-            idx, len(self), self.load, self.transform, self.skipped_tokens,
-            "KITTI frame", f"no point projects into {CAMERA}", "frame",
+            idx,
+            len(self),
+            self.load,
+            self.transform,
+            self.skipped_tokens,
+            "KITTI frame",
+            f"no point projects into {CAMERA}",
+            "frame",
         )

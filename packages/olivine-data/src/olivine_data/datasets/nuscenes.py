@@ -61,7 +61,11 @@ __all__ = [
 ]
 
 NUSCENES_CAMERAS: tuple[str, ...] = (
-    "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT",
+    "CAM_FRONT",
+    "CAM_FRONT_RIGHT",
+    "CAM_BACK_RIGHT",
+    "CAM_BACK",
+    "CAM_BACK_LEFT",
     "CAM_FRONT_LEFT",
 )
 
@@ -69,38 +73,38 @@ NUSCENES_CAMERAS: tuple[str, ...] = (
 #: (0 = ignore). Same table as nuscenes-devkit's ``LidarsegClassMapper`` and SLidR/OLIVINE.
 LIDARSEG_TO_EVAL16: np.ndarray = np.array(
     [
-        0,   # 0 noise
-        0,   # 1 animal
-        7,   # 2 human.pedestrian.adult
-        7,   # 3 human.pedestrian.child
-        7,   # 4 human.pedestrian.construction_worker
-        0,   # 5 human.pedestrian.personal_mobility
-        7,   # 6 human.pedestrian.police_officer
-        0,   # 7 human.pedestrian.stroller
-        0,   # 8 human.pedestrian.wheelchair
-        1,   # 9 movable_object.barrier
-        0,   # 10 movable_object.debris
-        0,   # 11 movable_object.pushable_pullable
-        8,   # 12 movable_object.trafficcone
-        0,   # 13 static_object.bicycle_rack
-        2,   # 14 vehicle.bicycle
-        3,   # 15 vehicle.bus.bendy
-        3,   # 16 vehicle.bus.rigid
-        4,   # 17 vehicle.car
-        5,   # 18 vehicle.construction
-        0,   # 19 vehicle.emergency.ambulance
-        0,   # 20 vehicle.emergency.police
-        6,   # 21 vehicle.motorcycle
-        9,   # 22 vehicle.trailer
+        0,  # 0 noise
+        0,  # 1 animal
+        7,  # 2 human.pedestrian.adult
+        7,  # 3 human.pedestrian.child
+        7,  # 4 human.pedestrian.construction_worker
+        0,  # 5 human.pedestrian.personal_mobility
+        7,  # 6 human.pedestrian.police_officer
+        0,  # 7 human.pedestrian.stroller
+        0,  # 8 human.pedestrian.wheelchair
+        1,  # 9 movable_object.barrier
+        0,  # 10 movable_object.debris
+        0,  # 11 movable_object.pushable_pullable
+        8,  # 12 movable_object.trafficcone
+        0,  # 13 static_object.bicycle_rack
+        2,  # 14 vehicle.bicycle
+        3,  # 15 vehicle.bus.bendy
+        3,  # 16 vehicle.bus.rigid
+        4,  # 17 vehicle.car
+        5,  # 18 vehicle.construction
+        0,  # 19 vehicle.emergency.ambulance
+        0,  # 20 vehicle.emergency.police
+        6,  # 21 vehicle.motorcycle
+        9,  # 22 vehicle.trailer
         10,  # 23 vehicle.truck
         11,  # 24 flat.driveable_surface
         12,  # 25 flat.other
         13,  # 26 flat.sidewalk
         14,  # 27 flat.terrain
         15,  # 28 static.manmade
-        0,   # 29 static.other
+        0,  # 29 static.other
         16,  # 30 static.vegetation
-        0,   # 31 vehicle.ego
+        0,  # 31 vehicle.ego
     ],
     dtype=np.int64,
 )
@@ -111,9 +115,7 @@ def lidarseg_to_eval16(raw: np.ndarray, what: str = "lidarseg labels") -> np.nda
     """Map raw lidarseg indices (0..31) to the 16 evaluation classes (0 = ignore), int64."""
     raw = np.asarray(raw)
     if raw.size and (raw.min() < 0 or raw.max() > 31):
-        raise ValueError(
-            f"{what}: lidarseg ids must lie in 0..31, got [{raw.min()}, {raw.max()}]"
-        )
+        raise ValueError(f"{what}: lidarseg ids must lie in 0..31, got [{raw.min()}, {raw.max()}]")
     return LIDARSEG_TO_EVAL16[raw.astype(np.int64)]
 
 
@@ -160,7 +162,8 @@ def select_scenes(
     skip: int = 1,
 ) -> list[str]:
     """Resolve ``scenes`` / ``split`` / ``skip`` against the scene names of the tables (in table
-    order). See the module docstring for the rules."""
+    order). See the module docstring for the rules.
+    """
     if scenes is not None and split is not None:
         raise ValueError("give either scenes= or split=, not both")
     avail = list(available)
@@ -187,8 +190,7 @@ def select_scenes(
             if split not in official:
                 extra = sorted(read_scene_splits(root)) if custom.is_file() else []
                 raise ValueError(
-                    f"unknown split {split!r}; official: {sorted(official)}; "
-                    f"from {custom}: {extra}"
+                    f"unknown split {split!r}; official: {sorted(official)}; from {custom}: {extra}"
                 )
             names = official[split]
         wanted = set(names)
@@ -254,7 +256,8 @@ def lidar_to_camera_matrix(
     nusc: NuScenes, lidar_sd: dict[str, Any], cam_sd: dict[str, Any]
 ) -> np.ndarray:
     """4x4 float64 transform of the reference chain: lidar -> ego(t_lidar) -> global ->
-    ego(t_cam) -> camera."""
+    ego(t_cam) -> camera.
+    """
     cs_l = _pose_matrix(nusc.get("calibrated_sensor", lidar_sd["calibrated_sensor_token"]))
     ep_l = _pose_matrix(nusc.get("ego_pose", lidar_sd["ego_pose_token"]))
     ep_c = _pose_matrix(nusc.get("ego_pose", cam_sd["ego_pose_token"]))
@@ -361,9 +364,14 @@ class NuScenesPretrainDataset(_NuScenesKeyframes):
 
     def __getitem__(self, idx: int) -> PretrainSample:
         return first_with_pairs(
-            idx, len(self), lambda i: self.load(self.sample_tokens[i]), self.transform,
-            self.skipped_tokens, "nuScenes keyframe",
-            f"no point projects into any of {len(self.cameras)} cameras", "keyframe",
+            idx,
+            len(self),
+            lambda i: self.load(self.sample_tokens[i]),
+            self.transform,
+            self.skipped_tokens,
+            "nuScenes keyframe",
+            f"no point projects into any of {len(self.cameras)} cameras",
+            "keyframe",
         )
 
 

@@ -40,9 +40,26 @@ __all__ = [
 ]
 
 SEMANTICKITTI_CLASSES: tuple[str, ...] = (
-    "ignore", "car", "bicycle", "motorcycle", "truck", "other-vehicle", "person", "bicyclist",
-    "motorcyclist", "road", "parking", "sidewalk", "other-ground", "building", "fence",
-    "vegetation", "trunk", "terrain", "pole", "traffic-sign",
+    "ignore",
+    "car",
+    "bicycle",
+    "motorcycle",
+    "truck",
+    "other-vehicle",
+    "person",
+    "bicyclist",
+    "motorcyclist",
+    "road",
+    "parking",
+    "sidewalk",
+    "other-ground",
+    "building",
+    "fence",
+    "vegetation",
+    "trunk",
+    "terrain",
+    "pole",
+    "traffic-sign",
 )
 
 
@@ -77,8 +94,9 @@ def semantickitti_split(split: str, config: dict[str, Any]) -> list[str]:
     """Sequence folder names (``"00"``...) of a YAML split (train, valid or val, test)."""
     key = "valid" if split == "val" else split
     if key not in config["split"]:
-        raise ValueError(f"unknown SemanticKITTI split {split!r}; known: "
-                         f"{sorted(config['split'])} (and 'val')")
+        raise ValueError(
+            f"unknown SemanticKITTI split {split!r}; known: {sorted(config['split'])} (and 'val')"
+        )
     return [f"{int(s):02d}" for s in config["split"][key]]
 
 
@@ -97,7 +115,8 @@ def _laserscan() -> Any:
 def read_kitti_scan(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a KITTI ``.bin`` scan (float32 x, y, z, remission) as ``(N, 4)`` float32.
 
-    Validated here (size multiple of 16 bytes, finite), decoded by semantic-kitti-api."""
+    Validated here (size multiple of 16 bytes, finite), decoded by semantic-kitti-api.
+    """
     checked = read_point_file(path, num_fields=4, keep=4)
     scan = _laserscan()(project=False)
     scan.open_scan(str(path))

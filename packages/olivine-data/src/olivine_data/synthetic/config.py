@@ -59,12 +59,12 @@ class SyntheticWorldConfig:
                 problems.append(f"{name}: expected a positive int, got {value!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             problems.append(f"seed: expected a non-negative int, got {self.seed!r}")
-        if (
-            len(self.image_size) != 2
-            or not all(isinstance(v, int) and v >= 16 for v in self.image_size)
+        if len(self.image_size) != 2 or not all(
+            isinstance(v, int) and v >= 16 for v in self.image_size
         ):
             problems.append(
-                f"image_size: expected (width, height) ints >= 16, got {self.image_size!r}")
+                f"image_size: expected (width, height) ints >= 16, got {self.image_size!r}"
+            )
         if not 0.0 <= self.vfm_noise <= 1.0:
             problems.append(f"vfm_noise: expected a rate in [0, 1], got {self.vfm_noise!r}")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -83,7 +83,8 @@ class SyntheticWorldConfig:
             )
         if not self.version or "/" in self.version:
             problems.append(
-                f"version: expected a folder name like 'v1.0-mini', got {self.version!r}")
+                f"version: expected a folder name like 'v1.0-mini', got {self.version!r}"
+            )
         if not 1 <= self.jpeg_quality <= 100:
             problems.append(f"jpeg_quality: expected 1..100, got {self.jpeg_quality!r}")
         if problems:

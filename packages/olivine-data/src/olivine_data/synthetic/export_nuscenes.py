@@ -46,8 +46,10 @@ __all__ = ["export_nuscenes", "token"]
 _ATTRIBUTES = (
     ("vehicle.moving", "Vehicle is moving."),
     ("vehicle.stopped", "Vehicle, with a driver/rider in/on it, is currently stationary."),
-    ("vehicle.parked", "Vehicle is stationary (usually for longer duration) with no immediate "
-                       "intent to move."),
+    (
+        "vehicle.parked",
+        "Vehicle is stationary (usually for longer duration) with no immediate intent to move.",
+    ),
     ("cycle.with_rider", "There is someone riding a bicycle or motorcycle."),
     ("cycle.without_rider", "There is NO rider on a bicycle or motorcycle."),
     ("pedestrian.sitting_lying_down", "The human is sitting or lying down."),
@@ -86,17 +88,35 @@ def _jpeg(image: np.ndarray, quality: int) -> bytes:
 
 
 def _pose_record(tok: str, timestamp: int, pose: np.ndarray) -> dict[str, Any]:
-    return {"token": tok, "timestamp": timestamp,
-            "rotation": list(matrix_to_quaternion(pose[:3, :3])),
-            "translation": [float(v) for v in pose[:3, 3]]}
+    return {
+        "token": tok,
+        "timestamp": timestamp,
+        "rotation": list(matrix_to_quaternion(pose[:3, :3])),
+        "translation": [float(v) for v in pose[:3, 3]],
+    }
 
 
 class _Tables:
     def __init__(self) -> None:
-        self.t: dict[str, list[dict[str, Any]]] = {name: [] for name in (
-            "attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map",
-            "sample", "sample_annotation", "sample_data", "scene", "sensor", "visibility",
-            "lidarseg")}
+        self.t: dict[str, list[dict[str, Any]]] = {
+            name: []
+            for name in (
+                "attribute",
+                "calibrated_sensor",
+                "category",
+                "ego_pose",
+                "instance",
+                "log",
+                "map",
+                "sample",
+                "sample_annotation",
+                "sample_data",
+                "scene",
+                "sensor",
+                "visibility",
+                "lidarseg",
+            )
+        }
 
 
 def export_nuscenes(
@@ -118,41 +138,73 @@ def export_nuscenes(
     seed = config.seed
     root = Path(out_dir)
     version = config.version
-    prepare_out_dir(root, (version, "samples", "lidarseg", "camseg", "gt", "maps",
-                           "olivine_splits.json", "synthetic_world.json"), overwrite)
+    prepare_out_dir(
+        root,
+        (
+            version,
+            "samples",
+            "lidarseg",
+            "camseg",
+            "gt",
+            "maps",
+            "olivine_splits.json",
+            "synthetic_world.json",
+        ),
+        overwrite,
+    )
     tables = _Tables().t
     vfm_store = LabelStore(root)
     gt_store = LabelStore(root / "gt")
 
     # -- static tables ---------------------------------------------------------------------------
     cat_tok = {name: token("category", name) for name in NUSCENES_LIDARSEG_CATEGORIES}
-    tables["category"] = [{"token": cat_tok[name], "name": name, "description": name,
-                           "index": i} for i, name in enumerate(NUSCENES_LIDARSEG_CATEGORIES)]
+    tables["category"] = [
+        {"token": cat_tok[name], "name": name, "description": name, "index": i}
+        for i, name in enumerate(NUSCENES_LIDARSEG_CATEGORIES)
+    ]
     attr_tok = {name: token("attribute", name) for name, _ in _ATTRIBUTES}
-    tables["attribute"] = [{"token": attr_tok[n], "name": n, "description": d}
-                           for n, d in _ATTRIBUTES]
-    tables["visibility"] = [{"description": d, "token": t, "level": lvl}
-                            for t, lvl, d in _VISIBILITY]
+    tables["attribute"] = [
+        {"token": attr_tok[n], "name": n, "description": d} for n, d in _ATTRIBUTES
+    ]
+    tables["visibility"] = [
+        {"description": d, "token": t, "level": lvl} for t, lvl, d in _VISIBILITY
+    ]
     channels = ("LIDAR_TOP", *config.cameras)
     sensor_tok = {ch: token("sensor", ch) for ch in channels}
     calib_tok = {ch: token(seed, "calibrated_sensor", ch) for ch in channels}
     k_scaled = {}
     for ch in channels:
         calib = NUSCENES_CALIBRATION[ch]
-        tables["sensor"].append({"token": sensor_tok[ch], "channel": ch,
-                                 "modality": "lidar" if ch == "LIDAR_TOP" else "camera"})
+        tables["sensor"].append(
+            {
+                "token": sensor_tok[ch],
+                "channel": ch,
+                "modality": "lidar" if ch == "LIDAR_TOP" else "camera",
+            }
+        )
         intrinsic: list[list[float]] = []
         if ch != "LIDAR_TOP":
             k_scaled[ch] = scaled_intrinsics(ch, config.image_size)
             intrinsic = [[float(v) for v in row] for row in k_scaled[ch]]
-        tables["calibrated_sensor"].append({
-            "token": calib_tok[ch], "sensor_token": sensor_tok[ch],
-            "translation": list(calib.translation), "rotation": list(calib.rotation),
-            "camera_intrinsic": intrinsic})
+        tables["calibrated_sensor"].append(
+            {
+                "token": calib_tok[ch],
+                "sensor_token": sensor_tok[ch],
+                "translation": list(calib.translation),
+                "rotation": list(calib.rotation),
+                "camera_intrinsic": intrinsic,
+            }
+        )
     map_tok = token(seed, "map")
     log_toks = [token(seed, "log", s) for s in range(config.scenes)]
-    tables["map"] = [{"token": map_tok, "category": "semantic_prior",
-                      "filename": f"maps/{map_tok}.png", "log_tokens": log_toks}]
+    tables["map"] = [
+        {
+            "token": map_tok,
+            "category": "semantic_prior",
+            "filename": f"maps/{map_tok}.png",
+            "log_tokens": log_toks,
+        }
+    ]
     map_png = io.BytesIO()
     Image.fromarray(np.zeros((2, 2), dtype=np.uint8)).save(map_png, format="PNG")
     _write_bytes(root / "maps" / f"{map_tok}.png", map_png.getvalue())
@@ -162,8 +214,15 @@ def export_nuscenes(
     for s, layout in enumerate(world.layouts):
         log_name = world.scene_name(s)
         logfile = f"{log_name}-{layout.start_us}"
-        tables["log"].append({"token": log_toks[s], "logfile": logfile, "vehicle": "synth",
-                              "date_captured": "2018-08-01", "location": "synthetic"})
+        tables["log"].append(
+            {
+                "token": log_toks[s],
+                "logfile": logfile,
+                "vehicle": "synth",
+                "date_captured": "2018-08-01",
+                "location": "synthetic",
+            }
+        )
         sample_toks = [token(seed, "sample", s, k) for k in range(config.samples_per_scene)]
         ann_by_instance: dict[int, list[str]] = {}
         by_token: dict[str, dict[str, Any]] = {}
@@ -171,11 +230,15 @@ def export_nuscenes(
         scene_tok = token(seed, "scene", s)
         for k in range(config.samples_per_scene):
             kf: Keyframe = world.render_keyframe(s, k)
-            tables["sample"].append({
-                "token": sample_toks[k], "timestamp": kf.lidar.timestamp_us,
-                "prev": sample_toks[k - 1] if k > 0 else "",
-                "next": sample_toks[k + 1] if k + 1 < config.samples_per_scene else "",
-                "scene_token": scene_tok})
+            tables["sample"].append(
+                {
+                    "token": sample_toks[k],
+                    "timestamp": kf.lidar.timestamp_us,
+                    "prev": sample_toks[k - 1] if k > 0 else "",
+                    "next": sample_toks[k + 1] if k + 1 < config.samples_per_scene else "",
+                    "scene_token": scene_tok,
+                }
+            )
             frames: list[tuple[str, int, np.ndarray, str]] = []
             # LiDAR
             lidar_sd = token(seed, "sample_data", s, k, "LIDAR_TOP")
@@ -184,8 +247,13 @@ def export_nuscenes(
             frames.append(("LIDAR_TOP", kf.lidar.timestamp_us, kf.lidar.ego_pose, fname))
             lidarseg_name = f"{lidar_sd}_lidarseg.bin"
             _write_bytes(root / "lidarseg" / version / lidarseg_name, kf.lidar.lidarseg.tobytes())
-            tables["lidarseg"].append({"token": lidar_sd, "sample_data_token": lidar_sd,
-                                       "filename": f"lidarseg/{version}/{lidarseg_name}"})
+            tables["lidarseg"].append(
+                {
+                    "token": lidar_sd,
+                    "sample_data_token": lidar_sd,
+                    "filename": f"lidarseg/{version}/{lidarseg_name}",
+                }
+            )
             # cameras
             for cam in kf.cameras:
                 fname = f"samples/{cam.channel}/{logfile}__{cam.channel}__{cam.timestamp_us}.jpg"
@@ -198,12 +266,19 @@ def export_nuscenes(
                 tables["ego_pose"].append(_pose_record(sd_tok, ts, pose))
                 is_cam = ch != "LIDAR_TOP"
                 rec = {
-                    "token": sd_tok, "sample_token": sample_toks[k], "ego_pose_token": sd_tok,
-                    "calibrated_sensor_token": calib_tok[ch], "timestamp": ts,
-                    "fileformat": "jpg" if is_cam else "pcd", "is_key_frame": True,
+                    "token": sd_tok,
+                    "sample_token": sample_toks[k],
+                    "ego_pose_token": sd_tok,
+                    "calibrated_sensor_token": calib_tok[ch],
+                    "timestamp": ts,
+                    "fileformat": "jpg" if is_cam else "pcd",
+                    "is_key_frame": True,
                     "height": config.image_size[1] if is_cam else 0,
                     "width": config.image_size[0] if is_cam else 0,
-                    "filename": fname, "prev": prev_sd.get(ch, ""), "next": ""}
+                    "filename": fname,
+                    "prev": prev_sd.get(ch, ""),
+                    "next": "",
+                }
                 if ch in prev_sd:
                     by_token[prev_sd[ch]]["next"] = sd_tok
                 prev_sd[ch] = sd_tok
@@ -213,16 +288,27 @@ def export_nuscenes(
             bar.update(1)
         for inst_id, anns in ann_by_instance.items():
             obj = next(o for o in layout.objects if o.instance == inst_id)
-            tables["instance"].append({
-                "token": token(seed, "instance", s, inst_id), "category_token": cat_tok[
-                    obj.category], "nbr_annotations": len(anns),
-                "first_annotation_token": anns[0], "last_annotation_token": anns[-1]})
-        tables["scene"].append({
-            "token": scene_tok, "log_token": log_toks[s], "nbr_samples": config.samples_per_scene,
-            "first_sample_token": sample_toks[0], "last_sample_token": sample_toks[-1],
-            "name": log_name,
-            "description": f"Synthetic road patch {s} (seed {seed}), "
-                           f"{len(layout.objects)} objects"})
+            tables["instance"].append(
+                {
+                    "token": token(seed, "instance", s, inst_id),
+                    "category_token": cat_tok[obj.category],
+                    "nbr_annotations": len(anns),
+                    "first_annotation_token": anns[0],
+                    "last_annotation_token": anns[-1],
+                }
+            )
+        tables["scene"].append(
+            {
+                "token": scene_tok,
+                "log_token": log_toks[s],
+                "nbr_samples": config.samples_per_scene,
+                "first_sample_token": sample_toks[0],
+                "last_sample_token": sample_toks[-1],
+                "name": log_name,
+                "description": f"Synthetic road patch {s} (seed {seed}), "
+                f"{len(layout.objects)} objects",
+            }
+        )
     bar.close()
 
     for name, rows in tables.items():
@@ -235,9 +321,15 @@ def export_nuscenes(
 
 
 def _annotate(
-    world: World, scene: int, sample: int, kf: Keyframe, sample_tok: str,
-    attr_tok: dict[str, str], tables: dict[str, list[dict[str, Any]]],
-    ann_by_instance: dict[int, list[str]], by_token: dict[str, dict[str, Any]],
+    world: World,
+    scene: int,
+    sample: int,
+    kf: Keyframe,
+    sample_tok: str,
+    attr_tok: dict[str, str],
+    tables: dict[str, list[dict[str, Any]]],
+    ann_by_instance: dict[int, list[str]],
+    by_token: dict[str, dict[str, Any]],
 ) -> None:
     """Append sample_annotation records for objects near the ego with at least one LiDAR point."""
     seed = world.config.seed
@@ -256,13 +348,19 @@ def _annotate(
         yaw = obj.yaw + layout.global_yaw
         rot = (float(np.cos(yaw / 2)), 0.0, 0.0, float(np.sin(yaw / 2)))
         rec = {
-            "token": tok, "sample_token": sample_tok,
+            "token": tok,
+            "sample_token": sample_tok,
             "instance_token": token(seed, "instance", scene, obj.instance),
             "visibility_token": "4",
             "attribute_tokens": [attr_tok[obj.attribute]] if obj.attribute else [],
-            "translation": [float(v) for v in centre[:3]], "size": list(obj.size),
-            "rotation": list(rot), "prev": anns[-1] if anns else "", "next": "",
-            "num_lidar_pts": int(n_pts[obj.instance]), "num_radar_pts": 0}
+            "translation": [float(v) for v in centre[:3]],
+            "size": list(obj.size),
+            "rotation": list(rot),
+            "prev": anns[-1] if anns else "",
+            "next": "",
+            "num_lidar_pts": int(n_pts[obj.instance]),
+            "num_radar_pts": 0,
+        }
         if anns:
             by_token[anns[-1]]["next"] = tok
         anns.append(tok)

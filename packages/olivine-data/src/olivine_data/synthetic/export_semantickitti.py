@@ -43,12 +43,19 @@ _THING_IDS = np.array([10, 11, 13, 15, 18, 20, 30, 31, 32], dtype=np.int64)
 
 # Real KITTI sequence-07 P0, P1, P3 (calib.txt); P2 and Tr live in ``sensors``.
 _P_OTHER = {
-    "P0": np.array([[707.0912, 0.0, 601.8873, 0.0], [0.0, 707.0912, 183.1104, 0.0],
-                    [0.0, 0.0, 1.0, 0.0]]),
-    "P1": np.array([[707.0912, 0.0, 601.8873, -379.8145], [0.0, 707.0912, 183.1104, 0.0],
-                    [0.0, 0.0, 1.0, 0.0]]),
-    "P3": np.array([[707.0912, 0.0, 601.8873, -333.4597], [0.0, 707.0912, 183.1104, 1.93013],
-                    [0.0, 0.0, 1.0, 3.318498e-03]]),
+    "P0": np.array(
+        [[707.0912, 0.0, 601.8873, 0.0], [0.0, 707.0912, 183.1104, 0.0], [0.0, 0.0, 1.0, 0.0]]
+    ),
+    "P1": np.array(
+        [[707.0912, 0.0, 601.8873, -379.8145], [0.0, 707.0912, 183.1104, 0.0], [0.0, 0.0, 1.0, 0.0]]
+    ),
+    "P3": np.array(
+        [
+            [707.0912, 0.0, 601.8873, -333.4597],
+            [0.0, 707.0912, 183.1104, 1.93013],
+            [0.0, 0.0, 1.0, 3.318498e-03],
+        ]
+    ),
 }
 
 
@@ -78,8 +85,11 @@ def export_semantickitti(
 
     world = world or generate_world(config)
     root = Path(out_dir)
-    prepare_out_dir(root, ("sequences", "camseg", "gt", "olivine_splits.json",
-                           "synthetic_world.json"), overwrite)
+    prepare_out_dir(
+        root,
+        ("sequences", "camseg", "gt", "olivine_splits.json", "synthetic_world.json"),
+        overwrite,
+    )
     velo2ego, cam2_to_ego, k2, size = world.kitti_rig()
     scale = np.diag([k2[0, 0] / KITTI_P2[0, 0], k2[1, 1] / KITTI_P2[1, 1], 1.0])
     tr4 = np.eye(4)
@@ -94,17 +104,24 @@ def export_semantickitti(
         seq_dir = root / "sequences" / seq
         for sub in ("velodyne", "labels", "image_2"):
             (seq_dir / sub).mkdir(parents=True, exist_ok=True)
-        calib = {"P0": scale @ _P_OTHER["P0"], "P1": scale @ _P_OTHER["P1"],
-                 "P2": scale @ KITTI_P2, "P3": scale @ _P_OTHER["P3"], "Tr": KITTI_TR}
+        calib = {
+            "P0": scale @ _P_OTHER["P0"],
+            "P1": scale @ _P_OTHER["P1"],
+            "P2": scale @ KITTI_P2,
+            "P3": scale @ _P_OTHER["P3"],
+            "Tr": KITTI_TR,
+        }
         (seq_dir / "calib.txt").write_text(
-            "".join(f"{key}: {_fmt(m)}\n" for key, m in calib.items()))
+            "".join(f"{key}: {_fmt(m)}\n" for key, m in calib.items())
+        )
         poses, times = [], []
         first_cam0 = None
         t0 = world.lidar_timestamp(s, 0)
         for k in range(config.samples_per_scene):
             t = world.lidar_timestamp(s, k)
             cloud, mat, inst = world.render_lidar(
-                s, t, velo2ego, elevation_deg=KITTI_ELEVATION_DEG, beams=KITTI_BEAMS, stream=7)
+                s, t, velo2ego, elevation_deg=KITTI_ELEVATION_DEG, beams=KITTI_BEAMS, stream=7
+            )
             scan = np.concatenate([cloud[:, :3], cloud[:, 3:4] / 255.0], axis=1).astype(np.float32)
             frame = f"{k:06d}"
             (seq_dir / "velodyne" / f"{frame}.bin").write_bytes(scan.tobytes())
@@ -126,11 +143,16 @@ def export_semantickitti(
         (seq_dir / "poses.txt").write_text("\n".join(poses) + "\n")
         (seq_dir / "times.txt").write_text("\n".join(times) + "\n")
     bar.close()
-    splits = {key: [f"{int(name.rsplit('-', 1)[1]):02d}" for name in names]
-              for key, names in world.splits.items()}
+    splits = {
+        key: [f"{int(name.rsplit('-', 1)[1]):02d}" for name in names]
+        for key, names in world.splits.items()
+    }
     (root / "olivine_splits.json").write_text(json.dumps(splits, indent=1) + "\n")
     meta = asdict(config)
-    meta.update(format="semantickitti", keyframe_interval_s=KEYFRAME_INTERVAL_S,
-                lidar_beams_kitti=KITTI_BEAMS)
+    meta.update(
+        format="semantickitti",
+        keyframe_interval_s=KEYFRAME_INTERVAL_S,
+        lidar_beams_kitti=KITTI_BEAMS,
+    )
     (root / "synthetic_world.json").write_text(json.dumps(meta, indent=1) + "\n")
     return root

@@ -28,10 +28,18 @@ LANE_WIDTH = 3.5
 
 M = MATERIAL_ID
 
-_CAR_COLOURS = np.array([
-    [1.8, 1.8, 1.8], [0.15, 0.15, 0.16], [1.3, 1.32, 1.35], [1.5, 0.25, 0.2], [0.3, 0.5, 1.3],
-    [0.9, 0.9, 0.92], [0.6, 0.8, 0.6], [1.4, 1.2, 0.6],
-])
+_CAR_COLOURS = np.array(
+    [
+        [1.8, 1.8, 1.8],
+        [0.15, 0.15, 0.16],
+        [1.3, 1.32, 1.35],
+        [1.5, 0.25, 0.2],
+        [0.3, 0.5, 1.3],
+        [0.9, 0.9, 0.92],
+        [0.6, 0.8, 0.6],
+        [1.4, 1.2, 0.6],
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -103,29 +111,71 @@ class _Builder:
         self.next_instance += 1
         return self.next_instance - 1
 
-    def box(self, material: int, inst: int, center: tuple[float, float, float],
-            half: tuple[float, float, float], yaw: float = 0.0,
-            tint: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
+    def box(
+        self,
+        material: int,
+        inst: int,
+        center: tuple[float, float, float],
+        half: tuple[float, float, float],
+        yaw: float = 0.0,
+        tint: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    ) -> None:
         self.prims.append(Primitive("box", center, half, yaw, material, inst, tint))
 
-    def annotate(self, inst: int, category: str, material: int, x: float, y: float, z0: float,
-                 width: float, length: float, height: float, yaw: float, attribute: str) -> None:
-        self.objects.append(SceneObject(
-            inst, category, material, (x, y, z0 + height / 2), (width, length, height), yaw,
-            attribute,
-        ))
+    def annotate(
+        self,
+        inst: int,
+        category: str,
+        material: int,
+        x: float,
+        y: float,
+        z0: float,
+        width: float,
+        length: float,
+        height: float,
+        yaw: float,
+        attribute: str,
+    ) -> None:
+        self.objects.append(
+            SceneObject(
+                inst,
+                category,
+                material,
+                (x, y, z0 + height / 2),
+                (width, length, height),
+                yaw,
+                attribute,
+            )
+        )
 
     def tint(self, spread: float = 0.15) -> tuple[float, float, float]:
         v = 1.0 + self.rng.uniform(-spread, spread, 3)
         return (float(v[0]), float(v[1]), float(v[2]))
 
     # -- objects ---------------------------------------------------------------------------------
-    def vehicle_part(self, material: int, inst: int, x: float, y: float, yaw: float,
-                     offset: float, length: float, width: float, z0: float, z1: float,
-                     tint: tuple[float, float, float]) -> None:
+    def vehicle_part(
+        self,
+        material: int,
+        inst: int,
+        x: float,
+        y: float,
+        yaw: float,
+        offset: float,
+        length: float,
+        width: float,
+        z0: float,
+        z1: float,
+        tint: tuple[float, float, float],
+    ) -> None:
         cx, cy = x + offset * math.cos(yaw), y + offset * math.sin(yaw)
-        self.box(material, inst, (cx, cy, (z0 + z1) / 2), (length / 2, width / 2, (z1 - z0) / 2),
-                 yaw, tint)
+        self.box(
+            material,
+            inst,
+            (cx, cy, (z0 + z1) / 2),
+            (length / 2, width / 2, (z1 - z0) / 2),
+            yaw,
+            tint,
+        )
 
     def car(self, x: float, y: float, yaw: float) -> None:
         rng = self.rng
@@ -135,10 +185,22 @@ class _Builder:
         tint = (float(colour[0]), float(colour[1]), float(colour[2]))
         z_belt = 0.2 + 0.55 * height
         self.vehicle_part(M["car"], inst, x, y, yaw, 0.0, length, width, 0.2, z_belt, tint)
-        self.vehicle_part(M["car"], inst, x, y, yaw, -0.08 * length, 0.5 * length, 0.86 * width,
-                          z_belt, height, (tint[0] * 0.6, tint[1] * 0.6, tint[2] * 0.7))
-        self.annotate(inst, "vehicle.car", M["car"], x, y, 0.0, width, length, height, yaw,
-                      "vehicle.parked")
+        self.vehicle_part(
+            M["car"],
+            inst,
+            x,
+            y,
+            yaw,
+            -0.08 * length,
+            0.5 * length,
+            0.86 * width,
+            z_belt,
+            height,
+            (tint[0] * 0.6, tint[1] * 0.6, tint[2] * 0.7),
+        )
+        self.annotate(
+            inst, "vehicle.car", M["car"], x, y, 0.0, width, length, height, yaw, "vehicle.parked"
+        )
 
     def truck(self, x: float, y: float, yaw: float, with_trailer: bool) -> float:
         """Place a truck (and trailer behind it); returns the total length used."""
@@ -147,12 +209,35 @@ class _Builder:
         length, width, height = rng.uniform(5.5, 8.5), rng.uniform(2.3, 2.5), rng.uniform(2.8, 3.6)
         tint = self.tint(0.35)
         cab = 1.9
-        self.vehicle_part(M["truck"], inst, x, y, yaw, length / 2 - cab / 2, cab, width, 0.4,
-                          2.7, tint)
-        self.vehicle_part(M["truck"], inst, x, y, yaw, -cab / 2 - 0.1, length - cab - 0.2, width,
-                          0.9, height, self.tint(0.2))
-        self.annotate(inst, "vehicle.truck", M["truck"], x, y, 0.0, width, length, height, yaw,
-                      "vehicle.parked")
+        self.vehicle_part(
+            M["truck"], inst, x, y, yaw, length / 2 - cab / 2, cab, width, 0.4, 2.7, tint
+        )
+        self.vehicle_part(
+            M["truck"],
+            inst,
+            x,
+            y,
+            yaw,
+            -cab / 2 - 0.1,
+            length - cab - 0.2,
+            width,
+            0.9,
+            height,
+            self.tint(0.2),
+        )
+        self.annotate(
+            inst,
+            "vehicle.truck",
+            M["truck"],
+            x,
+            y,
+            0.0,
+            width,
+            length,
+            height,
+            yaw,
+            "vehicle.parked",
+        )
         total = length
         if with_trailer:
             t_inst = self.new_instance()
@@ -160,10 +245,22 @@ class _Builder:
             t_h = rng.uniform(3.0, 3.8)
             off = -(length / 2 + 0.6 + t_len / 2)
             tx, ty = x + off * math.cos(yaw), y + off * math.sin(yaw)
-            self.vehicle_part(M["trailer"], t_inst, tx, ty, yaw, 0.0, t_len, 2.5, 1.0, t_h,
-                              self.tint(0.2))
-            self.annotate(t_inst, "vehicle.trailer", M["trailer"], tx, ty, 0.0, 2.5, t_len, t_h,
-                          yaw, "vehicle.parked")
+            self.vehicle_part(
+                M["trailer"], t_inst, tx, ty, yaw, 0.0, t_len, 2.5, 1.0, t_h, self.tint(0.2)
+            )
+            self.annotate(
+                t_inst,
+                "vehicle.trailer",
+                M["trailer"],
+                tx,
+                ty,
+                0.0,
+                2.5,
+                t_len,
+                t_h,
+                yaw,
+                "vehicle.parked",
+            )
             total += 0.6 + t_len
         return total
 
@@ -173,8 +270,19 @@ class _Builder:
         length, height = rng.uniform(10.0, 12.5), rng.uniform(3.0, 3.4)
         tint = self.tint(0.4)
         self.vehicle_part(M["bus"], inst, x, y, yaw, 0.0, length, 2.55, 0.3, height, tint)
-        self.annotate(inst, "vehicle.bus.rigid", M["bus"], x, y, 0.0, 2.55, length, height, yaw,
-                      "vehicle.stopped")
+        self.annotate(
+            inst,
+            "vehicle.bus.rigid",
+            M["bus"],
+            x,
+            y,
+            0.0,
+            2.55,
+            length,
+            height,
+            yaw,
+            "vehicle.stopped",
+        )
 
     def two_wheeler(self, x: float, y: float, motor: bool) -> None:
         inst = self.new_instance()
@@ -186,37 +294,106 @@ class _Builder:
         else:
             self.box(mat, inst, (x, y, 0.7), (0.5, 0.04, 0.2), 0.0, tint)
         for dx in (-length / 2 + 0.35, length / 2 - 0.35):
-            self.prims.append(Primitive("ellipsoid", (x + dx, y, 0.35), (0.34, 0.05, 0.34), 0.0,
-                                        mat, inst, (0.5, 0.5, 0.5)))
+            self.prims.append(
+                Primitive(
+                    "ellipsoid",
+                    (x + dx, y, 0.35),
+                    (0.34, 0.05, 0.34),
+                    0.0,
+                    mat,
+                    inst,
+                    (0.5, 0.5, 0.5),
+                )
+            )
         category = "vehicle.motorcycle" if motor else "vehicle.bicycle"
-        self.annotate(inst, category, mat, x, y, 0.0, 0.7 if motor else 0.6, length,
-                      1.2 if motor else 1.1, 0.0, "cycle.without_rider")
+        self.annotate(
+            inst,
+            category,
+            mat,
+            x,
+            y,
+            0.0,
+            0.7 if motor else 0.6,
+            length,
+            1.2 if motor else 1.1,
+            0.0,
+            "cycle.without_rider",
+        )
 
     def pedestrian(self, x: float, y: float) -> None:
         rng = self.rng
         inst = self.new_instance()
         h = rng.uniform(1.3, 1.55)
         clothes = rng.uniform(0.3, 1.9, 3)
-        self.prims.append(Primitive("frustum", (x, y, 0.0), (0.14, 0.22, h), 0.0, M["pedestrian"],
-                                    inst, (float(clothes[0]), float(clothes[1]),
-                                           float(clothes[2]))))
-        self.prims.append(Primitive("ellipsoid", (x, y, h + 0.13), (0.1, 0.1, 0.13), 0.0,
-                                    M["pedestrian"], inst, (1.6, 1.25, 1.0)))
-        self.annotate(inst, "human.pedestrian.adult", M["pedestrian"], x, y, 0.0, 0.6, 0.6,
-                      h + 0.26, 0.0, "pedestrian.standing")
+        self.prims.append(
+            Primitive(
+                "frustum",
+                (x, y, 0.0),
+                (0.14, 0.22, h),
+                0.0,
+                M["pedestrian"],
+                inst,
+                (float(clothes[0]), float(clothes[1]), float(clothes[2])),
+            )
+        )
+        self.prims.append(
+            Primitive(
+                "ellipsoid",
+                (x, y, h + 0.13),
+                (0.1, 0.1, 0.13),
+                0.0,
+                M["pedestrian"],
+                inst,
+                (1.6, 1.25, 1.0),
+            )
+        )
+        self.annotate(
+            inst,
+            "human.pedestrian.adult",
+            M["pedestrian"],
+            x,
+            y,
+            0.0,
+            0.6,
+            0.6,
+            h + 0.26,
+            0.0,
+            "pedestrian.standing",
+        )
 
     def cone(self, x: float, y: float) -> None:
         inst = self.new_instance()
-        self.prims.append(Primitive("frustum", (x, y, 0.0), (0.2, 0.03, 0.75), 0.0,
-                                    M["traffic_cone"], inst, self.tint(0.1)))
-        self.annotate(inst, "movable_object.trafficcone", M["traffic_cone"], x, y, 0.0, 0.4, 0.4,
-                      0.75, 0.0, "")
+        self.prims.append(
+            Primitive(
+                "frustum",
+                (x, y, 0.0),
+                (0.2, 0.03, 0.75),
+                0.0,
+                M["traffic_cone"],
+                inst,
+                self.tint(0.1),
+            )
+        )
+        self.annotate(
+            inst,
+            "movable_object.trafficcone",
+            M["traffic_cone"],
+            x,
+            y,
+            0.0,
+            0.4,
+            0.4,
+            0.75,
+            0.0,
+            "",
+        )
 
     def barrier(self, x: float, y: float, yaw: float) -> None:
         inst = self.new_instance()
         self.box(M["barrier"], inst, (x, y, 0.5), (1.0, 0.25, 0.5), yaw, self.tint(0.1))
-        self.annotate(inst, "movable_object.barrier", M["barrier"], x, y, 0.0, 0.5, 2.0, 1.0, yaw,
-                      "")
+        self.annotate(
+            inst, "movable_object.barrier", M["barrier"], x, y, 0.0, 0.5, 2.0, 1.0, yaw, ""
+        )
 
     def construction_vehicle(self, x: float, y: float, yaw: float) -> None:
         inst = self.new_instance()
@@ -225,28 +402,53 @@ class _Builder:
         self.vehicle_part(mat, inst, x, y, yaw, 0.0, 5.5, 2.6, 0.5, 2.0, tint)
         self.vehicle_part(mat, inst, x, y, yaw, -1.0, 2.0, 2.0, 2.0, 3.4, tint)
         self.vehicle_part(mat, inst, x, y, yaw, 2.6, 1.6, 0.5, 1.5, 2.6, (0.5, 0.5, 0.5))
-        self.annotate(inst, "vehicle.construction", mat, x, y, 0.0, 2.6, 7.0, 3.4, yaw,
-                      "vehicle.parked")
+        self.annotate(
+            inst, "vehicle.construction", mat, x, y, 0.0, 2.6, 7.0, 3.4, yaw, "vehicle.parked"
+        )
 
     def tree(self, x: float, y: float) -> None:
         rng = self.rng
         inst = self.new_instance()
         trunk_h = rng.uniform(1.8, 3.5)
-        self.prims.append(Primitive("frustum", (x, y, 0.0), (rng.uniform(0.15, 0.3), 0.12,
-                                                             trunk_h), 0.0, M["trunk"], inst,
-                                    self.tint(0.2)))
+        self.prims.append(
+            Primitive(
+                "frustum",
+                (x, y, 0.0),
+                (rng.uniform(0.15, 0.3), 0.12, trunk_h),
+                0.0,
+                M["trunk"],
+                inst,
+                self.tint(0.2),
+            )
+        )
         a = rng.uniform(1.4, 3.2)
         c = rng.uniform(1.5, 3.2)
-        self.prims.append(Primitive("ellipsoid", (x, y, trunk_h + 0.7 * c),
-                                    (a, a * rng.uniform(0.8, 1.2), c), 0.0, M["foliage"], inst,
-                                    self.tint(0.25)))
+        self.prims.append(
+            Primitive(
+                "ellipsoid",
+                (x, y, trunk_h + 0.7 * c),
+                (a, a * rng.uniform(0.8, 1.2), c),
+                0.0,
+                M["foliage"],
+                inst,
+                self.tint(0.25),
+            )
+        )
 
     def bush(self, x: float, y: float) -> None:
         rng = self.rng
         r = rng.uniform(0.6, 1.4)
-        self.prims.append(Primitive("ellipsoid", (x, y, r * 0.5), (r, r * rng.uniform(0.7, 1.3),
-                                                                   r * 0.8), 0.0, M["foliage"],
-                                    self.new_instance(), self.tint(0.3)))
+        self.prims.append(
+            Primitive(
+                "ellipsoid",
+                (x, y, r * 0.5),
+                (r, r * rng.uniform(0.7, 1.3), r * 0.8),
+                0.0,
+                M["foliage"],
+                self.new_instance(),
+                self.tint(0.3),
+            )
+        )
 
 
 def _in_corridor(x0: float, x1: float, corridors: list[tuple[float, float]]) -> bool:
@@ -261,8 +463,12 @@ def make_layout(seed: int, index: int, samples: int) -> SceneLayout:
     rh = LANE_WIDTH * lanes_per_side  # road half width
     sw = float(rng.uniform(2.0, 4.0))  # sidewalk width
     speed = float(rng.uniform(4.0, 9.0))
-    traj = EgoTrajectory(speed, float(rng.uniform(0.0, 0.4)), float(rng.uniform(8.0, 20.0)),
-                         float(rng.uniform(0, 2 * math.pi)))
+    traj = EgoTrajectory(
+        speed,
+        float(rng.uniform(0.0, 0.4)),
+        float(rng.uniform(8.0, 20.0)),
+        float(rng.uniform(0, 2 * math.pi)),
+    )
     length = speed * KEYFRAME_INTERVAL_S * max(samples - 1, 0)
     x_lo, x_hi = -100.0, length + 100.0
     far = 400.0
@@ -295,8 +501,11 @@ def make_layout(seed: int, index: int, samples: int) -> SceneLayout:
     zones.append(GroundZone(M["road"], -far * 2, far * 2, -rh, rh))
     for k in range(-lanes_per_side + 1, lanes_per_side):  # lane lines along x
         y = k * LANE_WIDTH
-        zones.append(GroundZone(M["lane_marking"], -far * 2, far * 2, y - 0.08, y + 0.08, 1, 6.0,
-                                3.0 if k else 6.0))
+        zones.append(
+            GroundZone(
+                M["lane_marking"], -far * 2, far * 2, y - 0.08, y + 0.08, 1, 6.0, 3.0 if k else 6.0
+            )
+        )
     for side in (1, -1):  # edge lines
         y = side * (rh - 0.3)
         zones.append(GroundZone(M["lane_marking"], -far * 2, far * 2, y - 0.07, y + 0.07))
@@ -312,25 +521,45 @@ def make_layout(seed: int, index: int, samples: int) -> SceneLayout:
             if _in_corridor(x, x + blen, corridors):
                 x += 4.0
                 continue
-            lot_depth = max([z.ymax - z.ymin for z in zones if z.material == M["other_flat"]
-                             and (z.ymin > 0) == (side > 0) and z.xmax > x and z.xmin < x + blen]
-                            + [0.0])
+            lot_depth = max(
+                [
+                    z.ymax - z.ymin
+                    for z in zones
+                    if z.material == M["other_flat"]
+                    and (z.ymin > 0) == (side > 0)
+                    and z.xmax > x
+                    and z.xmin < x + blen
+                ]
+                + [0.0]
+            )
             if rng.random() < 0.7:
                 depth = float(rng.uniform(8.0, 20.0))
                 height = float(np.clip(rng.lognormal(math.log(10.0), 0.5), 4.0, 40.0))
                 y = side * (setback + lot_depth + depth / 2 + float(rng.uniform(0, 3)))
                 shade = float(rng.uniform(0.6, 1.4))
-                b.box(M["building"], b.new_instance(), (x + blen / 2, y, height / 2),
-                      (blen / 2, depth / 2, height / 2), float(rng.normal(0, 0.02)),
-                      (shade * float(rng.uniform(0.9, 1.1)), shade, shade * float(rng.uniform(0.85,
-                                                                                         1.1))))
+                b.box(
+                    M["building"],
+                    b.new_instance(),
+                    (x + blen / 2, y, height / 2),
+                    (blen / 2, depth / 2, height / 2),
+                    float(rng.normal(0, 0.02)),
+                    (
+                        shade * float(rng.uniform(0.9, 1.1)),
+                        shade,
+                        shade * float(rng.uniform(0.85, 1.1)),
+                    ),
+                )
             else:
                 for _ in range(int(rng.integers(2, 6))):
-                    b.bush(x + float(rng.uniform(0, blen)), side * (setback + lot_depth + float(
-                        rng.uniform(0.5, 6.0))))
+                    b.bush(
+                        x + float(rng.uniform(0, blen)),
+                        side * (setback + lot_depth + float(rng.uniform(0.5, 6.0))),
+                    )
                 for _ in range(int(rng.integers(1, 4))):
-                    b.tree(x + float(rng.uniform(0, blen)), side * (setback + lot_depth + float(
-                        rng.uniform(2.0, 10.0))))
+                    b.tree(
+                        x + float(rng.uniform(0, blen)),
+                        side * (setback + lot_depth + float(rng.uniform(2.0, 10.0))),
+                    )
             x += blen + float(rng.uniform(1.0, 8.0))
     for c, w in crosses:
         for side_x in (1, -1):
@@ -343,8 +572,14 @@ def make_layout(seed: int, index: int, samples: int) -> SceneLayout:
                     bx = c + side_x * (w + sw + float(rng.uniform(3.0, 8.0)) + depth / 2)
                     by = side_y * (y + blen / 2)
                     shade = float(rng.uniform(0.6, 1.4))
-                    b.box(M["building"], b.new_instance(), (bx, by, height / 2),
-                          (depth / 2, blen / 2, height / 2), 0.0, (shade, shade, shade))
+                    b.box(
+                        M["building"],
+                        b.new_instance(),
+                        (bx, by, height / 2),
+                        (depth / 2, blen / 2, height / 2),
+                        0.0,
+                        (shade, shade, shade),
+                    )
                     y += blen + float(rng.uniform(2.0, 10.0))
 
     # -- street furniture and vegetation on the verge --------------------------------------------
@@ -357,9 +592,17 @@ def make_layout(seed: int, index: int, samples: int) -> SceneLayout:
         x = x_lo + float(rng.uniform(0, 20))
         while x < x_hi:
             if not _in_corridor(x - 1, x + 1, corridors):
-                b.prims.append(Primitive("frustum", (x, side * (rh + 0.5), 0.0),
-                                         (0.12, 0.08, float(rng.uniform(6.0, 8.0))), 0.0,
-                                         M["pole"], b.new_instance(), (1.0, 1.0, 1.0)))
+                b.prims.append(
+                    Primitive(
+                        "frustum",
+                        (x, side * (rh + 0.5), 0.0),
+                        (0.12, 0.08, float(rng.uniform(6.0, 8.0))),
+                        0.0,
+                        M["pole"],
+                        b.new_instance(),
+                        (1.0, 1.0, 1.0),
+                    )
+                )
             x += float(rng.uniform(25.0, 40.0))
         for _ in range(int(rng.integers(8, 20))):  # bushes in the terrain strip
             x = float(rng.uniform(x_lo, x_hi))
@@ -399,14 +642,18 @@ def make_layout(seed: int, index: int, samples: int) -> SceneLayout:
         x = x_lo + float(rng.uniform(0, 30))
         while x < x_hi:
             if not _in_corridor(x - 6, x + 6, corridors) and rng.random() < 0.3:
-                b.car(x, LANE_WIDTH / 2 + float(rng.normal(0, 0.15)), math.pi +
-                      float(rng.normal(0, 0.03)))
+                b.car(
+                    x,
+                    LANE_WIDTH / 2 + float(rng.normal(0, 0.15)),
+                    math.pi + float(rng.normal(0, 0.03)),
+                )
             x += float(rng.uniform(6.0, 25.0))
     for lot in [z for z in zones if z.material == M["other_flat"]]:  # cars parked in lots
         for xs in np.arange(lot.xmin + 1.5, lot.xmax - 1.5, 2.8):
             if rng.random() < 0.6:
-                b.car(float(xs), (lot.ymin + lot.ymax) / 2, math.pi / 2 + float(rng.normal(0,
-                                                                                        0.05)))
+                b.car(
+                    float(xs), (lot.ymin + lot.ymax) / 2, math.pi / 2 + float(rng.normal(0, 0.05))
+                )
 
     # -- people, bicycles, cones, barriers, construction -----------------------------------------
     for side in (1, -1):

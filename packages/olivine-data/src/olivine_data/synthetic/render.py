@@ -19,13 +19,24 @@ from olivine_data.synthetic.geometry import EPS, classify_ground
 from olivine_data.synthetic.layout import SceneLayout
 from olivine_data.synthetic.materials import MATERIAL_ID, material_lookup
 
-__all__ = ["RayHits", "Bounds", "camera_windows", "lidar_windows", "cast", "camera_rays",
-           "lidar_rays", "render_image", "lidar_returns",
-           "value_noise", "SUN_DIRECTION"]
+__all__ = [
+    "RayHits",
+    "Bounds",
+    "camera_windows",
+    "lidar_windows",
+    "cast",
+    "camera_rays",
+    "lidar_rays",
+    "render_image",
+    "lidar_returns",
+    "value_noise",
+    "SUN_DIRECTION",
+]
 
 #: Direction towards the sun in the scene frame (unit vector).
 SUN_DIRECTION = np.array([0.45, 0.3, 0.84], dtype=np.float32) / np.float32(
-    np.linalg.norm([0.45, 0.3, 0.84]))
+    np.linalg.norm([0.45, 0.3, 0.84])
+)
 
 _ALBEDO = material_lookup("albedo")
 _TEXTURE = material_lookup("texture")
@@ -77,11 +88,13 @@ def lidar_rays(
     elevations: np.ndarray, azimuths: np.ndarray, sensor_to_scene: np.ndarray
 ) -> np.ndarray:
     """Unit ray directions (B, A, 3) float32 in the scene frame for beam elevations (B,) and
-    azimuths (A,) [rad] in the sensor frame."""
+    azimuths (A,) [rad] in the sensor frame.
+    """
     el = elevations[:, None]
     az = azimuths[None, :]
-    d = np.stack(np.broadcast_arrays(np.cos(el) * np.cos(az), np.cos(el) * np.sin(az),
-                                     np.sin(el)), axis=-1)
+    d = np.stack(
+        np.broadcast_arrays(np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)), axis=-1
+    )
     return (d @ sensor_to_scene[:3, :3].T).astype(np.float32)
 
 
@@ -111,11 +124,15 @@ Window = tuple[int, slice, "slice | np.ndarray", float]
 
 
 def camera_windows(
-    bounds: Bounds, scene_to_cam: np.ndarray, k: np.ndarray, size: tuple[int, int],
+    bounds: Bounds,
+    scene_to_cam: np.ndarray,
+    k: np.ndarray,
+    size: tuple[int, int],
     max_range: float,
 ) -> list[Window]:
     """(primitive, rows, cols, nearest distance) for every primitive a camera may see, sorted
-    front to back; the window is the pixel bounding box of the projected corners."""
+    front to back; the window is the pixel bounding box of the projected corners.
+    """
     w, h = size
     c = bounds.corners @ scene_to_cam[:3, :3].T + scene_to_cam[:3, 3]
     z = c[..., 2]
@@ -133,16 +150,23 @@ def camera_windows(
     near = np.linalg.norm(bounds.centres - origin, axis=1) - bounds.radii
     ok = ~all_behind & (c0 < c1) & (r0 < r1) & (near < max_range)
     order = np.flatnonzero(ok)[np.argsort(near[ok], kind="stable")]
-    return [(int(i), slice(int(r0[i]), int(r1[i])), slice(int(c0[i]), int(c1[i])),
-             float(near[i])) for i in order]
+    return [
+        (int(i), slice(int(r0[i]), int(r1[i])), slice(int(c0[i]), int(c1[i])), float(near[i]))
+        for i in order
+    ]
 
 
 def lidar_windows(
-    bounds: Bounds, scene_to_sensor: np.ndarray, elevations: np.ndarray, az0: float, n_az: int,
+    bounds: Bounds,
+    scene_to_sensor: np.ndarray,
+    elevations: np.ndarray,
+    az0: float,
+    n_az: int,
     max_range: float,
 ) -> list[Window]:
     """(primitive, beams, azimuth columns, nearest distance) for every primitive within range,
-    sorted front to back; windows from the angular extent of the bounding sphere."""
+    sorted front to back; windows from the angular extent of the bounding sphere.
+    """
     s = bounds.centres @ scene_to_sensor[:3, :3].T + scene_to_sensor[:3, 3]
     dist = np.linalg.norm(s, axis=1)
     dxy = np.hypot(s[:, 0], s[:, 1])
@@ -154,8 +178,9 @@ def lidar_windows(
         el_c = np.arctan2(s[:, 2], dxy)
         half_az = np.arcsin(np.clip(rad / np.maximum(dxy, 1e-9), 0, 1)) + 2e-3
     b0 = np.where(inside, 0, np.searchsorted(elevations, el_c - half_el, side="left"))
-    b1 = np.where(inside, len(elevations), np.searchsorted(elevations, el_c + half_el,
-                                                            side="right"))
+    b1 = np.where(
+        inside, len(elevations), np.searchsorted(elevations, el_c + half_el, side="right")
+    )
     step = 2 * math.pi / n_az
     az_c = np.arctan2(s[:, 1], s[:, 0])
     lo = np.floor((az_c - half_az - az0) / step).astype(int)
@@ -165,8 +190,7 @@ def lidar_windows(
     order = np.flatnonzero(ok)[np.argsort(near[ok], kind="stable")]
     out: list[Window] = []
     for i in order:
-        cols: slice | np.ndarray = (
-            slice(0, n_az) if full[i] else np.arange(lo[i], hi[i] + 1) % n_az)
+        cols: slice | np.ndarray = slice(0, n_az) if full[i] else np.arange(lo[i], hi[i] + 1) % n_az
         out.append((int(i), slice(int(b0[i]), int(b1[i])), cols, float(max(near[i], 0.0))))
     return out
 
@@ -218,8 +242,9 @@ def cast(
     gmat, _ = classify_ground(gxy, list(layout.zones), layout.default_material)
     material[ground] = gmat
     cells = np.floor(gxy / 8.0).astype(np.int64) & 0xFFFF
-    instance[ground] = (_GROUND_INSTANCE_BASE + (_SEEM[gmat] << 32) + (cells[:, 0] << 16)
-                        + cells[:, 1])
+    instance[ground] = (
+        _GROUND_INSTANCE_BASE + (_SEEM[gmat] << 32) + (cells[:, 0] << 16) + cells[:, 1]
+    )
     normal[ground] = (0.0, 0.0, 1.0)
 
     obj = hit & (owner >= 0)
@@ -274,7 +299,10 @@ def value_noise(p: np.ndarray, table: np.ndarray) -> np.ndarray:
 
 
 def render_image(
-    hits: RayHits, dirs: np.ndarray, rng: np.random.Generator, noise_table: np.ndarray,
+    hits: RayHits,
+    dirs: np.ndarray,
+    rng: np.random.Generator,
+    noise_table: np.ndarray,
     max_range: float,
 ) -> np.ndarray:
     """Shade the hits of a camera ray grid into an RGB image (H, W, 3) uint8.
@@ -306,10 +334,13 @@ def render_image(
         colour[wsel] *= np.array([0.35, 0.42, 0.55], np.float32)
 
     elev = np.clip(dirs.reshape(-1, 3)[:, 2], 0.0, 1.0)[:, None]
-    sky = (np.array([0.78, 0.84, 0.92], np.float32) * (1 - elev)
-           + np.array([0.35, 0.52, 0.85], np.float32) * elev)
-    haze = (np.clip(hits.t.reshape(-1)[idx] / np.float32(max_range), 0.0, 1.0) ** 1.5
-            * np.float32(0.8))[:, None]
+    sky = (
+        np.array([0.78, 0.84, 0.92], np.float32) * (1 - elev)
+        + np.array([0.35, 0.52, 0.85], np.float32) * elev
+    )
+    haze = (
+        np.clip(hits.t.reshape(-1)[idx] / np.float32(max_range), 0.0, 1.0) ** 1.5 * np.float32(0.8)
+    )[:, None]
     img = sky
     img[idx] = colour * (1 - haze) + sky[idx] * haze
     img *= np.float32(rng.uniform(0.85, 1.15))
@@ -319,8 +350,14 @@ def render_image(
 
 
 def lidar_returns(
-    hits: RayHits, origin: np.ndarray, dirs: np.ndarray, rng: np.random.Generator,
-    range_noise: float, dropout: float, max_range: float, noise_table: np.ndarray,
+    hits: RayHits,
+    origin: np.ndarray,
+    dirs: np.ndarray,
+    rng: np.random.Generator,
+    range_noise: float,
+    dropout: float,
+    max_range: float,
+    noise_table: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Turn LiDAR hits (B, A) into returns, azimuth-major as the real sweeps.
 
@@ -341,8 +378,9 @@ def lidar_returns(
     r_frac = np.where(keep, t, 0.0) / max_range
     p_drop = dropout + 0.15 * r_frac**2 + 0.1 * (1.0 - refl) ** 4
     keep &= rng.random(t.shape[0]) >= p_drop
-    t, mat, inst, nrm, d, pts, ring, refl = (a[keep] for a in (t, mat, inst, nrm, d, pts, ring,
-                                                               refl))
+    t, mat, inst, nrm, d, pts, ring, refl = (
+        a[keep] for a in (t, mat, inst, nrm, d, pts, ring, refl)
+    )
     noisy = t + rng.normal(0.0, 1.0, t.shape[0]).astype(np.float32) * (range_noise + 1e-3 * t)
     noisy = np.maximum(noisy, EPS)
     points = np.asarray(origin, np.float32) + d * noisy[:, None]

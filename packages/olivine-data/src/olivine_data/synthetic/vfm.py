@@ -49,8 +49,9 @@ def _shifted(a: np.ndarray, dr: int, dc: int, fill: int) -> np.ndarray:
     """``out[r, c] = a[r + dr, c + dc]`` (``fill`` outside)."""
     out = np.full_like(a, fill)
     h, w = a.shape
-    out[max(-dr, 0):h - max(dr, 0), max(-dc, 0):w - max(dc, 0)] = \
-        a[max(dr, 0):h - max(-dr, 0), max(dc, 0):w - max(-dc, 0)]
+    out[max(-dr, 0) : h - max(dr, 0), max(-dc, 0) : w - max(dc, 0)] = a[
+        max(dr, 0) : h - max(-dr, 0), max(dc, 0) : w - max(-dc, 0)
+    ]
     return out
 
 
@@ -62,14 +63,19 @@ def label_noise_rate(gt: np.ndarray, labels: np.ndarray) -> float:
 
 
 def corrupt_labels(
-    gt: np.ndarray, instance: np.ndarray, rate: float, rng: np.random.Generator,
+    gt: np.ndarray,
+    instance: np.ndarray,
+    rate: float,
+    rng: np.random.Generator,
     max_band: int = 8,
 ) -> np.ndarray:
     """VFM-like labels (H, W) uint8 from a ground-truth SEEM17 map ``gt`` (H, W) and an instance
-    map (H, W) (segments), with exactly ``round(rate * #labelled)`` labelled pixels changed."""
+    map (H, W) (segments), with exactly ``round(rate * #labelled)`` labelled pixels changed.
+    """
     if gt.shape != instance.shape or gt.ndim != 2:
-        raise ValueError(f"gt/instance: expected equal (H, W) shapes, got {gt.shape}, "
-                         f"{instance.shape}")
+        raise ValueError(
+            f"gt/instance: expected equal (H, W) shapes, got {gt.shape}, {instance.shape}"
+        )
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"rate: expected a value in [0, 1], got {rate}")
     gt = gt.astype(np.int64)
@@ -81,8 +87,9 @@ def corrupt_labels(
         return out.astype(np.uint8)
     changed = np.zeros(gt.shape, dtype=bool)
     lab_idx = np.flatnonzero(labelled)
-    ids, inverse, counts = np.unique(instance.reshape(-1)[lab_idx], return_inverse=True,
-                                     return_counts=True)
+    ids, inverse, counts = np.unique(
+        instance.reshape(-1)[lab_idx], return_inverse=True, return_counts=True
+    )
     seg_class = np.zeros(len(ids), dtype=np.int64)
     seg_class[inverse] = gt.reshape(-1)[lab_idx]
 
@@ -126,8 +133,9 @@ def corrupt_labels(
         cidx = np.flatnonzero(cand)
         if taken + n_cand > bnd_budget:
             cidx = rng.choice(cidx, bnd_budget - taken, replace=False)
-        value = np.where(seg_bleed.reshape(-1)[cidx] & (other.reshape(-1)[cidx] >= 0),
-                         other.reshape(-1)[cidx], U)
+        value = np.where(
+            seg_bleed.reshape(-1)[cidx] & (other.reshape(-1)[cidx] >= 0), other.reshape(-1)[cidx], U
+        )
         value = np.where(value == gt.reshape(-1)[cidx], U, value)
         flat_out[cidx] = value
         changed.reshape(-1)[cidx] = True
@@ -153,8 +161,12 @@ def corrupt_labels(
         xs = np.linspace(0, gw - 1.001, w)
         y0, x0 = ys.astype(int), xs.astype(int)
         fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
-        field = ((1 - fy) * (1 - fx) * coarse[y0][:, x0] + (1 - fy) * fx * coarse[y0][:, x0 + 1]
-                 + fy * (1 - fx) * coarse[y0 + 1][:, x0] + fy * fx * coarse[y0 + 1][:, x0 + 1])
+        field = (
+            (1 - fy) * (1 - fx) * coarse[y0][:, x0]
+            + (1 - fy) * fx * coarse[y0][:, x0 + 1]
+            + fy * (1 - fx) * coarse[y0 + 1][:, x0]
+            + fy * fx * coarse[y0 + 1][:, x0 + 1]
+        )
         pool = np.flatnonzero(labelled.reshape(-1) & ~changed.reshape(-1))
         if remaining < len(pool):
             top = np.argpartition(-field.reshape(-1)[pool], remaining - 1)[:remaining]

@@ -34,8 +34,15 @@ from olivine_data.synthetic.sensors import (
 )
 from olivine_data.synthetic.vfm import corrupt_labels
 
-__all__ = ["World", "Keyframe", "LidarFrame", "CameraFrame", "generate_world", "sensor_to_ego",
-           "KITTI_ELEVATION_DEG"]
+__all__ = [
+    "World",
+    "Keyframe",
+    "LidarFrame",
+    "CameraFrame",
+    "generate_world",
+    "sensor_to_ego",
+    "KITTI_ELEVATION_DEG",
+]
 
 _SEEM = material_lookup("seem")
 #: HDL-64E vertical field of view used for the SemanticKITTI export [deg].
@@ -108,7 +115,8 @@ class World:
             make_layout(config.seed, i, config.samples_per_scene) for i in range(config.scenes)
         )
         self.noise_table = (np.random.default_rng([config.seed, 99]).random(4096) * 2 - 1).astype(
-            np.float32)
+            np.float32
+        )
         self.bounds: tuple[Bounds, ...] = tuple(Bounds.of(layout) for layout in self.layouts)
 
     # -- names and splits ------------------------------------------------------------------------
@@ -123,15 +131,18 @@ class World:
         n_val = self.config.num_val_scenes
         val = sorted(int(i) for i in order[:n_val])
         train = sorted(int(i) for i in order[n_val:])
-        return {"train": [self.scene_name(i) for i in train],
-                "val": [self.scene_name(i) for i in val]}
+        return {
+            "train": [self.scene_name(i) for i in train],
+            "val": [self.scene_name(i) for i in val],
+        }
 
     # -- poses -----------------------------------------------------------------------------------
     def lidar_timestamp(self, scene: int, sample: int) -> int:
         """LiDAR timestamp [us] of keyframe ``sample`` (2 Hz with a few ms of jitter)."""
         layout = self.layouts[scene]
-        jitter = int(np.random.default_rng([self.config.seed, scene, sample, 3]).integers(
-            -2000, 2000))
+        jitter = int(
+            np.random.default_rng([self.config.seed, scene, sample, 3]).integers(-2000, 2000)
+        )
         return layout.start_us + 50_000 + int(sample * KEYFRAME_INTERVAL_S * 1e6) + jitter
 
     def ego_to_scene(self, scene: int, timestamp_us: int) -> np.ndarray:
@@ -150,8 +161,12 @@ class World:
 
     # -- rendering -------------------------------------------------------------------------------
     def render_lidar(
-        self, scene: int, timestamp_us: int, to_ego: np.ndarray,
-        elevation_deg: tuple[float, float] = HDL32E_ELEVATION_DEG, beams: int | None = None,
+        self,
+        scene: int,
+        timestamp_us: int,
+        to_ego: np.ndarray,
+        elevation_deg: tuple[float, float] = HDL32E_ELEVATION_DEG,
+        beams: int | None = None,
         stream: int = 0,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sweep of the LiDAR mounted at ``to_ego``.
@@ -173,16 +188,29 @@ class World:
         hits = cast(layout, origin, dirs, cfg.lidar_max_range, windows)
         rng = np.random.default_rng([cfg.seed, scene, timestamp_us, 1, stream])
         pts, intensity, ring, mat, inst = lidar_returns(
-            hits, origin, dirs, rng, cfg.lidar_range_noise, cfg.lidar_dropout,
-            cfg.lidar_max_range, self.noise_table)
+            hits,
+            origin,
+            dirs,
+            rng,
+            cfg.lidar_range_noise,
+            cfg.lidar_dropout,
+            cfg.lidar_max_range,
+            self.noise_table,
+        )
         local = (pts.astype(np.float64) - origin) @ s2scene[:3, :3]
-        cloud = np.concatenate([local.astype(np.float32), intensity[:, None],
-                                ring[:, None].astype(np.float32)], axis=1)
+        cloud = np.concatenate(
+            [local.astype(np.float32), intensity[:, None], ring[:, None].astype(np.float32)], axis=1
+        )
         return cloud, mat, inst
 
     def render_camera(
-        self, scene: int, timestamp_us: int, to_ego: np.ndarray, k: np.ndarray,
-        size: tuple[int, int], stream: int = 0,
+        self,
+        scene: int,
+        timestamp_us: int,
+        to_ego: np.ndarray,
+        k: np.ndarray,
+        size: tuple[int, int],
+        stream: int = 0,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Image (H, W, 3) uint8, ground-truth SEEM17 map, VFM map and instance map of a camera."""
         cfg = self.config
@@ -203,8 +231,10 @@ class World:
         """Render keyframe ``sample`` of ``scene``: the LiDAR sweep and all configured cameras."""
         cfg = self.config
         if not 0 <= scene < cfg.scenes or not 0 <= sample < cfg.samples_per_scene:
-            raise ValueError(f"scene/sample: expected < ({cfg.scenes}, {cfg.samples_per_scene}), "
-                             f"got ({scene}, {sample})")
+            raise ValueError(
+                f"scene/sample: expected < ({cfg.scenes}, {cfg.samples_per_scene}), "
+                f"got ({scene}, {sample})"
+            )
         t_lidar = self.lidar_timestamp(scene, sample)
         l2e = sensor_to_ego("LIDAR_TOP")
         cloud, mat, inst = self.render_lidar(scene, t_lidar, l2e)
@@ -214,10 +244,14 @@ class World:
             t_cam = t_lidar + CAMERA_TIME_OFFSETS_US[channel]
             c2e = sensor_to_ego(channel)
             k = scaled_intrinsics(channel, cfg.image_size)
-            image, gt, vfm, inst_map = self.render_camera(scene, t_cam, c2e, k, cfg.image_size,
-                                                          stream=ci)
-            cams.append(CameraFrame(channel, t_cam, self.ego_pose(scene, t_cam), c2e, k, image,
-                                    gt, vfm, inst_map))
+            image, gt, vfm, inst_map = self.render_camera(
+                scene, t_cam, c2e, k, cfg.image_size, stream=ci
+            )
+            cams.append(
+                CameraFrame(
+                    channel, t_cam, self.ego_pose(scene, t_cam), c2e, k, image, gt, vfm, inst_map
+                )
+            )
         return Keyframe(scene, sample, lidar, tuple(cams))
 
     def keyframes(self) -> Iterator[Keyframe]:
@@ -230,7 +264,8 @@ class World:
     def kitti_rig(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
         """(velodyne -> ego, camera-2 -> ego, image_2 intrinsics K2, image size) for the
         SemanticKITTI export; P2/Tr are the real sequence-07 values, K2 scaled to the width of
-        ``image_size``."""
+        ``image_size``.
+        """
         velo2ego = np.eye(4)
         velo2ego[2, 3] = KITTI_VELODYNE_HEIGHT
         tr = np.eye(4)

@@ -85,7 +85,8 @@ def probe_config(pre: Config, name: str, pretrained: str | None) -> Config:
 def scores_table(pretrained: SegmentationScores | None, random: SegmentationScores | None) -> str:
     """Side-by-side IoU table (percent). Classes absent from the validation ground truth show
     '-' and are left out of the headline mIoU; the reference convention (absent and never
-    predicted = IoU 100, absent but predicted = 0) is given on a separate line."""
+    predicted = IoU 100, absent but predicted = 0) is given on a separate line.
+    """
     if pretrained is None or random is None:
         return "(no evaluation ran)"
     names = pretrained.class_names[1:]

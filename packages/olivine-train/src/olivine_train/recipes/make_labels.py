@@ -66,7 +66,8 @@ def list_camera_images(
     cameras: Sequence[str] | None = None,
 ) -> list[ImageItem]:
     """Every keyframe camera image of the selection, ordered by (scene, sample, camera);
-    ``cameras=None`` takes every camera channel each sample has."""
+    ``cameras=None`` takes every camera channel each sample has.
+    """
     from olivine_data.datasets import NUSCENES_CAMERAS, NuScenesPretrainDataset
 
     ds = NuScenesPretrainDataset(
@@ -111,7 +112,8 @@ Labeler = Callable[[np.ndarray, ImageItem], np.ndarray]
 
 def read_boxes(path: str | Path, vocabulary_size: int) -> list[Any]:
     """Detections from a JSON list of ``{"box": [x0, y0, x1, y1], "class_id": k, "score": s}``
-    (score optional, default 1.0)."""
+    (score optional, default 1.0).
+    """
     from olivine_models.vfm import Detection
 
     try:

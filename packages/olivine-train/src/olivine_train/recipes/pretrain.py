@@ -56,7 +56,8 @@ __all__ = ["PretrainNet", "PretrainResult", "PretrainStepOutput", "Pretrainer", 
 
 class PretrainNet(nn.Module):
     """Trainable part of pretraining: 3D backbone + 3D/2D pp and sem heads (the teacher is not
-    part of it: it is frozen and not checkpointed)."""
+    part of it: it is frozen and not checkpointed).
+    """
 
     def __init__(
         self,
@@ -358,15 +359,24 @@ class Pretrainer:
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict[str, Any]:
         return training_state(
-            "pretrain", self.cfg, self.net, self.optimizer, self.scheduler, self.scaler,
-            step=self.step, epoch=self.epoch, step_in_epoch=self.step_in_epoch, best_metric=None,
+            "pretrain",
+            self.cfg,
+            self.net,
+            self.optimizer,
+            self.scheduler,
+            self.scaler,
+            step=self.step,
+            epoch=self.epoch,
+            step_in_epoch=self.step_in_epoch,
+            best_metric=None,
             vmf={k: v.detach().cpu() for k, v in self.prior.state_dict().items()},
             rng=capture_rng({"pairs": self.pair_gen}),
         )
 
     def sync_buffers(self) -> None:
         """Give every rank rank 0's BatchNorm running statistics (DDP only syncs them at the
-        start of each forward), so checkpoints and per-rank states agree."""
+        start of each forward), so checkpoints and per-rank states agree.
+        """
         if not self.rt.dist.distributed:
             return
         import torch.distributed as dist
