@@ -283,7 +283,7 @@ def test_half_precision_large_norms(dtype: torch.dtype, kind: str, chunk_size: i
     k16, q16 = k.to(dtype).requires_grad_(True), q.to(dtype).requires_grad_(True)
     out = _call(kind, k16, q16, labels, chunk_size=chunk_size)
     out.backward()
-    assert out.dtype == dtype
+    assert out.dtype == torch.float32  # computed and returned in float32 (fp16 could overflow)
     assert torch.isfinite(out)
     assert k16.grad is not None and k16.grad.dtype == dtype and torch.isfinite(k16.grad).all()
     ref = _call(kind, k16.detach().float(), q16.detach().float(), labels)

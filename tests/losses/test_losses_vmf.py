@@ -84,7 +84,7 @@ def test_vmf_nll_dtypes() -> None:
     ref = vmf_nll(z, labels, mu, kappa)
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         out = vmf_nll(z.to(dtype), labels, mu.to(dtype), kappa.float())
-        assert out.dtype == dtype and torch.isfinite(out)
+        assert out.dtype == torch.float32 and torch.isfinite(out)  # float32 for every input
         torch.testing.assert_close(out.double(), ref, rtol=1e-2, atol=1e-1)
 
 

@@ -118,7 +118,13 @@ def check_optional_int(name: str, value: object) -> int | None:
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype the losses compute in: float32 for half/bfloat16 inputs, else the input dtype."""
+    """The dtype the losses compute in and return: float32 for half/bfloat16 inputs, else the
+    input dtype.
+
+    A loss value is returned in this dtype, not cast back to fp16: with fp16 features of norm ~100
+    a correct InfoNCE value (~7.8e4) is above fp16's largest finite number (65504) and would
+    become ``inf``. Gradients still flow back to the inputs in their own dtype.
+    """
     if dtype in (torch.float16, torch.bfloat16):
         return torch.float32
     return dtype

@@ -58,15 +58,17 @@ def info_nce(
             single backward (no double backward).
 
     Returns:
-        The loss in the dtype of ``k`` (half and bfloat16 inputs are computed in float32 and the
-        result cast back).
+        The loss in the dtype of ``k``, except that half and bfloat16 inputs are computed in
+        float32 and the loss is *returned* in float32 (an fp16 loss overflows to ``inf`` above
+        65504, which large-norm features reach); the gradients reach ``k`` and ``q`` in their
+        own dtype.
     """
     kt, qt = check_pair("k", k, "q", q)
     tau = check_temperature(temperature)
     w = check_weights("weights", weights, kt.shape[0])
     red = check_reduction(reduction)
     chunk = check_chunk_size(chunk_size)
-    out_dtype = kt.dtype
+    out_dtype = compute_dtype(kt.dtype)
     cdt = compute_dtype(torch.promote_types(kt.dtype, qt.dtype))
     kc, qc = kt.to(cdt), qt.to(cdt)
     losses = row_losses(kc, qc, None, "diag", 1.0 / tau, chunk)
@@ -130,8 +132,9 @@ def superpixel_info_nce(
         symmetric, reduction, chunk_size: as in :func:`info_nce`, over superpixels.
 
     Returns:
-        The loss in the dtype of ``point_features``; 0 (connected to the graph) when no superpixel
-        has both points and pixels.
+        The loss in the dtype of ``point_features`` (float32 for half/bfloat16 inputs, as
+        :func:`info_nce`); 0 (connected to the graph) when no superpixel has both points and
+        pixels.
     """
     pts = check_features("point_features", point_features)
     pix = check_features("pixel_features", pixel_features)
@@ -150,7 +153,7 @@ def superpixel_info_nce(
     check_temperature(temperature)
     check_reduction(reduction)
     check_chunk_size(chunk_size)
-    out_dtype = pts.dtype
+    out_dtype = compute_dtype(pts.dtype)
     cdt = compute_dtype(torch.promote_types(pts.dtype, pix.dtype))
     psp64 = psp.to(device=pts.device, dtype=torch.int64)
     xsp64 = xsp.to(device=pts.device, dtype=torch.int64)

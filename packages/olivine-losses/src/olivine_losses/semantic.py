@@ -76,7 +76,8 @@ def semantic_contrastive(
         chunk_size: row-chunked forward and backward in ``O(M * chunk_size)`` memory, same result.
 
     Returns:
-        The loss in the dtype of ``k`` (half/bfloat16 are computed in float32).
+        The loss in the dtype of ``k``; half/bfloat16 inputs are computed and returned in float32
+        (an fp16 loss would overflow to ``inf`` above 65504).
     """
     kt, qt = check_pair("k", k, "q", q)
     lab = check_labels("labels", labels, kt.shape[0], "M")
@@ -91,7 +92,7 @@ def semantic_contrastive(
     chunk = check_chunk_size(chunk_size)
 
     mode = _VARIANTS[variant]
-    out_dtype = kt.dtype
+    out_dtype = compute_dtype(kt.dtype)
     cdt = compute_dtype(torch.promote_types(kt.dtype, qt.dtype))
     kc, qc = kt.to(cdt), qt.to(cdt)
     losses = row_losses(kc, qc, lab, mode, 1.0 / tau, chunk)

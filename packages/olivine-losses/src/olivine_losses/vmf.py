@@ -63,7 +63,8 @@ def vmf_nll(
             ``N = 0`` gives 0.
         labels: ``(N,)`` integer class ids in ``[0, K)`` (or ``ignore_index``).
         mu: ``(K, C)`` mean directions.
-        kappa: ``(K,)`` concentrations ``>= 0``.
+        kappa: ``(K,)`` concentrations ``>= 0`` (checked for the classes that take part: a
+            negative or NaN ``kappa`` raises ``ValueError``; left-out classes are not read).
         ignore_index: label of points that are left out, or ``None``.
         valid_classes: optional ``(K,)`` bool mask; classes where it is False are left out even if
             present (e.g. classes a prior never observed, whose ``mu`` is undefined).
@@ -71,13 +72,17 @@ def vmf_nll(
             :class:`VMFClassPrior` caches once frozen); computed from ``kappa`` when None.
 
     Returns:
-        A scalar in the dtype of ``z``; 0 (connected to the graph of ``z``) when no class is left.
+        A scalar in the dtype of ``z`` (float32 for half/bfloat16 ``z``: the value is computed in
+        float32 and an fp16 result could overflow); 0 (connected to the graph of ``z``) when no
+        class is left.
         ``C_C`` uses the exact ``log I_(C/2-1)``
         (:func:`~olivine_losses.special.vmf_log_normalizer`), not the reference's ``I_0``; this
         changes the value by a per-class constant only.
 
     Raises:
-        ValueError: on shape mismatches or labels outside ``[0, K)``.
+        ValueError: on shape mismatches, labels outside ``[0, K)``, or a negative or NaN
+            ``kappa`` of a class that takes part (the vMF density is undefined there; this reads
+            the ``K`` values of ``kappa``, one device synchronisation).
     """
     zt = check_features("z", z, allow_empty=True)
     n, dim = zt.shape
@@ -129,6 +134,7 @@ def vmf_nll(
     present = counts > 0
     if valid_classes is not None:
         present = present & valid_classes.to(device)
+    _check_kappa(kappa, present)
     mu_c = mu.detach().to(device=device, dtype=cdt)
     kappa_c = kappa.detach().to(device=device, dtype=cdt)
     # sanitise classes that are left out, so that a NaN mu or kappa there cannot leak into the
@@ -147,7 +153,20 @@ def vmf_nll(
     per_class = -log_c - kappa_c * mean_dot
     per_class = torch.where(present, per_class, torch.zeros_like(per_class))
     n_present = present.sum().to(cdt).clamp(min=1.0)
-    return (per_class.sum() / n_present).to(zt.dtype)
+    return per_class.sum() / n_present
+
+
+def _check_kappa(kappa: Tensor, used: Tensor) -> None:
+    """A vMF needs ``kappa >= 0``; only the classes in the ``(K,)`` bool mask ``used`` are read."""
+    k = kappa.detach()
+    bad = ((k < 0) | torch.isnan(k)) & used.to(k.device)
+    if bool(bad.any()):
+        idx = bad.nonzero().squeeze(1).tolist()
+        shown = {int(i): float(k[i]) for i in idx[:10]}
+        raise ValueError(
+            f"kappa must be >= 0 (the vMF concentration) for every class in the batch, got "
+            f"{shown} (class: value)"
+        )
 
 
 def banerjee_kappa(resultant_length: Tensor, dim: int) -> Tensor:
@@ -175,6 +194,12 @@ class VMFClassPrior(nn.Module):
       ``R (C - R^2) / (1 - R^2)`` with ``R = ||m_k||`` (recomputed after every update);
     * ``num_updates`` ``(K,)``: EMA updates each class received (0 = never observed);
     * ``num_steps`` ``()``: calls to :meth:`update` so far.
+
+    Non-finite features. A NaN or inf feature of class ``k`` during the warm-up would make
+    ``ema_mean[k]`` NaN for good (every later EMA step keeps it), and ``mu_k``, ``kappa_k`` would
+    silently read 0 — the class would drop out of the loss for the rest of training. :meth:`update`
+    therefore raises ``ValueError`` naming the classes and the step instead, and leaves the state
+    unchanged (checked after the all-reduce, so every rank raises together).
 
     Schedule: the first ``warmup_steps`` calls to :meth:`update` move the EMA; after that ``mu`` and
     ``kappa`` are frozen. :meth:`loss` is 0 during the warm-up and :func:`vmf_nll` after it;
@@ -293,6 +318,10 @@ class VMFClassPrior(nn.Module):
 
         Returns:
             True if the EMA was updated (i.e. the prior was still warming up).
+
+        Raises:
+            ValueError: if the features of a class in this batch (of any rank) hold NaN or inf;
+                nothing is updated then.
         """
         zt, lab = self._check(z, labels)
         if self.frozen:
@@ -323,6 +352,16 @@ class VMFClassPrior(nn.Module):
             sums = packed[: sums.numel()].reshape(sums.shape)
             counts = packed[sums.numel() :]
         present = counts > 0
+        nonfinite = present & ~torch.isfinite(sums).all(dim=1)
+        if bool(nonfinite.any()):
+            classes = nonfinite.nonzero().squeeze(1).tolist()
+            raise ValueError(
+                f"VMFClassPrior.update at step {int(self.num_steps.item())} (warm-up update "
+                f"{int(self.num_steps.item()) + 1} of {self.warmup_steps}): the features of "
+                f"class(es) {classes} contain NaN or inf; refusing to fold them into the EMA "
+                "(it would stay NaN and silently disable those classes). The state is unchanged; "
+                "find where the network output becomes non-finite (e.g. a diverged learning rate)."
+            )
         batch_mean = sums / counts.clamp(min=1.0)[:, None]
         updated = self.decay * state + (1.0 - self.decay) * batch_mean
         self.ema_mean.copy_(torch.where(present[:, None], updated, state))
@@ -359,7 +398,7 @@ class VMFClassPrior(nn.Module):
         """
         zt, lab = self._check(z, labels)
         if not self.frozen:
-            return graph_zero(zt)
+            return graph_zero(zt).to(compute_dtype(zt.dtype))
         return vmf_nll(
             zt,
             lab,
@@ -382,9 +421,11 @@ class VMFClassPrior(nn.Module):
         """One training step: the loss under the state *before* this step, then :meth:`update`.
 
         Returns 0 for the first ``warmup_steps`` calls (which update the EMA) and the vMF NLL
-        afterwards (the state no longer changes).
+        afterwards (the state no longer changes), in the dtype of ``z`` (float32 for half and
+        bfloat16 ``z``, as :func:`vmf_nll`).
         """
         active = self.frozen
-        out = self.loss(z, labels) if active else graph_zero(self._check(z, labels)[0])
+        zt = self._check(z, labels)[0]
+        out = self.loss(z, labels) if active else graph_zero(zt)
         self.update(z, labels)
-        return out.to(z.dtype)
+        return out.to(compute_dtype(zt.dtype))
