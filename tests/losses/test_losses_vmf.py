@@ -253,7 +253,7 @@ def test_state_dict_round_trip() -> None:
     for s in range(2):
         prior.update(unit(9, 5, s), torch.arange(9) % 2)
     names = {n for n, _ in prior.named_buffers()}
-    assert names == {"ema_mean", "mu", "kappa", "num_updates", "num_steps"}
+    assert names == {"ema_mean", "mu", "kappa", "num_updates", "num_steps", "frozen_at"}
     assert list(prior.parameters()) == []
     buf = io.BytesIO()
     torch.save(prior.state_dict(), buf)

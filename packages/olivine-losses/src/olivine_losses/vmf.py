@@ -8,7 +8,7 @@ log-likelihood of the features under the (constant) class vMFs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -202,7 +202,7 @@ class VMFClassPrior(nn.Module):
     unchanged (checked after the all-reduce, so every rank raises together).
 
     Schedule: the first ``warmup_steps`` calls to :meth:`update` move the EMA; after that ``mu`` and
-    ``kappa`` are frozen. :meth:`loss` is 0 during the warm-up and :func:`vmf_nll` after it;
+    ``kappa`` are frozen (``frozen_at`` records the update count at the freeze). :meth:`loss` is 0 during the warm-up and :func:`vmf_nll` after it;
     :meth:`forward` does both for one training step (0 during warm-up, like the reference).
 
     The reference (``global_step <= 10000`` with Lightning's 0-based step) makes 10,001 updates
@@ -215,6 +215,13 @@ class VMFClassPrior(nn.Module):
     divides by ``1 - a^(n_k)`` (per class, with ``n_k`` its own update count, as Adam does) before
     computing ``mu`` and ``kappa``. The default ``False`` reproduces the reference; ``mu`` is the
     same either way.
+
+    Freeze guard (not in the reference). ``L_kl`` has no repulsive term: if ``mu`` freezes while
+    the class directions are nearly collinear (a barely trained network), it pulls every class
+    towards nearly one direction and collapses the features. With ``freeze_max_cosine`` set, the
+    freeze waits, after ``warmup_steps``, until the mean pairwise cosine of the observed class
+    directions (:meth:`direction_stats`) is at most that value; until then the EMA keeps updating
+    and the loss stays 0. ``None`` (default) freezes on schedule, as the reference.
 
     Unobserved classes (``num_updates == 0``) have ``mu = 0``, ``kappa = 0`` and are left out of the
     loss (the reference gets a NaN ``mu`` and a NaN loss for them).
@@ -233,6 +240,7 @@ class VMFClassPrior(nn.Module):
             ``1 - a``).
         warmup_steps: number of EMA updates before freezing (10,000).
         bias_correction: divide the EMA by ``1 - a^n`` (default False, as the reference).
+        freeze_max_cosine: the freeze guard's threshold in ``(-1, 1]``, or ``None`` (no guard).
         process_group: a ``torch.distributed`` process group (e.g. ``dist.group.WORLD``) to
             all-reduce over, or ``None`` for no communication.
         ignore_index: label that is neither counted nor penalised (``None``: every label is a
@@ -246,6 +254,7 @@ class VMFClassPrior(nn.Module):
     kappa: Tensor
     num_updates: Tensor
     num_steps: Tensor
+    frozen_at: Tensor
 
     def __init__(
         self,
@@ -254,6 +263,7 @@ class VMFClassPrior(nn.Module):
         decay: float = 0.9999,
         warmup_steps: int = 10_000,
         bias_correction: bool = False,
+        freeze_max_cosine: float | None = None,
         process_group: ProcessGroup | None = None,
         ignore_index: int | None = None,
         state_dtype: torch.dtype = torch.float64,
@@ -267,6 +277,14 @@ class VMFClassPrior(nn.Module):
             raise ValueError(f"decay must be a float in (0, 1), got {decay!r}")
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
             raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
+        if freeze_max_cosine is not None and (
+            isinstance(freeze_max_cosine, bool)
+            or not isinstance(freeze_max_cosine, (int, float))
+            or not -1.0 < freeze_max_cosine <= 1.0
+        ):
+            raise ValueError(
+                f"freeze_max_cosine must be None or a float in (-1, 1], got {freeze_max_cosine!r}"
+            )
         if not state_dtype.is_floating_point:
             raise TypeError(f"state_dtype must be a floating dtype, got {state_dtype}")
         self.num_classes = num_classes
@@ -274,6 +292,7 @@ class VMFClassPrior(nn.Module):
         self.decay = float(decay)
         self.warmup_steps = warmup_steps
         self.bias_correction = bool(bias_correction)
+        self.freeze_max_cosine = None if freeze_max_cosine is None else float(freeze_max_cosine)
         self.process_group = process_group
         self.ignore_index = check_optional_int("ignore_index", ignore_index)
         self.register_buffer("ema_mean", torch.zeros(num_classes, dim, dtype=state_dtype))
@@ -281,6 +300,8 @@ class VMFClassPrior(nn.Module):
         self.register_buffer("kappa", torch.zeros(num_classes, dtype=state_dtype))
         self.register_buffer("num_updates", torch.zeros(num_classes, dtype=torch.int64))
         self.register_buffer("num_steps", torch.zeros((), dtype=torch.int64))
+        # update count at the freeze; -1 while warming up (a zero warm-up is frozen from the start)
+        self.register_buffer("frozen_at", torch.tensor(0 if warmup_steps == 0 else -1))
         self._log_c: Tensor | None = None
         self._log_c_key: tuple[object, ...] | None = None
 
@@ -288,6 +309,7 @@ class VMFClassPrior(nn.Module):
         return (
             f"num_classes={self.num_classes}, dim={self.dim}, decay={self.decay}, "
             f"warmup_steps={self.warmup_steps}, bias_correction={self.bias_correction}, "
+            f"freeze_max_cosine={self.freeze_max_cosine}, "
             f"ignore_index={self.ignore_index}, distributed={self.process_group is not None}"
         )
 
@@ -298,8 +320,36 @@ class VMFClassPrior(nn.Module):
 
     @property
     def frozen(self) -> bool:
-        """True once ``warmup_steps`` updates have been made (the loss is then active)."""
-        return int(self.num_steps.item()) >= self.warmup_steps
+        """True once the prior has frozen (the loss is then active): after ``warmup_steps``
+        updates, and with the guard on, once the class directions have separated."""
+        return int(self.frozen_at.item()) >= 0
+
+    def direction_stats(self) -> dict[str, float]:
+        """Health of the class directions: mean and max pairwise cosine of the observed ``mu``
+        (``mu_cos_mean``, ``mu_cos_max``; NaN below two classes), the ``kappa`` range over the
+        observed classes (``kappa_min``, ``kappa_max``; NaN if none) and ``observed`` classes."""
+        from olivine_losses.health import direction_cosines
+
+        seen = self.observed
+        mean, top = direction_cosines(self.mu, seen)
+        kappa = self.kappa[seen]
+        empty = kappa.numel() == 0
+        return {
+            "mu_cos_mean": mean,
+            "mu_cos_max": top,
+            "kappa_min": float("nan") if empty else float(kappa.min()),
+            "kappa_max": float("nan") if empty else float(kappa.max()),
+            "observed": float(seen.sum()),
+        }
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        # checkpoints of olivine-losses 0.1 have no frozen_at: they froze on schedule
+        if prefix + "num_steps" in state_dict and prefix + "frozen_at" not in state_dict:
+            done = int(state_dict[prefix + "num_steps"]) >= self.warmup_steps
+            state_dict[prefix + "frozen_at"] = torch.tensor(self.warmup_steps if done else -1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _check(self, z: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         # N = 0 is allowed: under a process group every rank must take part in each all-reduce
@@ -368,7 +418,16 @@ class VMFClassPrior(nn.Module):
         self.num_updates += present.to(self.num_updates.dtype)
         self.num_steps += 1
         self._refresh()
+        if int(self.num_steps.item()) >= self.warmup_steps and self._may_freeze():
+            self.frozen_at.fill_(self.num_steps.item())
         return True
+
+    def _may_freeze(self) -> bool:
+        """The freeze guard: no threshold, or the class directions are separated enough."""
+        if self.freeze_max_cosine is None:
+            return True
+        mean = self.direction_stats()["mu_cos_mean"]
+        return mean == mean and mean <= self.freeze_max_cosine  # NaN (< 2 classes): keep waiting
 
     def _corrected_mean(self) -> Tensor:
         mean = self.ema_mean
