@@ -7,7 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_point_file", "read_rgb_image", "read_label_file"]
+__all__ = ["read_point_file", "read_rgb_image", "read_label_file", "MAX_ABS_COORDINATE"]
+
+#: Largest ``|x|``, ``|y|`` or ``|z|`` (metres, sensor frame) a point file may hold. A spinning
+#: LiDAR measures up to a few hundred metres; 1e6 m (1000 km) is far beyond any real return and
+#: still voxelises into an int32 grid at 0.1 m. A larger value is a corrupt file or wrong units.
+MAX_ABS_COORDINATE = 1.0e6
 
 
 def _require_file(path: Path, what: str) -> None:
@@ -20,13 +25,20 @@ def read_point_file(path: str | os.PathLike[str], num_fields: int, keep: int = 4
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the size is not a multiple of ``4 * num_fields`` bytes (truncated or of another
-            layout), or some coordinates are NaN/inf.
+        ValueError: the file is empty (0 bytes: a scan with no point is a broken file, not a
+            sample to skip), the size is not a multiple of ``4 * num_fields`` bytes (truncated or
+            of another layout), some values are NaN/inf, or a coordinate (first three fields) is
+            beyond :data:`MAX_ABS_COORDINATE` metres.
     """
     p = Path(path)
     _require_file(p, "point file")
     size = p.stat().st_size
     stride = 4 * num_fields
+    if size == 0:
+        raise ValueError(
+            f"{p}: empty point file (0 bytes, no point); expected {num_fields} float32 values "
+            "per point: the scan is missing or was cut off when written"
+        )
     if size % stride != 0:
         raise ValueError(
             f"{p}: size {size} bytes is not a multiple of {stride} "
@@ -35,7 +47,26 @@ def read_point_file(path: str | os.PathLike[str], num_fields: int, keep: int = 4
     pts = np.fromfile(p, dtype=np.float32).reshape(-1, num_fields)[:, :keep]
     pts = np.ascontiguousarray(pts)
     check_finite_points(pts, str(p))
+    check_coordinate_range(pts[:, :3], str(p))
     return pts
+
+
+def check_coordinate_range(xyz: np.ndarray, what: str) -> None:
+    """Raise ``ValueError`` naming ``what`` and the first offending value if a coordinate is
+    beyond :data:`MAX_ABS_COORDINATE` metres (finite but absurd, e.g. ``x = 1e30``).
+    """
+    if xyz.size == 0:
+        return
+    absval = np.abs(xyz)
+    if float(absval.max()) > MAX_ABS_COORDINATE:
+        bad = absval > MAX_ABS_COORDINATE
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        n_bad = int(bad.any(axis=1).sum())
+        raise ValueError(
+            f"{what}: point {row} has {'xyz'[col]} = {float(xyz[row, col]):.6g}, beyond the "
+            f"supported |coordinate| <= {MAX_ABS_COORDINATE:g} m ({n_bad} of {xyz.shape[0]} "
+            "points): corrupt values or wrong units (metres expected)"
+        )
 
 
 def check_finite_points(points: np.ndarray, what: str) -> None:

@@ -68,7 +68,10 @@ class Collator:
     ) -> tuple[dict[str, object], list[Voxelization]]:
         if not samples:
             raise ValueError("cannot collate an empty list of samples")
-        vox = [voxelize(s.points[:, :3], self.mode, self.voxel_size) for s in samples]
+        vox = [
+            voxelize(s.points[:, :3], self.mode, self.voxel_size, what=f"sample {s.token}")
+            for s in samples
+        ]
         n_pts = [s.points.shape[0] for s in samples]
         n_vox = [v.num_voxels for v in vox]
         point_offsets = np.concatenate([[0], np.cumsum(n_pts)]).astype(np.int64)

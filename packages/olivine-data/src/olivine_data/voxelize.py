@@ -15,6 +15,13 @@ from the points instead (``PretrainBatch.pair_range_bins``).
 Representative point: the **first point in input order** that falls in the voxel (what
 MinkowskiEngine's ``sparse_quantize(return_index=True)`` documents); voxel features and labels
 are taken from it. Voxels are ordered by their linearised grid key (sorted, deterministic).
+
+Range: every grid coordinate ``c / s`` must lie in the int32 range (coordinates are stored as
+int32), and the grid that the cloud spans must have fewer than ``2^62`` cells (the linearised key
+is an int64). A point outside (e.g. ``x = 1e30``, which would overflow the int64 cast and silently
+scramble the grid) raises ``ValueError`` naming the sample (``what``), the point and its value.
+The readers already refuse coordinates beyond ``olivine_data._io.MAX_ABS_COORDINATE`` (1e6 m),
+naming the file.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ import numpy as np
 __all__ = ["Voxelization", "voxelize", "grid_coordinates"]
 
 _MODES = ("cylindrical", "cartesian")
+_AXES = {"cylindrical": ("rho", "phi", "z"), "cartesian": ("x", "y", "z")}
+_MAX_GRID_INDEX = float(2**31 - 1)  # coords are stored as int32
 
 
 @dataclass(frozen=True)
@@ -47,14 +56,16 @@ class Voxelization:
         return int(self.coords.shape[0])
 
 
-def _check(points_xyz: np.ndarray, mode: str, voxel_size: tuple[float, ...]) -> np.ndarray:
+def _check(
+    points_xyz: np.ndarray, mode: str, voxel_size: tuple[float, ...], what: str
+) -> np.ndarray:
     pts = np.asarray(points_xyz)
     if pts.ndim != 2 or pts.shape[1] != 3:
-        raise ValueError(f"points_xyz: expected shape (N, 3), got {pts.shape}")
+        raise ValueError(f"{what}: expected points of shape (N, 3), got {pts.shape}")
     if not np.issubdtype(pts.dtype, np.floating):
-        raise TypeError(f"points_xyz: expected a float array, got {pts.dtype}")
+        raise TypeError(f"{what}: expected a float array of points, got {pts.dtype}")
     if not np.isfinite(pts).all():
-        raise ValueError("points_xyz: contains NaN/inf values")
+        raise ValueError(f"{what}: points contain NaN/inf values")
     if mode not in _MODES:
         raise ValueError(f"mode: expected one of {_MODES}, got {mode!r}")
     if len(voxel_size) != 3 or not all(float(s) > 0 for s in voxel_size):
@@ -66,25 +77,49 @@ def grid_coordinates(
     points_xyz: np.ndarray,
     mode: str = "cylindrical",
     voxel_size: tuple[float, float, float] = (0.1, 1.0, 0.1),
+    *,
+    what: str = "points_xyz",
 ) -> np.ndarray:
-    """Raw (un-offset) ``(N, 3)`` int64 floor coordinates of every point."""
-    pts = _check(points_xyz, mode, voxel_size)
+    """Raw (un-offset) ``(N, 3)`` int64 floor coordinates of every point.
+
+    ``what`` names the cloud in errors (e.g. ``"sample <token>"``). Raises ``ValueError`` if a
+    grid coordinate is outside the int32 range (module docstring).
+    """
+    pts = _check(points_xyz, mode, voxel_size, what)
     s = np.asarray(voxel_size, dtype=np.float64)
     if mode == "cylindrical":
         x, y, z = pts.T
         c = np.stack([np.hypot(x, y), np.degrees(np.arctan2(y, x)), z], axis=1)
     else:
         c = pts
-    return np.floor(c / s).astype(np.int64)
+    with np.errstate(over="ignore"):
+        scaled = np.floor(c / s)
+    out_of_range = ~(np.abs(scaled) <= _MAX_GRID_INDEX)  # also catches c / s = inf
+    if out_of_range.any():
+        row, axis = (int(i) for i in np.argwhere(out_of_range)[0])
+        raise ValueError(
+            f"{what}: point {row} at (x, y, z) = {tuple(float(v) for v in pts[row])} has "
+            f"{_AXES[mode][axis]} = {float(c[row, axis]):.6g}, i.e. grid coordinate "
+            f"{float(scaled[row, axis]):.6g} at voxel size {float(s[axis]):g}, outside the "
+            f"supported int32 grid range (|coordinate| <= {_MAX_GRID_INDEX:.0f} voxels; "
+            f"{int(out_of_range.any(axis=1).sum())} of {pts.shape[0]} points): corrupt "
+            "coordinates or wrong units"
+        )
+    return scaled.astype(np.int64)
 
 
 def voxelize(
     points_xyz: np.ndarray,
     mode: str = "cylindrical",
     voxel_size: tuple[float, float, float] = (0.1, 1.0, 0.1),
+    *,
+    what: str = "points_xyz",
 ) -> Voxelization:
-    """Quantise ``(N, 3)`` points; see the module docstring for conventions."""
-    q = grid_coordinates(points_xyz, mode, voxel_size)
+    """Quantise ``(N, 3)`` points; see the module docstring for conventions and the range.
+
+    ``what`` names the cloud in errors (the collator passes ``"sample <token>"``).
+    """
+    q = grid_coordinates(points_xyz, mode, voxel_size, what=what)
     vs = (float(voxel_size[0]), float(voxel_size[1]), float(voxel_size[2]))
     if q.shape[0] == 0:
         empty = np.zeros(0, np.int64)
@@ -95,7 +130,11 @@ def voxelize(
     q -= offset
     dims = q.max(axis=0) + 1
     if float(dims[0]) * float(dims[1]) * float(dims[2]) >= 2.0**62 or dims.max() >= 2**31:
-        raise ValueError(f"voxel grid too large {tuple(dims.tolist())}: check voxel_size/units")
+        raise ValueError(
+            f"{what}: voxel grid too large: the points span {tuple(dims.tolist())} voxels of "
+            f"size {vs} along {_AXES[mode]} (at most 2^31 per axis and 2^62 in all): check "
+            "voxel_size, the units (metres) and the coordinates"
+        )
     key = (q[:, 0] * dims[1] + q[:, 1]) * dims[2] + q[:, 2]
     # return_index gives the first occurrence (stable sort) -> first point in input order.
     _, rep, inv = np.unique(key, return_index=True, return_inverse=True)
