@@ -183,11 +183,32 @@ class LoadReport:
     skipped: tuple[tuple[str, str], ...]
     missing: tuple[str, ...]
 
+    @property
+    def meaningful(self) -> tuple[str, ...]:
+        """The loaded names that carry weights: every one except BatchNorm's
+        ``num_batches_tracked`` step counters, which any two models with BatchNorm share by
+        name and shape (``()``) and which therefore prove nothing about a match."""
+        return tuple(n for n in self.loaded if not _is_counter(n))
+
+    @property
+    def unexpected(self) -> tuple[str, ...]:
+        """Checkpoint names that the model does not have."""
+        return tuple(n for n, why in self.skipped if why == "not in model")
+
+    @property
+    def mismatched(self) -> tuple[str, ...]:
+        """Checkpoint names whose shape differs from the model's."""
+        return tuple(n for n, why in self.skipped if why.startswith("shape mismatch"))
+
     def summary(self, max_items: int = 10) -> str:
         """Human-readable multi-line summary (the function itself prints nothing)."""
+        counters = len(self.loaded) - len(self.meaningful)
+        total = len(self.loaded) + len(self.missing)
         lines = [
-            f"loaded {len(self.loaded)} tensors, skipped {len(self.skipped)}, "
-            f"missing {len(self.missing)}"
+            f"loaded {len(self.loaded)} tensors ({len(self.meaningful)} weights + {counters} "
+            f"BatchNorm num_batches_tracked counters) of the model's {total}, skipped "
+            f"{len(self.skipped)} ({len(self.unexpected)} unexpected, {len(self.mismatched)} "
+            f"shape mismatches), missing {len(self.missing)}"
         ]
         for name, reason in self.skipped[:max_items]:
             lines.append(f"  skipped {name}: {reason}")
@@ -198,6 +219,10 @@ class LoadReport:
         if len(self.missing) > max_items:
             lines.append(f"  ... {len(self.missing) - max_items} more missing")
         return "\n".join(lines)
+
+
+def _is_counter(name: str) -> bool:
+    return name == "num_batches_tracked" or name.endswith(".num_batches_tracked")
 
 
 def _strip(name: str, prefixes: Sequence[str]) -> str:
@@ -215,6 +240,9 @@ def load_matching_state(
     model: nn.Module,
     state_dict: Mapping[str, torch.Tensor],
     strip_prefixes: Sequence[str] = ("module.", "model_points."),
+    *,
+    require_match: bool = True,
+    source: str = "state_dict",
 ) -> LoadReport:
     """Load the checkpoint tensors whose (prefix-stripped) name and shape match the model.
 
@@ -222,10 +250,19 @@ def load_matching_state(
     parameters are skipped, the backbone is loaded. Nothing is printed; use
     :meth:`LoadReport.summary`.
 
+    Unlike the reference, a checkpoint of which *no weight* matches is refused: BatchNorm's
+    ``num_batches_tracked`` counters match between any two BatchNorm models (same name pattern,
+    shape ``()``), so a state dict of another architecture used to "load" only those and leave a
+    silently random network.
+
     Args:
         model: the module to fill in place.
         state_dict: checkpoint tensors (e.g. ``torch.load(path)["state_dict"]``).
         strip_prefixes: prefixes removed (repeatedly) from checkpoint names before matching.
+        require_match: raise ``ValueError`` (and leave ``model`` untouched) when no parameter or
+            buffer other than a ``num_batches_tracked`` counter matches (default). ``False``
+            returns the report instead.
+        source: what ``state_dict`` is (e.g. its file), named in the error.
     """
     if not isinstance(state_dict, Mapping):
         raise TypeError(
@@ -253,8 +290,16 @@ def load_matching_state(
             skipped.append((raw_name, f"duplicate of {name!r} after stripping prefixes"))
         else:
             loaded[name] = value
+    missing = tuple(n for n in own if n not in loaded)
+    report = LoadReport(loaded=tuple(loaded), skipped=tuple(skipped), missing=missing)
+    if require_match and not report.meaningful:
+        raise ValueError(
+            f"{source}: no weight matches the {type(model).__name__} by name and shape (only "
+            f"{len(report.loaded)} BatchNorm num_batches_tracked counters did): refusing to "
+            "load, the network would stay randomly initialised; is it a checkpoint of another "
+            f"model?\n{report.summary(max_items=5)}"
+        )
     merged = dict(own)
     merged.update(loaded)
     model.load_state_dict(merged, strict=True)
-    missing = tuple(n for n in own if n not in loaded)
-    return LoadReport(loaded=tuple(loaded), skipped=tuple(skipped), missing=missing)
+    return report
