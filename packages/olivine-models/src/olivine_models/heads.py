@@ -187,7 +187,8 @@ class LoadReport:
     def meaningful(self) -> tuple[str, ...]:
         """The loaded names that carry weights: every one except BatchNorm's
         ``num_batches_tracked`` step counters, which any two models with BatchNorm share by
-        name and shape (``()``) and which therefore prove nothing about a match."""
+        name and shape (``()``) and which therefore prove nothing about a match.
+        """
         return tuple(n for n in self.loaded if not _is_counter(n))
 
     @property
