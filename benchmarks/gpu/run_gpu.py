@@ -735,6 +735,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny sizes: verifies every code path")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"default {DEFAULT_JSON}")
     p.add_argument(
+        "--markdown",
+        type=Path,
+        default=None,
+        help="where the markdown table goes (default: the --json path with suffix .md)",
+    )
+    p.add_argument(
         "--budget-s",
         type=float,
         default=None,
@@ -865,9 +871,13 @@ def main(argv: list[str] | None = None) -> int:
             result["elapsed_s"] = time.perf_counter() - bench.t_start
             write_json_atomic(args.json, result)
 
+    markdown = render_markdown(result)
+    md_path = args.markdown or args.json.with_suffix(".md")
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    md_path.write_text(markdown + "\n")
     print()
-    print(render_markdown(result))
-    print(f"\n[run_gpu] wrote {args.json}")
+    print(markdown)
+    print(f"\n[run_gpu] wrote {args.json} and {md_path}")
     failed = [k for k, v in result["sections"].items() if v["status"] == "error"]
     return 1 if failed else 0
 

