@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -330,6 +331,7 @@ def _coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        non_finite: list[str] = []
         for arg in args:
             if arg is type(None):
                 continue
@@ -337,6 +339,10 @@ def _coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
             out = _coerce(value, arg, where, trial)
             if not trial:
                 return out
+            non_finite += [t for t in trial if "expected a finite number" in t]
+        if non_finite:  # a number, just not a finite one: say so rather than "float | null"
+            problems.append(non_finite[0])
+            return value
         problems.append(f"{where}: expected {_type_name(tp)}, got {value!r}")
         return value
     if origin is Literal:
@@ -368,11 +374,14 @@ def _coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             problems.append(f"{where}: expected float, got {value!r}")
+            return value
+        if not math.isfinite(float(value)):  # nan/inf (YAML .nan, .inf or "nan"): never valid
+            problems.append(f"{where}: expected a finite number, got {value!r}")
             return value
         return float(value)
     if tp is str:
@@ -439,6 +448,7 @@ def _check_values(cfg: Config, problems: list[str], check_paths: bool) -> None:
             positive(f"data.voxel_size[{i}]", v)
     if isinstance(d.cameras, list) and not d.cameras and cfg.recipe == "pretrain":
         problems.append("data.cameras: pretraining needs at least one camera")
+    _check_cameras(d, problems)
     for key in ("max_samples", "max_val_samples"):
         value = getattr(d, key)
         if value is not None:
@@ -522,6 +532,28 @@ def _check_values(cfg: Config, problems: list[str], check_paths: bool) -> None:
                 problems.append(f"downstream.pretrained: file {ds.pretrained!r} does not exist")
         if r.resume not in (None, "auto") and not Path(str(r.resume)).is_file():
             problems.append(f"run.resume: file {r.resume!r} does not exist")
+
+
+#: camera channels each dataset has (KITTI pairs the LiDAR with image_2 only)
+DATASET_CAMERAS: dict[str, tuple[str, ...]] = {"nuscenes": NUSCENES_CAMERAS, "kitti": ("image_2",)}
+
+
+def _check_cameras(d: DataConfig, problems: list[str]) -> None:
+    """``data.cameras`` against the channels of ``data.dataset`` (unknown names, duplicates)."""
+    known = DATASET_CAMERAS.get(d.dataset)
+    if known is None or not isinstance(d.cameras, list):
+        return
+    for i, cam in enumerate(d.cameras):
+        if isinstance(cam, str) and cam not in known:
+            close = difflib.get_close_matches(cam, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(
+                f"data.cameras[{i}]: unknown {d.dataset} camera {cam!r}{hint} "
+                f"(known: {', '.join(known)})"
+            )
+    dups = sorted({c for c in d.cameras if d.cameras.count(c) > 1})
+    if dups:
+        problems.append(f"data.cameras: each camera may appear once, repeated: {dups}")
 
 
 def _check_registries(cfg: Config, problems: list[str]) -> None:

@@ -184,9 +184,14 @@ def check_finite(step: int, parts: dict[str, torch.Tensor], run_dir: Path) -> No
     bad = {k: float(v.detach()) for k, v in parts.items() if not bool(torch.isfinite(v).all())}
     if bad:
         desc = ", ".join(f"{k}={v}" for k, v in bad.items())
+        last = run_dir / "last.pt"
+        if last.is_file():
+            saved = f"the last good checkpoint is {last} (resume with run.resume=auto)"
+        else:  # never name a file that is not there
+            saved = f"no checkpoint was written before it ({last} does not exist)"
         raise NonFiniteLossError(
-            f"non-finite loss at step {step}: {desc}. Training stopped; the last good checkpoint "
-            f"is {run_dir / 'last.pt'} (lower optim.lr or check the inputs)."
+            f"non-finite loss at step {step}: {desc}. Training stopped; {saved}; lower optim.lr "
+            "or check the inputs."
         )
 
 
