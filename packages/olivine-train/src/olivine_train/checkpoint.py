@@ -17,14 +17,19 @@ A training checkpoint (``last.pt`` / ``best.pt``) is a dict of tensors and plain
 "in_channels", "state_dict"}``) and is what downstream recipes load with
 ``olivine_models.load_matching_state``.
 
-Every file is written to a temporary name in the same folder, flushed, then ``os.replace``d, so a
-crash mid-write never leaves a truncated ``last.pt``.
+Every file is written to a temporary name in the same folder (``.<name>.tmp<pid>``), flushed, then
+``os.replace``d, so a crash mid-write never leaves a truncated ``last.pt``. A write that fails
+(full disk, read-only folder) raises :class:`CheckpointWriteError` naming the file and leaves the
+previous version in place. A ``kill -9`` mid-write leaves the temporary file behind;
+:func:`remove_orphan_temp_files` (called when a run folder is opened by
+:class:`~olivine_train.logging.RunLogger`) deletes those of processes that no longer run.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +40,11 @@ __all__ = [
     "BACKBONE_FORMAT",
     "CHECKPOINT_FORMAT",
     "CheckpointError",
+    "CheckpointWriteError",
+    "remove_orphan_temp_files",
     "atomic_save",
     "capture_rng",
+    "atomic_write_text",
     "load_backbone_state",
     "load_checkpoint",
     "load_strict",
@@ -52,6 +60,48 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable, or does not match the model/config."""
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, quota, I/O error); the previous file is
+    unchanged. An ``OSError``, so the CLI reports it like any file-system error (exit code 4).
+    """
+
+
+_TEMP_NAME = re.compile(r"^\..+\.tmp(\d+)$")  # .<name>.tmp<pid> (atomic_save, save_config, ...)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process has not written anything yet when it cleans up
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def remove_orphan_temp_files(folder: str | Path) -> list[Path]:
+    """Delete ``.<name>.tmp<pid>`` files in ``folder`` left by processes that no longer run (a
+    ``kill -9`` during an atomic write); return what was removed. Files of live processes (e.g.
+    another job writing into the same folder right now) are kept.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        match = _TEMP_NAME.match(entry.name)
+        if match is None or not entry.is_file() or _pid_alive(int(match.group(1))):
+            continue
+        try:
+            entry.unlink()
+        except FileNotFoundError:  # removed concurrently
+            continue
+        removed.append(entry)
+    return removed
+
+
 def atomic_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to ``path`` via a temporary file + ``os.replace`` (atomic on POSIX)."""
     path = Path(path)
@@ -60,6 +110,31 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     try:
         with open(tmp, "wb") as fh:
             torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except RuntimeError as exc:
+        # torch's zip writer reports a failed write (ENOSPC, EFBIG, EIO) as
+        # "[enforce fail at inline_container.cc:...] ... file write failed"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointWriteError(
+            f"{path}: cannot write the checkpoint ({reason}); is the disk full? The previous "
+            f"{path.name}, if any, is unchanged"
+        ) from exc
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def atomic_write_text(text: str, path: str | Path) -> Path:
+    """Write ``text`` to ``path`` via a temporary file + ``os.replace`` (atomic on POSIX)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -37,6 +37,7 @@ __all__ = [
     "DataConfig",
     "DemoConfig",
     "DownstreamConfig",
+    "HealthConfig",
     "LossConfig",
     "ModelConfig",
     "OptimConfig",
@@ -102,6 +103,9 @@ class ModelConfig:
     in_channels: int = 1
     image_encoder: str = "resnet50_dilated"
     image_weights: str | None = None  # e.g. weights/moco_v2_800ep_pretrain.pth.tar
+    # load the teacher's packaged/installed pretrained weights (efficientnet_lite0: the
+    # olivine-models[pretrained] extra); false with no image_weights = a RANDOM teacher
+    image_pretrained: bool = False
     head_dim: int = 64
     sync_bn: bool = False
 
@@ -117,8 +121,14 @@ class LossConfig:
     vmf_weight: float = 1.0
     superpixel_weight: float = 0.0  # SLidR superpixel-pooled InfoNCE
     sup_sampling: Literal["dcas", "uniform"] = "dcas"
-    vmf_decay: float = 0.9999
-    vmf_warmup_steps: int = 10000
+    # EMA factor of the class means; null = 1 - 1/warm-up, the reference's tie (0.9999 = 1 - 1/10k)
+    vmf_decay: float | None = 0.9999
+    vmf_warmup_steps: int = 10001  # the reference: updates while global_step <= 10000 (0-based)
+    # warm-up as a fraction of the run's optimiser steps (short runs); replaces vmf_warmup_steps
+    vmf_warmup_fraction: float | None = None
+    # freeze guard: at the end of the warm-up, freeze mu/kappa only once the mean pairwise cosine
+    # of the class directions is at most this (else keep updating, loss off); null = reference
+    vmf_freeze_max_cosine: float | None = None
     vmf_bias_correction: bool = False
     # True: pairs whose VFM label is the vocabulary's unlabelled id (SEEM17: 16 "background",
     # GSAM14: 0) are neither L_sup anchors/positives nor vMF classes. False = the reference, which
@@ -140,6 +150,10 @@ class OptimConfig:
     epochs: int = 50
     max_steps: int | None = None  # stop after this many optimiser steps (smoke tests, demo)
     grad_clip: float | None = None
+    # linear lr scaling (Goyal et al. 2017; mmdetection's auto_scale_lr): lr and lr_head are
+    # defined for a total batch of base_batch_size and multiplied by data.batch_size / that
+    auto_scale_lr: bool = False
+    base_batch_size: int = 16  # the paper's lr 0.5 is for 16 scans (4 GPUs x 4)
 
 
 @dataclass
@@ -176,6 +190,19 @@ class RunConfig:
 
 
 @dataclass
+class HealthConfig:
+    """Training-health checks of pretraining (see ``olivine_train.health``)."""
+
+    every: int | None = None  # steps between effective-rank measurements; None = run.log_every
+    # a term has left chance when its mean loss over the final window is below
+    # chance * (1 - chance_margin)
+    chance_margin: float = 0.05
+    window: float = 0.25  # final fraction of the run's steps over which the margins are averaged
+    min_effective_rank: float = 2.0  # features below this effective rank count as collapsed
+    max_mu_cosine: float = 0.5  # vMF class directions frozen above this mean cosine: warning
+
+
+@dataclass
 class DemoConfig:
     """Synthetic world and probe settings used only by ``olivine-train demo`` (the world renders
     the cameras of ``data.cameras``)."""
@@ -203,6 +230,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     downstream: DownstreamConfig = field(default_factory=DownstreamConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
 
     @property
@@ -462,6 +490,22 @@ def _check_values(cfg: Config, problems: list[str], check_paths: bool) -> None:
     if isinstance(lo.vmf_decay, float) and not 0.0 < lo.vmf_decay < 1.0:
         problems.append(f"loss.vmf_decay: must lie in (0, 1), got {lo.vmf_decay!r}")
     positive("loss.vmf_warmup_steps", lo.vmf_warmup_steps, strict=False)
+    frac = lo.vmf_warmup_fraction
+    if isinstance(frac, float) and not 0.0 < frac < 1.0:
+        problems.append(f"loss.vmf_warmup_fraction: must lie in (0, 1), got {frac!r}")
+    cos = lo.vmf_freeze_max_cosine
+    if isinstance(cos, float) and not -1.0 < cos <= 1.0:
+        problems.append(f"loss.vmf_freeze_max_cosine: must lie in (-1, 1], got {cos!r}")
+    h = cfg.health
+    if h.every is not None:
+        positive("health.every", h.every)
+    for key, low, high in (("chance_margin", 0.0, 1.0), ("window", 0.0, 1.0)):
+        value = getattr(h, key)
+        if isinstance(value, float) and not low < value <= high:
+            problems.append(f"health.{key}: must lie in ({low}, {high}], got {value!r}")
+    positive("health.min_effective_rank", h.min_effective_rank, strict=False)
+    if isinstance(h.max_mu_cosine, float) and not -1.0 < h.max_mu_cosine <= 1.0:
+        problems.append(f"health.max_mu_cosine: must lie in (-1, 1], got {h.max_mu_cosine!r}")
     if cfg.recipe == "pretrain":
         weights = [lo.ppnce_weight, lo.sup_weight, lo.vmf_weight, lo.superpixel_weight]
         if all(isinstance(w, (int, float)) for w in weights) and not any(w > 0 for w in weights):
@@ -478,6 +522,7 @@ def _check_values(cfg: Config, problems: list[str], check_paths: bool) -> None:
         problems.append(f"optim.dampening: must lie in [0, 1), got {o.dampening!r}")
     positive("optim.weight_decay", o.weight_decay, strict=False)
     positive("optim.epochs", o.epochs)
+    positive("optim.base_batch_size", o.base_batch_size)
     if o.max_steps is not None:
         positive("optim.max_steps", o.max_steps)
     if o.grad_clip is not None:
@@ -527,11 +572,41 @@ def _check_values(cfg: Config, problems: list[str], check_paths: bool) -> None:
                     f"model.image_weights: file {m.image_weights!r} does not exist "
                     "(download the MoCo-v2 checkpoint or set model.image_weights=null)"
                 )
+            else:
+                bad = _torch_file_problem(Path(m.image_weights))
+                if bad is not None:
+                    problems.append(f"model.image_weights: file {m.image_weights!r} {bad}")
         if cfg.recipe == "downstream" and ds.pretrained is not None:
             if not Path(ds.pretrained).is_file():
                 problems.append(f"downstream.pretrained: file {ds.pretrained!r} does not exist")
         if r.resume not in (None, "auto") and not Path(str(r.resume)).is_file():
             problems.append(f"run.resume: file {r.resume!r} does not exist")
+
+
+def _torch_file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a ``torch.save`` file, from its first bytes and (for the zip format
+    of torch >= 1.6) its zip directory, without loading it; None if it looks like one."""
+    import zipfile
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if not head:
+        return "is empty (0 bytes): expected a PyTorch checkpoint"
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            return f"is a truncated or corrupt PyTorch (zip) checkpoint ({exc})"
+        if not any(n.endswith("data.pkl") for n in names):
+            return "is a zip archive but not a PyTorch checkpoint (no data.pkl inside)"
+        return None
+    if head[0] == 0x80:  # a pickle (the legacy torch.save format)
+        return None
+    return f"is not a PyTorch checkpoint (starts with bytes {head!r})"
 
 
 #: camera channels each dataset has (KITTI pairs the LiDAR with image_2 only)

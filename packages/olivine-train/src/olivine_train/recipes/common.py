@@ -27,6 +27,7 @@ __all__ = [
     "restore_training_state",
     "training_state",
     "kitti_sequences",
+    "lr_scale",
     "check_finite",
     "make_runtime",
     "seed_everything",
@@ -151,11 +152,22 @@ def kitti_sequences(cfg: Config, split: str) -> list[str]:
     return semantickitti_split(name, load_semantickitti_config())
 
 
-def build_optimizer(groups: list[dict[str, Any]], optim: OptimConfig) -> torch.optim.Optimizer:
-    """SGD with the config's momentum, dampening and weight decay (each group may set ``lr``)."""
+def lr_scale(optim: OptimConfig, batch_size: int) -> float:
+    """Linear lr scaling factor (Goyal et al. 2017, "Accurate, Large Minibatch SGD"):
+    ``batch_size / optim.base_batch_size`` when ``optim.auto_scale_lr`` is on, else 1."""
+    return batch_size / optim.base_batch_size if optim.auto_scale_lr else 1.0
+
+
+def build_optimizer(
+    groups: list[dict[str, Any]], optim: OptimConfig, batch_size: int
+) -> torch.optim.Optimizer:
+    """SGD with the config's momentum, dampening and weight decay (each group may set ``lr``);
+    every lr is multiplied by :func:`lr_scale` for the total ``batch_size``."""
+    scale = lr_scale(optim, batch_size)
+    groups = [{**g, "lr": g["lr"] * scale} if "lr" in g else g for g in groups]
     return torch.optim.SGD(
         groups,
-        lr=optim.lr,
+        lr=optim.lr * scale,
         momentum=optim.momentum,
         dampening=optim.dampening,
         weight_decay=optim.weight_decay,
@@ -180,8 +192,14 @@ def build_scheduler(
 
 
 def check_finite(step: int, parts: dict[str, torch.Tensor], run_dir: Path) -> None:
-    """Raise :class:`NonFiniteLossError` naming the offending loss terms."""
-    bad = {k: float(v.detach()) for k, v in parts.items() if not bool(torch.isfinite(v).all())}
+    """Raise :class:`NonFiniteLossError` naming the offending loss terms (or feature tensors)."""
+
+    def describe(v: torch.Tensor) -> str:
+        if v.numel() == 1:
+            return str(float(v.detach()))
+        return f"{int((~torch.isfinite(v.detach())).sum())} of {v.numel()} values non-finite"
+
+    bad = {k: describe(v) for k, v in parts.items() if not bool(torch.isfinite(v).all())}
     if bad:
         desc = ", ".join(f"{k}={v}" for k, v in bad.items())
         last = run_dir / "last.pt"

@@ -254,7 +254,7 @@ class Downstream:
             groups[0]["lr"] = cfg.optim.lr
         else:
             groups.append({"params": list(self.net.backbone.parameters()), "lr": cfg.optim.lr})
-        self.optimizer = build_optimizer(groups, cfg.optim)
+        self.optimizer = build_optimizer(groups, cfg.optim, cfg.data.batch_size)
 
         self.collator = Collator(
             mode=cfg.data.voxel_mode,
@@ -490,6 +490,7 @@ def run_downstream(cfg: Config, callbacks: list[StepCallback] | None = None) -> 
             resume = str(rt.run_dir / "last.pt") if (rt.run_dir / "last.pt").is_file() else None
         if resume is not None:
             job.resume(resume)
+            logger.resume_at(job.step)  # drop the log records of steps after the checkpoint
         scores = job.train(logger, callbacks or [])
         if scores is not None:
             logger.event(job.step, "final", scores.as_dict())

@@ -36,6 +36,7 @@ from olivine_train.checkpoint import (
 )
 from olivine_train.config import Config
 from olivine_train.distributed import ResumableSampler, cleanup
+from olivine_train.health import HealthMonitor, HealthSummary, format_summary, write_summary
 from olivine_train.logging import RunLogger, draw_pairs_image
 from olivine_train.recipes.common import (
     Runtime,
@@ -45,13 +46,22 @@ from olivine_train.recipes.common import (
     build_scheduler,
     check_finite,
     kitti_sequences,
+    lr_scale,
     make_runtime,
     restore_training_state,
     training_state,
     voxel_size_of,
 )
 
-__all__ = ["PretrainNet", "PretrainResult", "PretrainStepOutput", "Pretrainer", "run_pretrain"]
+__all__ = [
+    "PretrainNet",
+    "PretrainResult",
+    "PretrainStepOutput",
+    "Pretrainer",
+    "describe_teacher",
+    "run_pretrain",
+    "vmf_schedule",
+]
 
 
 class PretrainNet(nn.Module):
@@ -91,9 +101,9 @@ class PretrainNet(nn.Module):
         teacher_feats: torch.Tensor,
         image_size: tuple[int, int],
     ) -> dict[str, torch.Tensor]:
-        """Voxel features of both 3D heads and full-resolution maps of both 2D heads."""
+        """Backbone and 3D head voxel features, full-resolution maps of both 2D heads."""
         v = self.backbone(coords, feats, spatial_shape, batch_size)
-        out: dict[str, torch.Tensor] = {}
+        out: dict[str, torch.Tensor] = {"backbone": v}
         if self.point_pp is not None and self.image_pp is not None:
             out["k_pp"] = self.point_pp(v)
             out["q_pp"] = self.image_pp(teacher_feats, output_size=image_size)
@@ -106,12 +116,14 @@ class PretrainNet(nn.Module):
 
 @dataclass
 class PretrainStepOutput:
-    """What one step computed: the total, each weighted-term's raw value, the pair indices."""
+    """What one step computed: the total, each weighted term's raw value, the pair indices, the
+    chance level of each contrastive term on the step's candidates, and the sampled features."""
 
     total: torch.Tensor
     parts: dict[str, torch.Tensor]
     indices: dict[str, torch.Tensor]
     features: dict[str, torch.Tensor] = field(default_factory=dict)
+    chance: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -124,6 +136,7 @@ class PretrainResult:
     last_losses: dict[str, float]
     state_dict: dict[str, torch.Tensor]
     wall_time_s: float
+    health: HealthSummary | None = None
 
 
 def pixel_features(maps: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
@@ -163,6 +176,33 @@ def build_pretrain_dataset(cfg: Config, split: str = "train") -> Any:
     )
 
 
+def describe_teacher(cfg: Config) -> str:
+    """One line naming the teacher and where its weights come from (random ones say so)."""
+    m = cfg.model
+    if m.image_weights is not None:
+        source = f"weights {m.image_weights}"
+    elif m.image_pretrained:
+        source = "pretrained weights"
+    else:
+        source = "RANDOM init, no pretrained weights"
+    return f"{m.image_encoder} ({source}), frozen"
+
+
+def vmf_schedule(cfg: Config, total_steps: int) -> tuple[int, float]:
+    """The vMF prior's (warm-up updates, EMA factor) for a run of ``total_steps`` steps.
+
+    ``loss.vmf_warmup_fraction`` (short runs) replaces ``loss.vmf_warmup_steps`` by that fraction
+    of the run; ``loss.vmf_decay: null`` ties the EMA factor to the warm-up as the reference does
+    (``1 - 1/warmup``: 0.9999 for 10,000 steps), at least 0.5.
+    """
+    lo = cfg.loss
+    warmup = lo.vmf_warmup_steps
+    if lo.vmf_warmup_fraction is not None:
+        warmup = max(1, round(lo.vmf_warmup_fraction * total_steps))
+    decay = lo.vmf_decay if lo.vmf_decay is not None else 1.0 - 1.0 / max(warmup, 2)
+    return warmup, decay
+
+
 def build_pretrain_transform(cfg: Config) -> Any:
     """Seeded augmentation (``transform(sample, generator)``) or the plain resize."""
     from olivine_data import transforms
@@ -192,7 +232,9 @@ class Pretrainer:
         device = rt.device
 
         self.teacher = create_image_encoder(
-            cfg.model.image_encoder, weights=cfg.model.image_weights
+            cfg.model.image_encoder,
+            weights=cfg.model.image_weights,
+            pretrained=cfg.model.image_pretrained,
         )
         self.teacher.to(device).eval()
         for p in self.teacher.parameters():
@@ -221,20 +263,6 @@ class Pretrainer:
                 device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=lo.vmf_weight > 0 and lo.sup_weight == 0,
             )
-        group = None
-        if rt.dist.distributed:
-            import torch.distributed as dist
-
-            group = dist.group.WORLD
-        self.prior = VMFClassPrior(
-            self.num_classes,
-            cfg.model.head_dim,
-            decay=lo.vmf_decay,
-            warmup_steps=lo.vmf_warmup_steps,
-            bias_correction=lo.vmf_bias_correction,
-            process_group=group,
-            ignore_index=self.ignore_index,
-        ).to(device)
         self.pair_gen = torch.Generator().manual_seed(cfg.run.seed * 1000 + rt.dist.rank)
 
         self.collator = Collator(
@@ -267,8 +295,29 @@ class Pretrainer:
         if cfg.optim.max_steps is not None:
             self.total_steps = min(self.total_steps, cfg.optim.max_steps)
         self.optimizer = build_optimizer(
-            [{"params": [p for p in self.net.parameters() if p.requires_grad]}], cfg.optim
+            [{"params": [p for p in self.net.parameters() if p.requires_grad]}],
+            cfg.optim,
+            cfg.data.batch_size,
         )
+        self.lr = cfg.optim.lr * lr_scale(cfg.optim, cfg.data.batch_size)
+        self.vmf_warmup, self.vmf_decay = vmf_schedule(cfg, self.total_steps)
+        group = None
+        if rt.dist.distributed:
+            import torch.distributed as dist
+
+            group = dist.group.WORLD
+        self.prior = VMFClassPrior(
+            self.num_classes,
+            cfg.model.head_dim,
+            decay=self.vmf_decay,
+            warmup_steps=self.vmf_warmup,
+            bias_correction=lo.vmf_bias_correction,
+            freeze_max_cosine=lo.vmf_freeze_max_cosine,
+            process_group=group,
+            ignore_index=self.ignore_index,
+        ).to(device)
+        self.health = HealthMonitor(cfg.health)
+        self.health_every = cfg.health.every or cfg.run.log_every
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, cfg.optim.scheduler)
         self.scaler = rt.grad_scaler()
         self.step = 0
@@ -280,6 +329,11 @@ class Pretrainer:
         """Forward pass and loss decomposition for one collated :class:`PretrainBatch`."""
         from olivine_data.sampling import dcas_sample, uniform_pairs
         from olivine_losses import info_nce, semantic_contrastive, superpixel_info_nce
+        from olivine_losses.health import (
+            info_nce_chance,
+            semantic_contrastive_chance,
+            superpixel_chance,
+        )
 
         lo = self.cfg.loss
         rt = self.rt
@@ -307,12 +361,14 @@ class Pretrainer:
         indices: dict[str, torch.Tensor] = {}
         feats: dict[str, torch.Tensor] = {}
         weights: dict[str, float] = {}
+        chance: dict[str, float] = {}
         dev = pv.device
         if lo.ppnce_weight > 0:
             idx = uniform_pairs(num_pairs, m, self.pair_gen).to(dev)
             k = out["k_pp"][pv[idx]]
             q = pixel_features(out["q_pp"], px[idx])
             parts["ppnce"] = info_nce(k, q, temperature=lo.temperature)
+            chance["ppnce"] = info_nce_chance(m)
             indices["ppnce"] = idx
             feats.update(ppnce_k=k, ppnce_q=q)
             weights["ppnce"] = lo.ppnce_weight
@@ -332,11 +388,14 @@ class Pretrainer:
             parts["sup"] = semantic_contrastive(
                 k, q, labels[idx], temperature=lo.temperature, ignore_index=self.ignore_index
             )
+            chance["sup"] = semantic_contrastive_chance(labels[idx], ignore_index=self.ignore_index)
             indices["sup"] = idx
             feats.update(sup_k=k, sup_q=q)
             weights["sup"] = lo.sup_weight
         if lo.vmf_weight > 0:
             z = out["k_sem"][pv]
+            # non-finite features stop the run like a non-finite loss, before the prior sees them
+            check_finite(self.step + 1, {"vmf features": z}, self.rt.run_dir)
             parts["vmf"] = self.prior(z, labels).to(z.dtype)
             weights["vmf"] = lo.vmf_weight
             feats["vmf_z"] = z
@@ -345,6 +404,7 @@ class Pretrainer:
                 raise ValueError("loss.superpixel_weight needs VFM labels for the superpixels")
             # superpixel = (image, VFM class) or (image, connected component): see superpixels.py
             seg = px[:, 0] * (int(labels.max()) + 1) + labels
+            chance["superpixel"] = superpixel_chance(seg, seg)
             parts["superpixel"] = superpixel_info_nce(
                 out["k_pp"][pv],
                 pixel_features(out["q_pp"], px),
@@ -353,8 +413,13 @@ class Pretrainer:
                 temperature=lo.temperature,
             )
             weights["superpixel"] = lo.superpixel_weight
+        # backbone features at the first sampled pair set (all pairs if nothing is sampled)
+        sampled = next(iter(indices.values()), None)
+        feats["backbone"] = out["backbone"][pv if sampled is None else pv[sampled]]
         total = sum((weights[k] * v for k, v in parts.items()), torch.zeros((), device=dev))
-        return PretrainStepOutput(total=total, parts=parts, indices=indices, features=feats)
+        return PretrainStepOutput(
+            total=total, parts=parts, indices=indices, features=feats, chance=chance
+        )
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict[str, Any]:
@@ -371,7 +436,7 @@ class Pretrainer:
             best_metric=None,
             vmf={k: v.detach().cpu() for k, v in self.prior.state_dict().items()},
             rng=capture_rng({"pairs": self.pair_gen}),
-        )
+        ) | {"health": self.health.state_dict()}
 
     def sync_buffers(self) -> None:
         """Give every rank rank 0's BatchNorm running statistics (DDP only syncs them at the
@@ -405,6 +470,8 @@ class Pretrainer:
             ckpt, path, self.net, self.optimizer, self.scheduler, self.scaler
         )
         load_strict(self.prior, ckpt["vmf"], f"{path}: vMF prior")
+        if "health" in ckpt:  # absent in checkpoints written before 0.2
+            self.health.load_state_dict(ckpt["health"])
         if self.rt.dist.rank == 0:  # global RNGs (the checkpoint holds rank 0's)
             restore_rng(ckpt["rng"], {"pairs": self.pair_gen})
 
@@ -463,6 +530,7 @@ class Pretrainer:
         self.pair_gen.manual_seed(
             (cfg.run.seed * 1_000_003 + rt.dist.rank * 7_919 + self.step) % (2**63)
         )
+        was_frozen = self.prior.frozen
         result = self.compute(batch)
         check_finite(self.step + 1, {"total": result.total, **result.parts}, rt.run_dir)
         self.scaler.scale(result.total).backward()
@@ -482,6 +550,7 @@ class Pretrainer:
         scalars["pairs"] = float(batch.pair_voxels.shape[0])
         scalars["throughput"] = batch.batch_size / max(now - t_last, 1e-9)
         scalars["epoch"] = float(self.epoch)
+        scalars.update(self._observe_health(result, was_frozen))
         if self.step % cfg.run.log_every == 0 or self.step == 1:
             if cfg.loss.vmf_weight > 0:
                 scalars["vmf/active"] = float(self.prior.frozen)
@@ -491,6 +560,42 @@ class Pretrainer:
         if cfg.run.image_log_every and (self.step % cfg.run.image_log_every == 0 or self.step == 1):
             self._log_image(logger, batch)
         return scalars
+
+    def _observe_health(self, result: PretrainStepOutput, was_frozen: bool) -> dict[str, float]:
+        """Chance margins (every step), effective ranks (every ``health.every`` steps, the first
+        and the last) and the vMF direction statistics (while the prior updates)."""
+        terms = {k: (float(result.parts[k].detach()), c) for k, c in result.chance.items()}
+        out = self.health.observe_terms(self.step, terms)
+        if (
+            self.step % self.health_every == 0
+            or self.step in (1, self.total_steps)
+        ):
+            from olivine_losses.health import effective_rank
+
+            f = result.features
+            named = {
+                "backbone": f.get("backbone"),
+                "point_pp": f.get("ppnce_k"),
+                "image_pp": f.get("ppnce_q"),
+                "point_sem": f.get("sup_k", f.get("vmf_z")),
+                "image_sem": f.get("sup_q"),
+            }
+            ranks = {k: effective_rank(v) for k, v in named.items() if v is not None}
+            out.update(self.health.observe_ranks(self.step, ranks))
+        if self.cfg.loss.vmf_weight > 0 and not was_frozen:
+            out.update(
+                self.health.observe_vmf(
+                    self.step,
+                    self.prior.direction_stats(),
+                    frozen_now=self.prior.frozen,
+                    warmup_end=self.vmf_warmup,
+                )
+            )
+        return out
+
+    def summarize_health(self) -> HealthSummary:
+        """The run's health summary (see :mod:`olivine_train.health`)."""
+        return self.health.summary(self.step, vmf_active=self.cfg.loss.vmf_weight > 0)
 
     def _log_image(self, logger: RunLogger, batch: Any) -> None:
         if not logger.enabled:
@@ -519,13 +624,25 @@ def run_pretrain(cfg: Config, callbacks: list[StepCallback] | None = None) -> Pr
             if rt.is_main:
                 print(f"[olivine-train] resumed from {resume} at step {trainer.step}")
         if rt.is_main:
-            logger.text(
-                trainer.step,
-                "teacher",
-                f"{cfg.model.image_encoder} (weights: {cfg.model.image_weights or 'random init'})",
-            )
+            logger.text(trainer.step, "teacher", describe_teacher(cfg))
+            if cfg.run.progress:
+                print(
+                    f"[olivine-train] teacher: {describe_teacher(cfg)}; lr {trainer.lr:g}"
+                    + (" (auto-scaled)" if cfg.optim.auto_scale_lr else "")
+                    + (
+                        f"; vMF warm-up {trainer.vmf_warmup} steps, EMA {trainer.vmf_decay:g}"
+                        if cfg.loss.vmf_weight > 0
+                        else ""
+                    )
+                )
         last = trainer.train(logger, callbacks or [])
         trainer.export_backbone()
+        health = trainer.summarize_health()
+        if rt.is_main:
+            write_summary(health, rt.run_dir / "health.json")
+            logger.event(trainer.step, "health", health.to_dict())
+            if cfg.run.progress:
+                print(f"[olivine-train] {format_summary(health)}")
         state = {k: v.detach().cpu().clone() for k, v in trainer.net.state_dict().items()}
         state.update(
             {f"vmf.{k}": v.detach().cpu().clone() for k, v in trainer.prior.state_dict().items()}
@@ -537,6 +654,7 @@ def run_pretrain(cfg: Config, callbacks: list[StepCallback] | None = None) -> Pr
             last_losses=last,
             state_dict=state,
             wall_time_s=time.perf_counter() - t0,
+            health=health,
         )
     finally:
         logger.close()
