@@ -20,7 +20,7 @@ import numpy as np
 from olivine_train.config import Config, config_to_dict, load_config, validate
 from olivine_train.metrics import SegmentationScores
 from olivine_train.recipes.downstream import DownstreamResult, run_downstream
-from olivine_train.recipes.pretrain import PretrainResult, run_pretrain
+from olivine_train.recipes.pretrain import PretrainResult, describe_teacher, run_pretrain
 
 __all__ = ["DemoResult", "ensure_world", "probe_config", "run_demo", "scores_table"]
 
@@ -136,13 +136,9 @@ def run_demo(
         print(f"[demo] synthetic world: {world_dir}")
     ensure_world(base, world_dir, progress=progress)
     pre_cfg = validate(config_to_dict(base), source="demo")
-    weights = pre_cfg.model.image_weights or "randomly initialised: no pretrained weights offline"
-    teacher = f"{pre_cfg.model.image_encoder} ({weights}), frozen"
+    teacher = describe_teacher(pre_cfg)
     if progress:
-        print(
-            f"[demo] teacher: {teacher}; student: {pre_cfg.model.point_encoder}; "
-            f"vMF warm-up {pre_cfg.loss.vmf_warmup_steps} steps"
-        )
+        print(f"[demo] teacher: {teacher}; student: {pre_cfg.model.point_encoder}")
     pre = run_pretrain(pre_cfg)
     backbone = str(Path(pre.run_dir) / "backbone.pt")
     probe_a = run_downstream(probe_config(pre_cfg, "probe_pretrained", backbone))
