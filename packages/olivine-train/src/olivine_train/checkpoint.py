@@ -115,7 +115,9 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
         os.replace(tmp, path)
     except RuntimeError as exc:
         # torch's zip writer reports a failed write (ENOSPC, EFBIG, EIO) as
-        # "[enforce fail at inline_container.cc:...] ... file write failed"
+        # "[enforce fail at inline_container.cc:...] ... file write failed"; other errors are bugs
+        if "inline_container" not in str(exc) and "PytorchStreamWriter" not in str(exc):
+            raise
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointWriteError(
             f"{path}: cannot write the checkpoint ({reason}); is the disk full? The previous "

@@ -12,11 +12,24 @@ Subcommands (``olivine-train <cmd> --help`` for each)::
 
 CONFIG is a shipped config name (``olivine-train ls``) or a YAML path. Multi-GPU / multi-process:
 ``torchrun --nproc_per_node N -m olivine_train.cli pretrain CONFIG ...``.
+
+Every failure is one ``olivine-train: error: ...`` line on stderr (no traceback) and an exit code:
+
+    0  success
+    1  bad input: a data, weights or checkpoint file (missing, corrupt, of another model)
+    2  bad configuration or command line (every problem listed)
+    3  a loss became NaN/inf (training stopped; the message says which checkpoint survives)
+    4  the file system refused a write or read: permission denied, read-only folder, disk full
+    5  an unexpected error (a bug: set OLIVINE_TRACEBACK=1 to see the traceback)
+
+docs/failure-modes.md lists the known failures, their messages and what survives them.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 from collections.abc import Sequence
 
@@ -143,6 +156,22 @@ def _print_err(msg: str) -> None:
     print(f"olivine-train: error: {msg}", file=sys.stderr)
 
 
+_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+_DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _os_error_line(exc: OSError) -> str:
+    """``<file>: <what happened> (<hint>)`` for a file-system error."""
+    text = exc.strerror or str(exc)
+    name = type(exc).__name__
+    head = f"{name}: {exc.filename}: {text}" if exc.filename is not None else f"{name}: {text}"
+    if exc.errno in _DENIED:
+        return f"{head} (not writable: choose another run.out_dir or fix the permissions)"
+    if exc.errno in _FULL:
+        return f"{head} (the disk or quota is full: free space, then resume with run.resume=auto)"
+    return head
+
+
 def _cmd_ls() -> int:
     from olivine_train.config import load_config as _load
 
@@ -253,6 +282,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  TensorBoard:    tensorboard --logdir {demo.pretrain.run_dir}/tb")
             print(f"probe runs:       {demo.probe_pretrained.run_dir}, {demo.probe_random.run_dir}")
             print(f"wall time:        {demo.wall_time_s:.1f} s")
+            if demo.pretrain.health is not None:
+                from olivine_train.health import format_summary
+
+                print()
+                print(f"pretraining {format_summary(demo.pretrain.health)}")
             return 0
     except ConfigError as exc:
         _print_err(str(exc))
@@ -263,6 +297,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, KeyError) as exc:
         _print_err(f"{type(exc).__name__}: {exc}")
         return 1
+    except OSError as exc:  # permission denied, read-only folder, disk full, checkpoint writes
+        _print_err(_os_error_line(exc))
+        return 4
+    except Exception as exc:  # one line, not a traceback; OLIVINE_TRACEBACK=1 shows it
+        if os.environ.get("OLIVINE_TRACEBACK"):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        _print_err(
+            f"unexpected {type(exc).__name__}: {first} (set OLIVINE_TRACEBACK=1 for the traceback)"
+        )
+        return 5
     _print_err(f"unknown command {args.command!r}")
     return 2
 

@@ -585,7 +585,8 @@ def _check_values(cfg: Config, problems: list[str], check_paths: bool) -> None:
 
 def _torch_file_problem(path: Path) -> str | None:
     """Why ``path`` cannot be a ``torch.save`` file, from its first bytes and (for the zip format
-    of torch >= 1.6) its zip directory, without loading it; None if it looks like one."""
+    of torch >= 1.6) its zip directory, without loading it; None if it looks like one.
+    """
     import zipfile
 
     try:

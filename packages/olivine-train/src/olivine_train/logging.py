@@ -8,12 +8,18 @@ Layout of a run folder::
     <run dir>/last.pt, best.pt, backbone.pt
 
 On ranks other than 0 :class:`RunLogger` does nothing (``enabled=False``).
+
+Resume after a crash or ``kill -9``: opening the logger deletes the orphan temporary files of
+interrupted atomic writes in the run folder, and :meth:`RunLogger.resume_at` (called once the
+checkpoint is loaded) drops the ``metrics.jsonl`` records logged after the checkpoint's step and
+purges those TensorBoard events, so that the steps the resumed run repeats are logged once.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -83,12 +89,54 @@ class RunLogger:
         self._writer: Any = None
         self._jsonl: Any = None
         self._t0 = time.perf_counter()
+        self._flush_secs = flush_secs
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
+            from olivine_train.checkpoint import remove_orphan_temp_files
+
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.removed_temp_files = remove_orphan_temp_files(self.run_dir)
             self._writer = SummaryWriter(log_dir=str(self.tb_dir), flush_secs=flush_secs)
             self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
+
+    def resume_at(self, step: int) -> int:
+        """Forget what was logged after ``step`` (the step of the checkpoint a run resumes from).
+
+        Rewrites ``metrics.jsonl`` in place without the records whose ``step`` is greater
+        (those steps are about to be trained and logged again), drops a last line cut off by a
+        crash, and reopens TensorBoard with ``purge_step=step + 1`` so that it hides the events
+        of the repeated steps too. Returns the number of records dropped.
+        """
+        if not self.enabled:
+            return 0
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._jsonl.flush()
+        dropped = 0
+        with open(self.jsonl_path, "r+", encoding="utf-8") as fh:
+            kept: list[str] = []
+            for line in fh:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:  # a line cut off by kill -9
+                    dropped += 1
+                    continue
+                if isinstance(rec, dict) and int(rec.get("step", 0)) > step:
+                    dropped += 1
+                    continue
+                kept.append(line if line.endswith("\n") else line + "\n")
+            if dropped:
+                fh.seek(0)
+                fh.write("".join(kept))
+                fh.truncate()
+                fh.flush()
+                os.fsync(fh.fileno())
+        self._writer.close()
+        self._writer = SummaryWriter(
+            log_dir=str(self.tb_dir), flush_secs=self._flush_secs, purge_step=step + 1
+        )
+        return dropped
 
     def scalars(self, step: int, values: dict[str, float], *, kind: str = "train") -> None:
         """Log scalars under ``<kind>/<name>`` to TensorBoard and one JSONL record."""
