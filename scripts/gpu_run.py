@@ -15,7 +15,9 @@ to start.
 Offline machines: ``--wheelhouse DIR`` installs from a folder of wheels only (``pip install
 --no-index --find-links DIR``); ``--system-torch`` makes the venv see the machine's own torch and
 torchvision (``--system-site-packages``) instead of installing the pinned 2.14.1 (a multi-GB
-CUDA build). ``--reuse`` keeps an existing venv (a second run then starts in seconds).
+CUDA build). Wheels too large for one transfer can be
+carried split (``split -b 60m X.whl X.whl.part``); the pieces are joined before the install.
+``--reuse`` keeps an existing venv (a second run then starts in seconds).
 
 Exit codes: 0 done; 1 a benchmark section failed; 2 no usable GPU (or bad arguments);
 3 the install failed.
@@ -114,6 +116,26 @@ def constraints_for(args: argparse.Namespace, work: Path) -> Path:
     return path
 
 
+def join_parts(wheelhouse: Path) -> list[Path]:
+    """Reassemble wheels carried in pieces (``split -b 60m X.whl X.whl.part``) in ``wheelhouse``.
+
+    One file can be larger than what a single transfer carries (spconv-cu126 2.3.8's cp312
+    wheel is 67 MiB); ``X.whl.partaa``, ``X.whl.partab``, ... become ``X.whl`` again.
+    """
+    joined: list[Path] = []
+    groups: dict[Path, list[Path]] = {}
+    for part in sorted(wheelhouse.glob("*.whl.part*")):
+        groups.setdefault(part.with_name(part.name.split(".whl.part")[0] + ".whl"), []).append(part)
+    for whl, parts in groups.items():
+        if whl.exists():
+            continue
+        with open(whl, "wb") as out:
+            for part in parts:
+                out.write(part.read_bytes())
+        joined.append(whl)
+    return joined
+
+
 def pip_commands(args: argparse.Namespace, py: str, constraints: Path) -> list[list[str]]:
     """Every pip command of the install, in order (arguments after ``python -m pip install``)."""
     source = ["--no-index", "--find-links", str(args.wheelhouse)] if args.wheelhouse else []
@@ -201,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             if not args.install_only:
                 return 2
+        if args.wheelhouse is not None:
+            for whl in join_parts(args.wheelhouse):
+                print(f"[gpu_run] joined {whl.name}", flush=True)
         try:
             if args.venv.exists() and not args.reuse:
                 shutil.rmtree(args.venv)

@@ -94,3 +94,15 @@ def test_bad_arguments_exit_2(args: tuple[str, ...]) -> None:
 def test_unrunnable_python_exits_2(tmp_path: Path) -> None:
     proc = _run("--python", str(tmp_path / "no-python"), "--dry-run")
     assert proc.returncode == 2 and "cannot run --python" in proc.stderr
+
+
+def test_split_wheels_are_joined(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "scripts"))
+    import gpu_run
+
+    data = bytes(range(256)) * 1000
+    (tmp_path / "x-1.0-py3-none-any.whl.partaa").write_bytes(data[:100_000])
+    (tmp_path / "x-1.0-py3-none-any.whl.partab").write_bytes(data[100_000:])
+    assert gpu_run.join_parts(tmp_path) == [tmp_path / "x-1.0-py3-none-any.whl"]
+    assert (tmp_path / "x-1.0-py3-none-any.whl").read_bytes() == data
+    assert gpu_run.join_parts(tmp_path) == []  # already there
