@@ -58,9 +58,24 @@ def make_tiny_world(base: Path) -> Path:
     return root
 
 
+# The machinery tests keep the settings they were recorded with: a random resnet18_dilated teacher
+# (fast at test size, no weights package needed), a fixed lr 0.5 and a 10-step vMF warm-up with
+# EMA 0.8 and no freeze guard. Tests of the shipped demo settings override these back.
+MACHINERY = [
+    "model.image_encoder=resnet18_dilated",
+    "model.image_pretrained=false",
+    "optim.auto_scale_lr=false",
+    "loss.vmf_warmup_fraction=null",
+    "loss.vmf_warmup_steps=10",
+    "loss.vmf_decay=0.8",
+    "loss.vmf_freeze_max_cosine=null",
+]
+
+
 def tiny_overrides(world: Path, out: Path, name: str) -> list[str]:
-    """Overrides that shrink the demo config to test size."""
+    """Overrides that shrink the demo config to test size (see ``MACHINERY``)."""
     return [
+        *MACHINERY,
         f"data.root={world}",
         f"data.cameras=[{', '.join(TINY_CAMERAS)}]",
         "data.image_size=[32, 64]",

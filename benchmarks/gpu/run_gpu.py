@@ -447,6 +447,7 @@ def pretrain_overrides(bench: Bench, world: Path, runs: Path, paper_nets: bool) 
             "run.name=pretrain_minkunet34c",
             "model.point_encoder=minkunet34c",
             "model.image_encoder=resnet50_dilated",
+            "model.image_pretrained=false",  # no MoCo weights offline: a random teacher
             f"data.batch_size={1 if quick else 4}",
             f"optim.max_steps={2 if quick else 24}",
         ]
@@ -462,7 +463,7 @@ def pretrain_overrides(bench: Bench, world: Path, runs: Path, paper_nets: bool) 
 def bench_pretrain(bench: Bench, work: Path, paper_nets: bool) -> dict[str, Any]:
     from olivine_train.config import load_config
     from olivine_train.recipes.demo import ensure_world
-    from olivine_train.recipes.pretrain import run_pretrain
+    from olivine_train.recipes.pretrain import describe_teacher, run_pretrain
 
     world = work / ("world-quick" if bench.quick else "world")
     runs = work / "runs"
@@ -502,7 +503,7 @@ def bench_pretrain(bench: Bench, work: Path, paper_nets: bool) -> dict[str, Any]
     steps_per_s = timed_steps / float(stamps[-1] - stamps[0])
     row = {
         "student": cfg.model.point_encoder,
-        "teacher": f"{cfg.model.image_encoder} (random init)",
+        "teacher": describe_teacher(cfg),
         "batch": batch,
         "cameras": len(cfg.data.cameras),
         "image_size": list(cfg.data.image_size),

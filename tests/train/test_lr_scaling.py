@@ -30,7 +30,7 @@ def test_vmf_schedule_fraction_and_tied_decay() -> None:
     assert vmf_schedule(paper, 87_900) == (paper.loss.vmf_warmup_steps, 0.9999)
     short = load_config(
         "olivine_nuscenes",
-        ["loss.vmf_warmup_fraction=0.25", "loss.vmf_decay=null"],
+        ["loss.vmf_warmup_steps=null", "loss.vmf_warmup_fraction=0.25", "loss.vmf_decay=null"],
         check_paths=False,
     )
     assert vmf_schedule(short, 40) == (10, pytest.approx(0.9))
@@ -40,3 +40,4 @@ def test_vmf_schedule_fraction_and_tied_decay() -> None:
         validate(raw, check_paths=False)
     assert "loss.vmf_warmup_fraction" in str(err.value)
     assert "loss.vmf_freeze_max_cosine" in str(err.value)
+    assert "set exactly one of them" in str(err.value)  # steps (default) and fraction both set

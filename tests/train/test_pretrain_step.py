@@ -115,3 +115,20 @@ def test_terms_switch_off_and_uniform_sampling(
     out = tr.compute(batch)
     assert set(out.parts) == {"sup"}
     assert float(out.total.detach()) == pytest.approx(0.5 * float(out.parts["sup"].detach()))
+
+
+def test_teacher_sees_its_own_input_size(
+    tiny_world: Path, tmp_path: Path, overrides_for: Any
+) -> None:
+    tr = _trainer(tiny_world, tmp_path, ["model.image_input_size=[48, 96]"], overrides_for)
+    seen: list[tuple[int, ...]] = []
+    tr.teacher.register_forward_pre_hook(lambda mod, args: seen.append(tuple(args[0].shape)))
+    tr.dataset.set_epoch(0)
+    tr.sampler.set_epoch(0)
+    batch = next(iter(tr.loader()))
+    out = tr.compute(batch)
+    assert seen[0][-2:] == (48, 96)  # the teacher input, resized
+    assert tuple(batch.images.shape[-2:]) == (32, 64)  # pairs stay at data.image_size
+    assert torch.isfinite(out.total)
+    plain = _trainer(tiny_world, tmp_path, [], overrides_for)
+    assert plain.teacher_input(batch.images) is batch.images  # null: untouched

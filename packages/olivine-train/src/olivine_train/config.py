@@ -106,6 +106,9 @@ class ModelConfig:
     # load the teacher's packaged/installed pretrained weights (efficientnet_lite0: the
     # olivine-models[pretrained] extra); false with no image_weights = a RANDOM teacher
     image_pretrained: bool = False
+    # [height, width] the teacher sees (images resized); null = data.image_size. Pairs and 2D head
+    # outputs stay at data.image_size
+    image_input_size: list[int] | None = None
     head_dim: int = 64
     sync_bn: bool = False
 
@@ -123,8 +126,8 @@ class LossConfig:
     sup_sampling: Literal["dcas", "uniform"] = "dcas"
     # EMA factor of the class means; null = 1 - 1/warm-up, the reference's tie (0.9999 = 1 - 1/10k)
     vmf_decay: float | None = 0.9999
-    vmf_warmup_steps: int = 10001  # the reference: updates while global_step <= 10000 (0-based)
-    # warm-up as a fraction of the run's optimiser steps (short runs); replaces vmf_warmup_steps
+    vmf_warmup_steps: int | None = 10001  # the reference: updates while global_step <= 10000
+    # or: warm-up as a fraction of the run's optimiser steps (short runs); set exactly one of both
     vmf_warmup_fraction: float | None = None
     # freeze guard: at the end of the warm-up, freeze mu/kappa only once the mean pairwise cosine
     # of the class directions is at most this (else keep updating, loss off); null = reference
@@ -482,6 +485,13 @@ def _check_values(cfg: Config, problems: list[str], check_paths: bool) -> None:
         if value is not None:
             positive(f"data.{key}", value)
     positive("model.in_channels", m.in_channels)
+    if isinstance(m.image_input_size, list):
+        if len(m.image_input_size) != 2:
+            problems.append(
+                f"model.image_input_size: expected [height, width], got {m.image_input_size!r}"
+            )
+        for i, v in enumerate(m.image_input_size):
+            positive(f"model.image_input_size[{i}]", v)
     positive("model.head_dim", m.head_dim)
     positive("loss.num_pairs", lo.num_pairs)
     positive("loss.temperature", lo.temperature)
@@ -491,6 +501,11 @@ def _check_values(cfg: Config, problems: list[str], check_paths: bool) -> None:
         problems.append(f"loss.vmf_decay: must lie in (0, 1), got {lo.vmf_decay!r}")
     positive("loss.vmf_warmup_steps", lo.vmf_warmup_steps, strict=False)
     frac = lo.vmf_warmup_fraction
+    if (lo.vmf_warmup_steps is None) == (frac is None):
+        problems.append(
+            "loss.vmf_warmup_steps / loss.vmf_warmup_fraction: set exactly one of them (the other "
+            f"null), got {lo.vmf_warmup_steps!r} and {frac!r}"
+        )
     if isinstance(frac, float) and not 0.0 < frac < 1.0:
         problems.append(f"loss.vmf_warmup_fraction: must lie in (0, 1), got {frac!r}")
     cos = lo.vmf_freeze_max_cosine

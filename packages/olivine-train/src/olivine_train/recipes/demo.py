@@ -1,8 +1,9 @@
 """``olivine-train demo``: synthetic world -> OLIVINE pretraining -> linear probes -> IoU table.
 
 1. make (or reuse) a small synthetic nuScenes-format world with SEEM17 camera labels;
-2. pretrain a tiny MinkUNet with all three OLIVINE losses against a frozen (randomly initialised,
-   since no weights are available offline) teacher, vMF warm-up scaled down so ``L_kl`` is active;
+2. pretrain a tiny MinkUNet with the OLIVINE losses against the frozen ImageNet EfficientNet-Lite0
+   teacher (packaged weights; a random one, said loudly, without the ``olivine-models[pretrained]``
+   extra), with the short-run adaptations of ``configs/demo.yaml``, and print its health summary;
 3. linearly probe the pretrained backbone and a randomly initialised one with identical settings;
 4. print per-class IoU and mIoU of both, and where logs and checkpoints are.
 """
@@ -57,6 +58,21 @@ def ensure_world(cfg: Config, world: Path, progress: bool = True) -> Path:
     )
     export_nuscenes(sw, world, progress=progress)
     return world
+
+
+def _missing_teacher_weights(cfg: Config) -> str | None:
+    """Why the demo's packaged pretrained teacher weights cannot be loaded, or None if they can."""
+    m = cfg.model
+    packaged = m.image_encoder == "efficientnet_lite0" and m.image_weights is None
+    if not (m.image_pretrained and packaged):
+        return None
+    from olivine_models.image.efficientnet import packaged_weights_path
+
+    try:
+        packaged_weights_path()
+    except (ImportError, FileNotFoundError) as exc:
+        return str(exc)
+    return None
 
 
 def probe_config(pre: Config, name: str, pretrained: str | None) -> Config:
@@ -135,7 +151,12 @@ def run_demo(
     if progress:
         print(f"[demo] synthetic world: {world_dir}")
     ensure_world(base, world_dir, progress=progress)
-    pre_cfg = validate(config_to_dict(base), source="demo")
+    raw = config_to_dict(base)
+    missing = _missing_teacher_weights(base)
+    if missing is not None:
+        raw["model"]["image_pretrained"] = False
+        print(f"[demo] WARNING: {missing}\n[demo] falling back to a RANDOM teacher")
+    pre_cfg = validate(raw, source="demo")
     teacher = describe_teacher(pre_cfg)
     if progress:
         print(f"[demo] teacher: {teacher}; student: {pre_cfg.model.point_encoder}")

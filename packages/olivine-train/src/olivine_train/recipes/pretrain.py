@@ -191,14 +191,17 @@ def describe_teacher(cfg: Config) -> str:
 def vmf_schedule(cfg: Config, total_steps: int) -> tuple[int, float]:
     """The vMF prior's (warm-up updates, EMA factor) for a run of ``total_steps`` steps.
 
-    ``loss.vmf_warmup_fraction`` (short runs) replaces ``loss.vmf_warmup_steps`` by that fraction
-    of the run; ``loss.vmf_decay: null`` ties the EMA factor to the warm-up as the reference does
+    ``loss.vmf_warmup_fraction`` (short runs; then ``loss.vmf_warmup_steps`` is null) is that
+    fraction of the run; ``loss.vmf_decay: null`` ties the EMA factor to the warm-up as the reference does
     (``1 - 1/warmup``: 0.9999 for 10,000 steps), at least 0.5.
     """
     lo = cfg.loss
-    warmup = lo.vmf_warmup_steps
     if lo.vmf_warmup_fraction is not None:
         warmup = max(1, round(lo.vmf_warmup_fraction * total_steps))
+    elif lo.vmf_warmup_steps is not None:
+        warmup = lo.vmf_warmup_steps
+    else:
+        raise ValueError("loss.vmf_warmup_steps / loss.vmf_warmup_fraction: set exactly one")
     decay = lo.vmf_decay if lo.vmf_decay is not None else 1.0 - 1.0 / max(warmup, 2)
     return warmup, decay
 
@@ -340,7 +343,7 @@ class Pretrainer:
         images = batch.images
         with rt.autocast():
             with torch.no_grad():
-                teacher_feats = self.teacher(images)
+                teacher_feats = self.teacher(self.teacher_input(images))
             out = self.model(
                 batch.voxel_coords,
                 batch.voxel_features,
@@ -419,6 +422,19 @@ class Pretrainer:
         total = sum((weights[k] * v for k, v in parts.items()), torch.zeros((), device=dev))
         return PretrainStepOutput(
             total=total, parts=parts, indices=indices, features=feats, chance=chance
+        )
+
+    def teacher_input(self, images: torch.Tensor) -> torch.Tensor:
+        """The images at ``model.image_input_size`` (bilinear), or as they are when it is null.
+
+        The teacher may see a larger input than the pairing resolution ``data.image_size``: its
+        stride-8 maps are then finer, and the 2D heads still upsample to ``data.image_size``.
+        """
+        size = self.cfg.model.image_input_size
+        if size is None or tuple(images.shape[-2:]) == tuple(size):
+            return images
+        return nn.functional.interpolate(
+            images, size=(int(size[0]), int(size[1])), mode="bilinear", align_corners=False
         )
 
     # ------------------------------------------------------------------ checkpoints
@@ -621,6 +637,7 @@ def run_pretrain(cfg: Config, callbacks: list[StepCallback] | None = None) -> Pr
             resume = str(rt.run_dir / "last.pt") if (rt.run_dir / "last.pt").is_file() else None
         if resume is not None:
             trainer.resume(resume)
+            logger.resume_at(trainer.step)  # drop the log records of steps after the checkpoint
             if rt.is_main:
                 print(f"[olivine-train] resumed from {resume} at step {trainer.step}")
         if rt.is_main:
