@@ -146,8 +146,19 @@ class SegmentationScores:
     num_points: int
     present: np.ndarray | None = None
 
+    @property
+    def miou_present(self) -> float:
+        """mIoU over the classes that occur in the ground truth (the headline figure).
+
+        ``miou`` follows the reference convention instead: a class absent from both prediction
+        and ground truth counts as IoU 1, so a few evaluated scans inflate it.
+        """
+        present = np.ones(len(self.iou), bool) if self.present is None else self.present
+        vals = self.iou[np.asarray(present, bool) & ~np.isnan(self.iou)]
+        return float(vals.mean()) if vals.size else float("nan")
+
     def as_dict(self) -> dict[str, float]:
-        out = {"miou": self.miou, "accuracy": self.accuracy}
+        out = {"miou": self.miou, "miou_present": self.miou_present, "accuracy": self.accuracy}
         for name, value in zip(self.class_names, self.iou):
             if not np.isnan(value):
                 out[f"iou/{name}"] = float(value)

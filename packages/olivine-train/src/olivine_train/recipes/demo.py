@@ -117,20 +117,13 @@ def scores_table(pretrained: SegmentationScores | None, random: SegmentationScor
         a, b = pretrained.iou[i], random.iou[i]
         lines.append(f"  {name:<{width}} {100 * a:8.2f} {100 * b:8.2f}")
     lines.append("  " + "-" * (width + 18))
-    ours, theirs = _present_miou(pretrained), _present_miou(random)
+    ours, theirs = pretrained.miou_present, random.miou_present
     n = int(np.asarray(present[1:], bool).sum())
     lines.append(f"  {f'mIoU ({n} classes)':<{width}} {100 * ours:8.2f} {100 * theirs:8.2f}")
     lines.append(
         f"  {'mIoU (ref. conv.)':<{width}} {100 * pretrained.miou:8.2f} {100 * random.miou:8.2f}"
     )
     return "\n".join(lines)
-
-
-def _present_miou(scores: SegmentationScores) -> float:
-    """mIoU over the classes present in the ground truth only."""
-    mask = scores.present if scores.present is not None else np.ones_like(scores.iou, bool)
-    vals = scores.iou[1:][np.asarray(mask[1:], bool)]
-    return float(np.nanmean(vals)) if vals.size else float("nan")
 
 
 def run_demo(

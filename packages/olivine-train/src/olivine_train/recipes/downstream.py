@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -132,12 +133,17 @@ def build_seg_dataset(cfg: Config, split: str) -> Any:
 def format_scores(scores: SegmentationScores, title: str = "") -> str:
     """A plain-text IoU table (per class, then mIoU)."""
     rows = [f"{title}" if title else ""]
-    width = max(len(n) for n in scores.class_names[1:]) + 2
+    width = max(*(len(n) for n in scores.class_names[1:]), 26) + 2
     present = scores.present if scores.present is not None else [True] * len(scores.iou)
     for name, iou, here in zip(scores.class_names[1:], scores.iou[1:], present[1:]):
         note = "" if here else "  (absent from the ground truth)"
         rows.append(f"  {name:<{width}} {100 * iou:6.2f}{note}")
-    rows.append(f"  {'mIoU':<{width}} {100 * scores.miou:6.2f}")
+    n = int(np.asarray(present[1:], bool).sum())
+    rows.append(f"  {f'mIoU ({n} classes present)':<{width}} {100 * scores.miou_present:6.2f}")
+    rows.append(
+        f"  {'mIoU, ref. convention':<{width}} {100 * scores.miou:6.2f}"
+        "  (absent and never predicted = 100)"
+    )
     return "\n".join(r for r in rows if r)
 
 

@@ -145,11 +145,14 @@ def pixel_features(maps: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
 
 
 def build_pretrain_dataset(cfg: Config, split: str = "train") -> Any:
-    """The raw (un-augmented) pretraining dataset named by ``cfg.data``."""
+    """The raw (un-augmented) pretraining dataset named by ``cfg.data`` (with VFM labels only
+    when an active loss term uses them)."""
     from olivine_data import datasets
 
-    d = cfg.data
-    label_root = d.label_root if d.label_root is not None else d.root
+    d, lo = cfg.data, cfg.loss
+    # VFM labels are read only when a term uses them (PPKT's L_PPNCE alone needs none)
+    needs_labels = lo.sup_weight > 0 or lo.vmf_weight > 0 or lo.superpixel_weight > 0
+    label_root = (d.label_root if d.label_root is not None else d.root) if needs_labels else None
     if d.dataset == "nuscenes":
         scenes = d.train_scenes if split == "train" else d.val_scenes
         return datasets.NuScenesPretrainDataset(
