@@ -54,6 +54,8 @@ def test_demo_prints_table_and_paths(
     for probe in ("probe_pretrained", "probe_random"):
         val = read_jsonl(runs / probe / "metrics.jsonl", kind="val")
         assert len(val) == 1 and math.isfinite(val[0]["miou"])
+        probe_train = read_jsonl(runs / probe / "metrics.jsonl", kind="train")
+        assert probe_train[0]["lr"] == pytest.approx(0.1)  # demo.probe_lr, not batch-scaled
 
 
 def test_demo_without_the_weights_package_falls_back_loudly(

@@ -92,7 +92,11 @@ def probe_config(pre: Config, name: str, pretrained: str | None) -> Config:
         eval_every=pre.demo.probe_epochs,  # evaluate once, at the end
     )
     raw["optim"].update(
-        lr=pre.demo.probe_lr, lr_head=None, epochs=pre.demo.probe_epochs, max_steps=None
+        lr=pre.demo.probe_lr,
+        lr_head=None,
+        epochs=pre.demo.probe_epochs,
+        max_steps=None,
+        auto_scale_lr=False,  # demo.probe_lr is the probe's lr as it stands
     )
     raw["run"].update(name=name, resume=None)
     return validate(raw, source=f"demo probe {name}")
