@@ -62,7 +62,7 @@ nox.options.sessions = [
     "format",
     "typecheck",
     "tests",
-    f"losses_isolated-{HOST_PYTHON}",
+    f"losses_isolated-{HOST_PYTHON if HOST_PYTHON in ISOLATED_PYTHONS else '3.11'}",
     "build",
 ]
 nox.options.reuse_venv = "yes"
