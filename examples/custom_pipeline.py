@@ -62,8 +62,8 @@ def main(dataroot: str = str(DEFAULT), version: str = "v1.0-mini") -> dict[str, 
         parts["sup"] = SemanticContrastiveLoss(ignore_index=16)(k_all[dcas], q_all[dcas], y[dcas])
         prior = VMFClassPrior(num_classes=17, dim=64, warmup_steps=0, ignore_index=16)
         prior.update(k_all.detach(), y)
-        parts["kl"] = prior.loss(k_all, y)
-    weights = {"ppnce": 0.5, "sup": 0.5, "kl": 1.0}
+        parts["vmf"] = prior.loss(k_all, y)
+    weights = {"ppnce": 0.5, "sup": 0.5, "vmf": 1.0}
     total, logged = WeightedSum({n: weights[n] for n in parts})(**parts)
     total.backward()
     result = {name: float(value) for name, value in logged.items()}

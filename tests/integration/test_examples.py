@@ -41,7 +41,7 @@ def test_custom_pipeline_on_a_synthetic_world(tmp_path: Path) -> None:
     )
     export_nuscenes(cfg, world, progress=False)
     parts = load_example("custom_pipeline").main(str(world), cfg.version)
-    assert set(parts) == {"ppnce", "sup", "kl", "total"}
+    assert set(parts) == {"ppnce", "sup", "vmf", "total"}
     assert all(math.isfinite(v) for v in parts.values())
-    expected = 0.5 * parts["ppnce"] + 0.5 * parts["sup"] + parts["kl"]
+    expected = 0.5 * parts["ppnce"] + 0.5 * parts["sup"] + parts["vmf"]
     assert math.isclose(parts["total"], expected, rel_tol=1e-5)

@@ -84,20 +84,20 @@ def test_package_imports_only_torch_and_the_standard_library() -> None:
 def test_weighted_sum_olivine_weights() -> None:
     ppnce = torch.tensor(2.0, requires_grad=True)
     sup = torch.tensor(4.0, requires_grad=True)
-    kl = torch.tensor(-3.0, requires_grad=True)
+    vmf = torch.tensor(-3.0, requires_grad=True)
     combine = WeightedSum.olivine()
-    total, parts = combine(ppnce=ppnce, sup=sup, kl=kl)
+    total, parts = combine(ppnce=ppnce, sup=sup, vmf=vmf)
     assert total.item() == pytest.approx(0.5 * 2 + 0.5 * 4 - 3.0)
-    assert dict(OLIVINE_WEIGHTS) == {"ppnce": 0.5, "sup": 0.5, "kl": 1.0}
+    assert dict(OLIVINE_WEIGHTS) == {"ppnce": 0.5, "sup": 0.5, "vmf": 1.0}
     assert {k: v.item() for k, v in parts.items()} == {
         "ppnce": 2.0,
         "sup": 4.0,
-        "kl": -3.0,
+        "vmf": -3.0,
         "total": 0.0,
     }
     assert all(not v.requires_grad for v in parts.values())
     total.backward()
-    assert (ppnce.grad.item(), sup.grad.item(), kl.grad.item()) == (0.5, 0.5, 1.0)
+    assert (ppnce.grad.item(), sup.grad.item(), vmf.grad.item()) == (0.5, 0.5, 1.0)
     # mapping form, zero weight: logged but not trained on
     total2, parts2 = WeightedSum({"a": 1.0, "b": 0.0})(
         {"a": torch.tensor(1.0)}, b=torch.tensor(9.0)

@@ -1,4 +1,4 @@
-"""Chance levels (against the losses evaluated on equal logits), effective rank, vMF freeze guard."""
+"""Chance levels (vs the losses evaluated on equal logits), effective rank, vMF freeze guard."""
 
 from __future__ import annotations
 
@@ -36,7 +36,9 @@ def test_info_nce_chance_is_the_loss_of_equal_logits() -> None:
 
 @pytest.mark.parametrize("variant", ["sum_in_log", "mean_log_prob"])
 @pytest.mark.parametrize("ignore_index", [None, 2])
-def test_semantic_chance_is_the_loss_of_equal_logits(variant: str, ignore_index: int | None) -> None:
+def test_semantic_chance_is_the_loss_of_equal_logits(
+    variant: str, ignore_index: int | None
+) -> None:
     g = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 5, (64,), generator=g)
     k = constant_features(64)

@@ -2,7 +2,8 @@
 
 Every check raises ``TypeError`` (wrong kind of object / dtype) or ``ValueError`` (wrong shape or
 value) with a message that names the argument and shows what was expected and what was given.
-None of these checks reads tensor *values*, so none of them synchronises an accelerator.
+None of these checks reads tensor *values* (so none synchronises an accelerator), except
+:func:`check_label_range`.
 """
 
 from __future__ import annotations
@@ -141,3 +142,14 @@ def graph_zero(*tensors: Tensor) -> Tensor:
     for t in tensors:
         total = total + t.sum() * 0.0
     return total + 0.0  # -0.0 + 0.0 == +0.0
+
+
+def check_label_range(labels: Tensor, include: Tensor, num_classes: int) -> None:
+    """``ValueError`` listing the labels outside ``[0, num_classes)`` among the ``include`` ones."""
+    bad = include & ((labels < 0) | (labels >= num_classes))
+    if bool(bad.any()):
+        values = torch.unique(labels[bad]).tolist()[:10]
+        raise ValueError(
+            f"labels must lie in [0, num_classes={num_classes}) (or equal ignore_index), "
+            f"got out-of-range values {values}"
+        )

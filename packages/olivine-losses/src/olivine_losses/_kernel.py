@@ -30,14 +30,17 @@ recomputed exactly with a masked log-sum-exp, in the forward and in the backward
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
-from typing import Any, Literal, cast
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, cast
 
 import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 Mode = Literal["diag", "sum", "mean"]
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 _MODES = ("diag", "sum", "mean")
 _ONEHOT_MAX_CLASSES = 128  # above this, "sum" uses an M x block mask instead of E @ onehot
 _DENSE_BLOCK = 1024  # rows per block when the whole matrix is kept (bounds the temporaries)
@@ -51,6 +54,21 @@ def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]
         return torch.autocast(device_type=device.type, enabled=False)
     except RuntimeError:  # a device type without autocast support
         return contextlib.nullcontext()
+
+
+def _autocast_off(
+    fn: Callable[Concatenate[Any, Tensor, _P], _R],
+) -> Callable[Concatenate[Any, Tensor, _P], _R]:
+    """Run an autograd ``forward(ctx, k, ...)`` / ``backward(ctx, grad, ...)`` without autocast
+    on the device of its first tensor (see :func:`_no_autocast`).
+    """
+
+    @functools.wraps(fn)
+    def run(ctx: Any, first: Tensor, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with _no_autocast(first.device):
+            return fn(ctx, first, *args, **kwargs)
+
+    return run
 
 
 def _underflow_threshold(dtype: torch.dtype) -> float:
@@ -94,27 +112,8 @@ def _exact_sum_rows(
 
 class _RowLosses(torch.autograd.Function):
     @staticmethod
+    @_autocast_off
     def forward(
-        ctx: FunctionCtx,
-        k: Tensor,
-        q: Tensor,
-        labels: Tensor | None,
-        mode: str,
-        inv_tau: float,
-        block: int,
-        save_matrix: bool,
-    ) -> Tensor:
-        with _no_autocast(k.device):
-            return _RowLosses._forward(ctx, k, q, labels, mode, inv_tau, block, save_matrix)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        with _no_autocast(grad_out.device):
-            return _RowLosses._backward(ctx, grad_out)
-
-    @staticmethod
-    def _forward(
         ctx: FunctionCtx,
         k: Tensor,
         q: Tensor,
@@ -176,7 +175,9 @@ class _RowLosses(torch.autograd.Function):
         return lse_all - pos
 
     @staticmethod
-    def _backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+    @once_differentiable
+    @_autocast_off
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         k, q, row_max, lse_all, pos, exact = ctx.saved_tensors
         matrix: Tensor | None = ctx.matrix
         classes: _Classes | None = ctx.classes

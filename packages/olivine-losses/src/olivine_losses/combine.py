@@ -9,8 +9,9 @@ from torch import Tensor, nn
 
 __all__ = ["WeightedSum", "OLIVINE_WEIGHTS"]
 
-#: OLIVINE's total loss: ``mean([L_PPNCE, L_sup]) + L_kl`` in the reference code.
-OLIVINE_WEIGHTS: Mapping[str, float] = {"ppnce": 0.5, "sup": 0.5, "kl": 1.0}
+#: OLIVINE's total loss: ``mean([L_PPNCE, L_sup]) + L_kl`` in the reference code; the vMF term
+#: (the paper's ``L_kl``) is named ``"vmf"``, as in olivine-train's config and logs.
+OLIVINE_WEIGHTS: Mapping[str, float] = {"ppnce": 0.5, "sup": 0.5, "vmf": 1.0}
 
 
 class WeightedSum(nn.Module):
@@ -24,8 +25,8 @@ class WeightedSum(nn.Module):
 
     Example::
 
-        combine = WeightedSum.olivine()          # 0.5 ppnce + 0.5 sup + 1.0 kl
-        total, parts = combine(ppnce=l_pp, sup=l_sup, kl=l_kl)
+        combine = WeightedSum.olivine()          # 0.5 ppnce + 0.5 sup + 1.0 vmf
+        total, parts = combine(ppnce=l_pp, sup=l_sup, vmf=l_vmf)
         total.backward()
     """
 
@@ -46,7 +47,7 @@ class WeightedSum(nn.Module):
 
     @classmethod
     def olivine(cls) -> WeightedSum:
-        """The paper's weights: ``0.5 ppnce + 0.5 sup + 1.0 kl``."""
+        """The paper's weights: ``0.5 ppnce + 0.5 sup + 1.0 vmf``."""
         return cls(OLIVINE_WEIGHTS)
 
     def extra_repr(self) -> str:

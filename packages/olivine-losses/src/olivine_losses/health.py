@@ -44,8 +44,13 @@ def _labels(name: str, labels: object, n_name: str) -> Tensor:
 
 def info_nce_chance(num_candidates: int) -> float:
     """Chance level of :func:`~olivine_losses.info_nce` with ``num_candidates`` candidates per
-    anchor: ``log M`` (every one of the ``M`` logits of a row equal)."""
-    if isinstance(num_candidates, bool) or not isinstance(num_candidates, int) or num_candidates < 1:
+    anchor: ``log M`` (every one of the ``M`` logits of a row equal).
+    """
+    if (
+        isinstance(num_candidates, bool)
+        or not isinstance(num_candidates, int)
+        or num_candidates < 1
+    ):
         raise ValueError(f"num_candidates must be an int >= 1, got {num_candidates!r}")
     return math.log(num_candidates)
 
@@ -80,7 +85,8 @@ def semantic_contrastive_chance(
 
 def superpixel_chance(point_superpixels: Tensor, pixel_superpixels: Tensor) -> float:
     """Chance level of :func:`~olivine_losses.superpixel_info_nce`: ``log S``, with ``S`` the
-    superpixels (non-negative ids) holding both a point and a pixel; 0.0 when there is none."""
+    superpixels (non-negative ids) holding both a point and a pixel; 0.0 when there is none.
+    """
     pts = _labels("point_superpixels", point_superpixels, "N").to(torch.int64)
     pix = _labels("pixel_superpixels", pixel_superpixels, "P").to(pts.device)
     both = torch.isin(torch.unique(pts[pts >= 0]), pix.to(torch.int64))

@@ -20,7 +20,32 @@ from olivine_losses.semantic import _VARIANTS, SemanticVariant, semantic_contras
 __all__ = ["InfoNCELoss", "SemanticContrastiveLoss", "SuperpixelInfoNCELoss"]
 
 
-class InfoNCELoss(nn.Module):
+class _ContrastiveLoss(nn.Module):
+    """Shared hyperparameters of the contrastive losses (validated once, shown in ``repr``)."""
+
+    def __init__(
+        self, temperature: float, symmetric: bool, reduction: str, chunk_size: int | None
+    ) -> None:
+        super().__init__()
+        self.temperature = check_temperature(temperature)
+        self.symmetric = bool(symmetric)
+        self.reduction = check_reduction(reduction)
+        self.chunk_size = check_chunk_size(chunk_size)
+
+    def _own_repr(self) -> str:
+        """The subclass's own hyperparameters, shown after the temperature."""
+        return ""
+
+    def extra_repr(self) -> str:
+        own = self._own_repr()
+        return (
+            f"temperature={self.temperature}, {own + ', ' if own else ''}"
+            f"symmetric={self.symmetric}, reduction={self.reduction!r}, "
+            f"chunk_size={self.chunk_size}"
+        )
+
+
+class InfoNCELoss(_ContrastiveLoss):
     """Point-pixel InfoNCE (``L_PPNCE``); see :func:`olivine_losses.functional.info_nce`.
 
     ``forward(k, q, weights=None)`` with ``k`` the ``(M, D)`` 3D anchors and ``q`` the ``(M, D)``
@@ -35,17 +60,7 @@ class InfoNCELoss(nn.Module):
         reduction: str = "mean",
         chunk_size: int | None = None,
     ) -> None:
-        super().__init__()
-        self.temperature = check_temperature(temperature)
-        self.symmetric = bool(symmetric)
-        self.reduction = check_reduction(reduction)
-        self.chunk_size = check_chunk_size(chunk_size)
-
-    def extra_repr(self) -> str:
-        return (
-            f"temperature={self.temperature}, symmetric={self.symmetric}, "
-            f"reduction={self.reduction!r}, chunk_size={self.chunk_size}"
-        )
+        super().__init__(temperature, symmetric, reduction, chunk_size)
 
     def forward(self, k: Tensor, q: Tensor, weights: Tensor | None = None) -> Tensor:
         return info_nce(
@@ -59,7 +74,7 @@ class InfoNCELoss(nn.Module):
         )
 
 
-class SemanticContrastiveLoss(nn.Module):
+class SemanticContrastiveLoss(_ContrastiveLoss):
     """VFM-label contrastive loss (``L_sup``); see
     :func:`olivine_losses.functional.semantic_contrastive`.
 
@@ -76,22 +91,16 @@ class SemanticContrastiveLoss(nn.Module):
         reduction: str = "mean",
         chunk_size: int | None = None,
     ) -> None:
-        super().__init__()
-        self.temperature = check_temperature(temperature)
+        check_temperature(temperature)  # errors in argument order: temperature before variant
         if variant not in _VARIANTS:
             raise ValueError(f"variant must be one of {tuple(_VARIANTS)}, got {variant!r}")
+        ignore = check_optional_int("ignore_index", ignore_index)
+        super().__init__(temperature, symmetric, reduction, chunk_size)
         self.variant: SemanticVariant = variant
-        self.ignore_index = check_optional_int("ignore_index", ignore_index)
-        self.symmetric = bool(symmetric)
-        self.reduction = check_reduction(reduction)
-        self.chunk_size = check_chunk_size(chunk_size)
+        self.ignore_index = ignore
 
-    def extra_repr(self) -> str:
-        return (
-            f"temperature={self.temperature}, variant={self.variant!r}, "
-            f"ignore_index={self.ignore_index}, symmetric={self.symmetric}, "
-            f"reduction={self.reduction!r}, chunk_size={self.chunk_size}"
-        )
+    def _own_repr(self) -> str:
+        return f"variant={self.variant!r}, ignore_index={self.ignore_index}"
 
     def forward(
         self, k: Tensor, q: Tensor, labels: Tensor, weights: Tensor | None = None
@@ -110,7 +119,7 @@ class SemanticContrastiveLoss(nn.Module):
         )
 
 
-class SuperpixelInfoNCELoss(nn.Module):
+class SuperpixelInfoNCELoss(_ContrastiveLoss):
     """SLidR's superpixel-pooled InfoNCE; see
     :func:`olivine_losses.functional.superpixel_info_nce`.
 
@@ -126,19 +135,11 @@ class SuperpixelInfoNCELoss(nn.Module):
         reduction: str = "mean",
         chunk_size: int | None = None,
     ) -> None:
-        super().__init__()
-        self.temperature = check_temperature(temperature)
+        super().__init__(temperature, symmetric, reduction, chunk_size)
         self.normalize = bool(normalize)
-        self.symmetric = bool(symmetric)
-        self.reduction = check_reduction(reduction)
-        self.chunk_size = check_chunk_size(chunk_size)
 
-    def extra_repr(self) -> str:
-        return (
-            f"temperature={self.temperature}, normalize={self.normalize}, "
-            f"symmetric={self.symmetric}, reduction={self.reduction!r}, "
-            f"chunk_size={self.chunk_size}"
-        )
+    def _own_repr(self) -> str:
+        return f"normalize={self.normalize}"
 
     def forward(
         self,

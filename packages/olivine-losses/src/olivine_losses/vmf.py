@@ -1,9 +1,9 @@
-"""OLIVINE's semantic-consistency term ``L_kl``: a von Mises–Fisher prior per class.
+"""OLIVINE's semantic-consistency term (the paper's ``L_kl``): a von Mises–Fisher prior per class.
 
-The 3D semantic features of class ``k`` are modelled as ``vMF(mu_k, kappa_k)`` on ``S^(C-1)``.
-:class:`VMFClassPrior` estimates ``mu_k`` and ``kappa_k`` from an exponential moving average (EMA)
-of class-mean features during a warm-up, then freezes them; :func:`vmf_nll` is the negative
-log-likelihood of the features under the (constant) class vMFs.
+:class:`VMFClassPrior` estimates the class directions ``mu_k`` and concentrations ``kappa_k`` from
+an exponential moving average (EMA) of class-mean features during a warm-up, then freezes them and
+scores features with :func:`~olivine_losses.vmf_likelihood.vmf_nll` (re-exported here with
+:func:`banerjee_kappa`). Reference: ``kl_divergence_stopvmf`` in github.com/Eaphan/OLIVINE.
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ from torch import Tensor, nn
 
 from olivine_losses._checks import (
     check_features,
+    check_label_range,
     check_labels,
     check_optional_int,
     compute_dtype,
     graph_zero,
 )
 from olivine_losses.special import vmf_log_normalizer
+from olivine_losses.vmf_likelihood import banerjee_kappa, vmf_nll
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
@@ -28,210 +30,36 @@ if TYPE_CHECKING:
 __all__ = ["vmf_nll", "banerjee_kappa", "VMFClassPrior"]
 
 
-def _check_label_range(labels: Tensor, include: Tensor, num_classes: int) -> None:
-    bad = include & ((labels < 0) | (labels >= num_classes))
-    if bool(bad.any()):
-        values = torch.unique(labels[bad]).tolist()[:10]
-        raise ValueError(
-            f"labels must lie in [0, num_classes={num_classes}) (or equal ignore_index), "
-            f"got out-of-range values {values}"
-        )
-
-
-def vmf_nll(
-    z: Tensor,
-    labels: Tensor,
-    mu: Tensor,
-    kappa: Tensor,
-    *,
-    ignore_index: int | None = None,
-    valid_classes: Tensor | None = None,
-    log_normalizer: Tensor | None = None,
-) -> Tensor:
-    """Class-averaged vMF negative log-likelihood of features (OLIVINE's ``L_kl``).
-
-    For each class ``k`` present in ``labels`` (and allowed by ``valid_classes``)::
-
-        l_k = -log C_C(kappa_k) - kappa_k * (1/n_k) sum_{i: y_i = k} mu_k^T z_i
-
-    and the loss is the unweighted mean of ``l_k`` over those classes (the reference's
-    ``kl_divergence_stopvmf``). ``mu`` and ``kappa`` are treated as constants (detached), so the
-    gradient for a point of class ``k`` is ``-kappa_k mu_k / (n_k |K|)``.
-
-    Args:
-        z: ``(N, C)`` features (the reference uses unit vectors; they are not re-normalised here).
-            ``N = 0`` gives 0.
-        labels: ``(N,)`` integer class ids in ``[0, K)`` (or ``ignore_index``).
-        mu: ``(K, C)`` mean directions.
-        kappa: ``(K,)`` concentrations ``>= 0`` (checked for the classes that take part: a
-            negative or NaN ``kappa`` raises ``ValueError``; left-out classes are not read).
-        ignore_index: label of points that are left out, or ``None``.
-        valid_classes: optional ``(K,)`` bool mask; classes where it is False are left out even if
-            present (e.g. classes a prior never observed, whose ``mu`` is undefined).
-        log_normalizer: optional precomputed ``(K,)`` ``log C_C(kappa)`` (what
-            :class:`VMFClassPrior` caches once frozen); computed from ``kappa`` when None.
-
-    Returns:
-        A scalar in the dtype of ``z`` (float32 for half/bfloat16 ``z``: the value is computed in
-        float32 and an fp16 result could overflow); 0 (connected to the graph of ``z``) when no
-        class is left.
-        ``C_C`` uses the exact ``log I_(C/2-1)``
-        (:func:`~olivine_losses.special.vmf_log_normalizer`), not the reference's ``I_0``; this
-        changes the value by a per-class constant only.
-
-    Raises:
-        ValueError: on shape mismatches, labels outside ``[0, K)``, or a negative or NaN
-            ``kappa`` of a class that takes part (the vMF density is undefined there; this reads
-            the ``K`` values of ``kappa``, one device synchronisation).
-    """
-    zt = check_features("z", z, allow_empty=True)
-    n, dim = zt.shape
-    lab = check_labels("labels", labels, n, "N")
-    if not isinstance(mu, Tensor) or not isinstance(kappa, Tensor):
-        raise TypeError(
-            f"mu and kappa must be tensors, got {type(mu).__name__} and {type(kappa).__name__}"
-        )
-    if mu.ndim != 2 or mu.shape[1] != dim:
-        raise ValueError(f"mu must have shape (K, C={dim}), got {tuple(mu.shape)}")
-    num_classes = mu.shape[0]
-    if kappa.shape != (num_classes,):
-        raise ValueError(f"kappa must have shape (K={num_classes},), got {tuple(kappa.shape)}")
-    if dim < 2:
-        raise ValueError(f"the feature size C must be >= 2 for a vMF, got z {tuple(zt.shape)}")
-    ignore = check_optional_int("ignore_index", ignore_index)
-    if valid_classes is not None and (
-        not isinstance(valid_classes, Tensor)
-        or valid_classes.dtype != torch.bool
-        or valid_classes.shape != (num_classes,)
-    ):
-        raise ValueError(
-            f"valid_classes must be a bool tensor of shape (K={num_classes},), got "
-            f"{getattr(valid_classes, 'dtype', type(valid_classes).__name__)} "
-            f"{tuple(getattr(valid_classes, 'shape', ()))}"
-        )
-
-    if log_normalizer is not None and (
-        not isinstance(log_normalizer, Tensor) or log_normalizer.shape != (num_classes,)
-    ):
-        raise ValueError(
-            f"log_normalizer must be a tensor of shape (K={num_classes},), got "
-            f"{tuple(getattr(log_normalizer, 'shape', ()))}"
-        )
-
-    cdt = compute_dtype(zt.dtype)
-    device = zt.device
-    lab = lab.to(device=device, dtype=torch.int64)
-    feats = zt.to(cdt)
-    if ignore is not None:
-        include = lab != ignore
-        _check_label_range(lab, include, num_classes)
-        keep = include.nonzero().squeeze(1)
-        feats, lab = feats[keep], lab[keep]
-    else:
-        _check_label_range(lab, torch.ones_like(lab, dtype=torch.bool), num_classes)
-
-    counts = torch.bincount(lab, minlength=num_classes).to(cdt)
-    present = counts > 0
-    if valid_classes is not None:
-        present = present & valid_classes.to(device)
-    _check_kappa(kappa, present)
-    mu_c = mu.detach().to(device=device, dtype=cdt)
-    kappa_c = kappa.detach().to(device=device, dtype=cdt)
-    # sanitise classes that are left out, so that a NaN mu or kappa there cannot leak into the
-    # value or the gradient (0 * NaN = NaN)
-    mu_c = torch.where(present[:, None], mu_c, torch.zeros_like(mu_c))
-    kappa_c = torch.where(present, kappa_c, torch.zeros_like(kappa_c))
-    if log_normalizer is None:
-        log_c = vmf_log_normalizer(dim, kappa_c)
-    else:
-        log_c = log_normalizer.detach().to(device=device, dtype=cdt)
-        log_c = torch.where(present, log_c, torch.zeros_like(log_c))
-
-    # per-class feature sums, then one dot product per class: (1/n_k) sum_i mu_k^T z_i
-    class_sums = torch.zeros(num_classes, dim, dtype=cdt, device=device).index_add(0, lab, feats)
-    mean_dot = (class_sums * mu_c).sum(dim=1) / counts.clamp(min=1.0)
-    per_class = -log_c - kappa_c * mean_dot
-    per_class = torch.where(present, per_class, torch.zeros_like(per_class))
-    n_present = present.sum().to(cdt).clamp(min=1.0)
-    return per_class.sum() / n_present
-
-
-def _check_kappa(kappa: Tensor, used: Tensor) -> None:
-    """A vMF needs ``kappa >= 0``; only the classes in the ``(K,)`` bool mask ``used`` are read."""
-    k = kappa.detach()
-    bad = ((k < 0) | torch.isnan(k)) & used.to(k.device)
-    if bool(bad.any()):
-        idx = bad.nonzero().squeeze(1).tolist()
-        shown = {int(i): float(k[i]) for i in idx[:10]}
-        raise ValueError(
-            f"kappa must be >= 0 (the vMF concentration) for every class in the batch, got "
-            f"{shown} (class: value)"
-        )
-
-
-def banerjee_kappa(resultant_length: Tensor, dim: int) -> Tensor:
-    """Banerjee et al. (2005) approximation ``kappa = R (C - R^2) / (1 - R^2)`` of the vMF MLE.
-
-    ``resultant_length`` is the norm ``R`` in ``[0, 1)`` of the mean of unit vectors; values are
-    clamped to ``[0, 1 - 1e-6]`` so that the result is finite (``R = 1`` means all the vectors
-    coincide, ``kappa = inf``).
-    """
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
-        raise ValueError(f"dim must be an int >= 2, got {dim!r}")
-    r = resultant_length.clamp(min=0.0, max=1.0 - 1e-6)
-    r2 = r * r
-    return r * (dim - r2) / (1.0 - r2)
-
-
 class VMFClassPrior(nn.Module):
-    """Per-class vMF prior of OLIVINE with EMA warm-up, then frozen (``L_kl``).
+    """Per-class vMF prior of OLIVINE (the paper's ``L_kl``): EMA warm-up, then frozen.
 
-    State (all buffers, none is a parameter, all in ``state_dict``):
+    State (buffers, saved in ``state_dict``): ``ema_mean`` ``(K, C)``, the EMA
+    ``m_k <- a m_k + (1 - a) mean_k`` of the batch class means (classes absent from a batch keep
+    theirs; starts at 0); ``mu = m_k / ||m_k||`` and ``kappa`` = :func:`banerjee_kappa` of
+    ``R = ||m_k||``, refreshed after every update; ``num_updates`` ``(K,)`` (0 = never observed:
+    ``mu = kappa = 0``, left out of the loss); ``num_steps``; ``frozen_at`` (update count at the
+    freeze, -1 while warming up).
 
-    * ``ema_mean`` ``(K, C)``: EMA of the batch class means, ``m_k <- a m_k + (1 - a) mean_k``
-      for every class present in the batch (absent classes keep their value), starting at 0;
-    * ``mu`` ``(K, C)`` = ``m_k / ||m_k||`` and ``kappa`` ``(K,)`` = Banerjee's
-      ``R (C - R^2) / (1 - R^2)`` with ``R = ||m_k||`` (recomputed after every update);
-    * ``num_updates`` ``(K,)``: EMA updates each class received (0 = never observed);
-    * ``num_steps`` ``()``: calls to :meth:`update` so far.
+    Schedule: the first ``warmup_steps`` calls to :meth:`update` move the EMA, then ``mu`` and
+    ``kappa`` freeze. :meth:`loss` is 0 until the freeze and :func:`vmf_nll` after it;
+    :meth:`forward` is loss-then-update for one step. The reference makes 10,001 updates
+    (``global_step <= 10000``, 0-based): ``warmup_steps=10001`` reproduces it.
 
-    Non-finite features. A NaN or inf feature of class ``k`` during the warm-up would make
-    ``ema_mean[k]`` NaN for good (every later EMA step keeps it), and ``mu_k``, ``kappa_k`` would
-    silently read 0 — the class would drop out of the loss for the rest of training. :meth:`update`
-    therefore raises ``ValueError`` naming the classes and the step instead, and leaves the state
-    unchanged (checked after the all-reduce, so every rank raises together).
+    ``bias_correction=True`` divides each class's EMA by ``1 - a^(n_k)`` (as Adam). The reference
+    does not: after 10,000 updates at ``a = 0.9999`` its EMA is ``0.632 m``, so for a true
+    ``R = 0.9`` in ``C = 64`` it gets ``kappa = 53.6`` instead of ``299.3`` (``mu`` is the same).
 
-    Schedule: the first ``warmup_steps`` calls to :meth:`update` move the EMA; after that ``mu`` and
-    ``kappa`` are frozen (``frozen_at`` records the update count at the freeze). :meth:`loss` is 0 during the warm-up and :func:`vmf_nll` after it;
-    :meth:`forward` does both for one training step (0 during warm-up, like the reference).
+    Freeze guard (not in the reference): with ``freeze_max_cosine`` set, the freeze waits past
+    ``warmup_steps`` until the mean pairwise cosine of the observed class directions
+    (:meth:`direction_stats`) is at most that value, since freezing nearly collinear directions
+    collapses the features (``L_kl`` has no repulsive term).
 
-    The reference (``global_step <= 10000`` with Lightning's 0-based step) makes 10,001 updates
-    and switches the loss on at step 10,001; ``warmup_steps=10001`` reproduces that exactly.
-
-    Bias correction. The EMA starts at 0 and the reference does not correct for it, so after
-    ``n`` updates of a constant class mean ``m`` it holds ``(1 - a^n) m``: with ``a = 0.9999`` and
-    ``n = 10,000`` that is ``0.632 m``, so ``R`` and hence ``kappa`` are underestimated (for a true
-    ``R = 0.9`` in ``C = 64``: ``kappa = 53.6`` instead of ``299.3``). ``bias_correction=True``
-    divides by ``1 - a^(n_k)`` (per class, with ``n_k`` its own update count, as Adam does) before
-    computing ``mu`` and ``kappa``. The default ``False`` reproduces the reference; ``mu`` is the
-    same either way.
-
-    Freeze guard (not in the reference). ``L_kl`` has no repulsive term: if ``mu`` freezes while
-    the class directions are nearly collinear (a barely trained network), it pulls every class
-    towards nearly one direction and collapses the features. With ``freeze_max_cosine`` set, the
-    freeze waits, after ``warmup_steps``, until the mean pairwise cosine of the observed class
-    directions (:meth:`direction_stats`) is at most that value; until then the EMA keeps updating
-    and the loss stays 0. ``None`` (default) freezes on schedule, as the reference.
-
-    Unobserved classes (``num_updates == 0``) have ``mu = 0``, ``kappa = 0`` and are left out of the
-    loss (the reference gets a NaN ``mu`` and a NaN loss for them).
-
-    Distributed: with ``process_group`` set, the per-class sums and counts of each batch are
-    all-reduced over the group before the EMA update, so the EMA follows the class means of the
-    global batch and every rank holds bit-identical ``mu`` and ``kappa``. (The reference instead
-    all-reduces the per-rank EMAs and divides by the world size; that weights ranks equally and
-    lets a rank where a class is absent pull the average back. Single-process results are the
-    same.)
+    Distributed: with ``process_group`` set, each batch's class sums and counts are all-reduced
+    before the EMA update, so every rank holds bit-identical ``mu`` and ``kappa`` of the global
+    batch (the reference averages the per-rank EMAs instead); every rank must call :meth:`update`
+    at every step. NaN/inf features of a class raise ``ValueError`` in :meth:`update` (on every
+    rank) and leave the state unchanged. The package README compares all this with the
+    reference in detail.
 
     Args:
         num_classes: ``K`` (17 for SEEM labels, 14 for Grounded-SAM labels in the reference).
@@ -241,12 +69,10 @@ class VMFClassPrior(nn.Module):
         warmup_steps: number of EMA updates before freezing (10,000).
         bias_correction: divide the EMA by ``1 - a^n`` (default False, as the reference).
         freeze_max_cosine: the freeze guard's threshold in ``(-1, 1]``, or ``None`` (no guard).
-        process_group: a ``torch.distributed`` process group (e.g. ``dist.group.WORLD``) to
-            all-reduce over, or ``None`` for no communication.
-        ignore_index: label that is neither counted nor penalised (``None``: every label is a
-            class, as the reference).
-        state_dtype: dtype of the buffers (float64: the 1e-4 EMA increments stay exact). Note that
-            ``module.half()`` casts floating buffers as for any module; cast the network instead.
+        process_group: a ``torch.distributed`` process group to all-reduce over, or ``None``.
+        ignore_index: label that is neither counted nor penalised (``None``: as the reference).
+        state_dtype: dtype of the buffers (float64 keeps the 1e-4 EMA increments exact;
+            ``module.half()`` casts them like any buffer: cast the network instead).
     """
 
     ema_mean: Tensor
@@ -321,13 +147,15 @@ class VMFClassPrior(nn.Module):
     @property
     def frozen(self) -> bool:
         """True once the prior has frozen (the loss is then active): after ``warmup_steps``
-        updates, and with the guard on, once the class directions have separated."""
+        updates, and with the guard on, once the class directions have separated.
+        """
         return int(self.frozen_at.item()) >= 0
 
     def direction_stats(self) -> dict[str, float]:
         """Health of the class directions: mean and max pairwise cosine of the observed ``mu``
         (``mu_cos_mean``, ``mu_cos_max``; NaN below two classes), the ``kappa`` range over the
-        observed classes (``kappa_min``, ``kappa_max``; NaN if none) and ``observed`` classes."""
+        observed classes (``kappa_min``, ``kappa_max``; NaN if none) and ``observed`` classes.
+        """
         from olivine_losses.health import direction_cosines
 
         seen = self.observed
@@ -383,7 +211,7 @@ class VMFClassPrior(nn.Module):
             if self.ignore_index is None
             else lab != self.ignore_index
         )
-        _check_label_range(lab, include, self.num_classes)
+        check_label_range(lab, include, self.num_classes)
         feats = zt.detach()
         if self.ignore_index is not None:
             keep = include.nonzero().squeeze(1)
