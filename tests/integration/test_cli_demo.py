@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import MACHINERY
 
 from olivine_train.cli import main

@@ -1,6 +1,7 @@
 """kill -9 during pretraining, then resume: no debris, each step logged once, same losses
 (issue 14, case 7). Needs ``logger.resume_at(trainer.step)`` after ``trainer.resume(resume)`` in
-``run_pretrain``."""
+``run_pretrain``.
+"""
 
 from __future__ import annotations
 

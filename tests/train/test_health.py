@@ -111,7 +111,9 @@ def test_healthy_small_run_leaves_chance_and_logs_health(
 def test_learning_rate_far_too_high_is_flagged_at_chance(
     tiny_world: Path, tmp_path: Path, overrides_for: Any
 ) -> None:
-    s = pretrain(tiny_world, tmp_path, "hot", overrides_for, "loss.vmf_weight=0", "optim.lr=5").health
+    s = pretrain(
+        tiny_world, tmp_path, "hot", overrides_for, "loss.vmf_weight=0", "optim.lr=5"
+    ).health
     assert "at_chance" in kinds(s), format_summary(s)
     assert s.terms["ppnce"]["left_chance"] == 0.0 and s.terms["sup"]["left_chance"] == 0.0
 

@@ -11,7 +11,8 @@ import torch
 from olivine_train.config import load_config
 from olivine_train.distributed import DistInfo
 from olivine_train.recipes.common import Runtime
-from olivine_train.recipes.pretrain import Pretrainer, pixel_features
+from olivine_train.recipes.pretrain import Pretrainer
+from olivine_train.recipes.pretrain_terms import pixel_features
 
 
 def _trainer(world: Path, tmp: Path, extra: list[str], overrides_for: Any) -> Pretrainer:
@@ -47,15 +48,15 @@ def test_loss_decomposition_matches_losses_package(
     assert tr.ignore_index == ignore
     tr.dataset.set_epoch(0)
     tr.sampler.set_epoch(0)
-    batch = next(iter(tr.loader()))
+    batch = next(iter(tr.batches()))
     tr.net.eval()  # BN with running stats: the same forward twice gives the same features
     tr.pair_gen.manual_seed(1)
     first = tr.compute(batch)
-    assert float(first.parts["vmf"].detach()) == 0.0  # warm-up step: the prior only updates
+    assert float(first.terms["vmf"].detach()) == 0.0  # warm-up step: the prior only updates
     assert tr.prior.frozen
     tr.pair_gen.manual_seed(2)
     out = tr.compute(batch)
-    assert set(out.parts) == {"ppnce", "sup", "vmf"}
+    assert set(out.terms) == {"ppnce", "sup", "vmf"}
 
     # recompute every term from scratch with the losses package on the same pairs
     with torch.no_grad():
@@ -91,10 +92,10 @@ def test_loss_decomposition_matches_losses_package(
         valid_classes=tr.prior.observed,
         ignore_index=ignore,
     )
-    assert float(out.parts["ppnce"].detach()) == pytest.approx(float(pp), rel=1e-5)
-    assert float(out.parts["sup"].detach()) == pytest.approx(float(sup), rel=1e-5)
-    assert float(out.parts["vmf"].detach()) == pytest.approx(float(kl), rel=1e-5)
-    assert float(out.parts["vmf"].detach()) != 0.0
+    assert float(out.terms["ppnce"].detach()) == pytest.approx(float(pp), rel=1e-5)
+    assert float(out.terms["sup"].detach()) == pytest.approx(float(sup), rel=1e-5)
+    assert float(out.terms["vmf"].detach()) == pytest.approx(float(kl), rel=1e-5)
+    assert float(out.terms["vmf"].detach()) != 0.0
     expected = 0.5 * float(pp) + 0.5 * float(sup) + 1.0 * float(kl)
     assert float(out.total.detach()) == pytest.approx(expected, rel=1e-5)
 
@@ -111,10 +112,10 @@ def test_terms_switch_off_and_uniform_sampling(
     assert tr.net.point_pp is None and tr.net.image_pp is None
     tr.dataset.set_epoch(0)
     tr.sampler.set_epoch(0)
-    batch = next(iter(tr.loader()))
+    batch = next(iter(tr.batches()))
     out = tr.compute(batch)
-    assert set(out.parts) == {"sup"}
-    assert float(out.total.detach()) == pytest.approx(0.5 * float(out.parts["sup"].detach()))
+    assert set(out.terms) == {"sup"}
+    assert float(out.total.detach()) == pytest.approx(0.5 * float(out.terms["sup"].detach()))
 
 
 def test_teacher_sees_its_own_input_size(
@@ -125,7 +126,7 @@ def test_teacher_sees_its_own_input_size(
     tr.teacher.register_forward_pre_hook(lambda mod, args: seen.append(tuple(args[0].shape)))
     tr.dataset.set_epoch(0)
     tr.sampler.set_epoch(0)
-    batch = next(iter(tr.loader()))
+    batch = next(iter(tr.batches()))
     out = tr.compute(batch)
     assert seen[0][-2:] == (48, 96)  # the teacher input, resized
     assert tuple(batch.images.shape[-2:]) == (32, 64)  # pairs stay at data.image_size

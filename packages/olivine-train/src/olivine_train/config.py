@@ -208,7 +208,8 @@ class HealthConfig:
 @dataclass
 class DemoConfig:
     """Synthetic world and probe settings used only by ``olivine-train demo`` (the world renders
-    the cameras of ``data.cameras``)."""
+    the cameras of ``data.cameras``).
+    """
 
     scenes: int = 4
     samples_per_scene: int = 4
@@ -674,7 +675,8 @@ def _check_registries(cfg: Config, problems: list[str]) -> None:
 
 def validate(raw: dict[str, Any], *, check_paths: bool = True, source: str = "config") -> Config:
     """Build a :class:`Config` from a nested dict, raising one :class:`ConfigError` with all
-    problems (unknown keys, wrong types, bad values, missing paths)."""
+    problems (unknown keys, wrong types, bad values, missing paths).
+    """
     problems: list[str] = []
     cfg = _build(Config, raw, "", problems)
     if not problems:  # value checks assume well-typed fields

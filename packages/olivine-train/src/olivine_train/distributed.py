@@ -21,6 +21,7 @@ __all__ = [
     "ResumableSampler",
     "all_reduce_mean",
     "barrier",
+    "broadcast_buffers",
     "broadcast_object",
     "cleanup",
     "is_main",
@@ -193,3 +194,11 @@ class ResumableSampler(torch.utils.data.Sampler[int]):
 
     def __len__(self) -> int:
         return max(self.batches_per_epoch - self.skip_batches, 0) * self.batch_size
+
+
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics: DDP syncs them only at
+    the start of each forward), so that checkpoints and per-rank states agree.
+    """
+    for buf in module.buffers():
+        dist.broadcast(buf, src=0)

@@ -95,7 +95,8 @@ class HealthMonitor:
         self, step: int, stats: dict[str, float], *, frozen_now: bool, warmup_end: int
     ) -> dict[str, float]:
         """Record the prior's direction statistics after an update (``frozen_now``: this update
-        froze it); returns the scalars to log."""
+        froze it); returns the scalars to log.
+        """
         self.vmf_last = dict(stats, step=float(step))
         self.vmf_warmup_end = warmup_end
         if frozen_now:
@@ -163,8 +164,11 @@ class HealthMonitor:
                     f"{c.min_effective_rank} (nearly one direction)"
                 )
         if vmf_active:
-            out.vmf = {"warmup_end": self.vmf_warmup_end, "at_freeze": self.vmf_freeze,
-                       "last": self.vmf_last}
+            out.vmf = {
+                "warmup_end": self.vmf_warmup_end,
+                "at_freeze": self.vmf_freeze,
+                "last": self.vmf_last,
+            }
             frozen = self.vmf_freeze
             if frozen is not None and frozen["mu_cos_mean"] > c.max_mu_cosine:
                 out.warnings.append(

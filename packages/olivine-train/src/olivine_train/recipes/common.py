@@ -15,14 +15,17 @@ import torch
 
 from olivine_train.checkpoint import CHECKPOINT_FORMAT, load_strict
 from olivine_train.config import Config, OptimConfig, config_to_dict, save_config
-from olivine_train.distributed import DistInfo, resolve_dtype, setup
+from olivine_train.distributed import DistInfo, ResumableSampler, resolve_dtype, setup
 
 __all__ = [
     "NonFiniteLossError",
     "Runtime",
     "SeededDataset",
     "StepCallback",
+    "SamplingPlan",
+    "build_collator",
     "build_optimizer",
+    "build_sampler",
     "build_scheduler",
     "restore_training_state",
     "training_state",
@@ -93,7 +96,8 @@ def make_runtime(cfg: Config) -> Runtime:
 class SeededDataset(torch.utils.data.Dataset[Any]):
     """Wraps a dataset and a transform ``transform(sample, generator)``: sample ``i`` of epoch
     ``e`` is augmented with ``np.random.default_rng([seed, e, i])``, independent of worker count,
-    rank and iteration order, so a resumed run sees exactly the same augmented samples."""
+    rank and iteration order, so a resumed run sees exactly the same augmented samples.
+    """
 
     def __init__(
         self,
@@ -136,7 +140,8 @@ def voxel_size_of(cfg: Config) -> tuple[float, float, float]:
 def kitti_sequences(cfg: Config, split: str) -> list[str]:
     """Sequences of a (Semantic)KITTI split: ``data.train_scenes``/``val_scenes`` if given, else
     ``<root>/olivine_splits.json`` if it names the split (synthetic exports write one), else the
-    official semantic-kitti YAML split (train 00-07, 09, 10; val 08)."""
+    official semantic-kitti YAML split (train 00-07, 09, 10; val 08).
+    """
     d = cfg.data
     explicit = d.train_scenes if split == "train" else d.val_scenes
     if explicit is not None:
@@ -154,7 +159,8 @@ def kitti_sequences(cfg: Config, split: str) -> list[str]:
 
 def lr_scale(optim: OptimConfig, batch_size: int) -> float:
     """Linear lr scaling factor (Goyal et al. 2017, "Accurate, Large Minibatch SGD"):
-    ``batch_size / optim.base_batch_size`` when ``optim.auto_scale_lr`` is on, else 1."""
+    ``batch_size / optim.base_batch_size`` when ``optim.auto_scale_lr`` is on, else 1.
+    """
     return batch_size / optim.base_batch_size if optim.auto_scale_lr else 1.0
 
 
@@ -162,7 +168,8 @@ def build_optimizer(
     groups: list[dict[str, Any]], optim: OptimConfig, batch_size: int
 ) -> torch.optim.Optimizer:
     """SGD with the config's momentum, dampening and weight decay (each group may set ``lr``);
-    every lr is multiplied by :func:`lr_scale` for the total ``batch_size``."""
+    every lr is multiplied by :func:`lr_scale` for the total ``batch_size``.
+    """
     scale = lr_scale(optim, batch_size)
     groups = [{**g, "lr": g["lr"] * scale} if "lr" in g else g for g in groups]
     return torch.optim.SGD(
@@ -180,7 +187,8 @@ def build_scheduler(
     """Cosine annealing to 0 over ``total_steps`` optimiser steps (or constant).
 
     Stepped per optimiser step; at epoch boundaries it equals the reference's per-epoch
-    ``CosineAnnealingLR(T_max=epochs)``."""
+    ``CosineAnnealingLR(T_max=epochs)``.
+    """
     total = max(int(total_steps), 1)
 
     def factor(step: int) -> float:
@@ -220,15 +228,15 @@ def training_state(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler,
+    counters: Any,
     *,
-    step: int,
-    epoch: int,
-    step_in_epoch: int,
     best_metric: float | None,
     vmf: dict[str, torch.Tensor] | None,
     rng: dict[str, Any],
 ) -> dict[str, Any]:
-    """The checkpoint payload shared by the pretrain and downstream recipes (``last.pt``)."""
+    """The checkpoint payload shared by the pretrain and downstream recipes (``last.pt``);
+    ``counters`` is the loop's :class:`~olivine_train.recipes.loop.Counters`.
+    """
     return {
         "format": CHECKPOINT_FORMAT,
         "kind": kind,
@@ -239,9 +247,9 @@ def training_state(
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler.is_enabled() else None,
         "vmf": vmf,
-        "step": step,
-        "epoch": epoch,
-        "step_in_epoch": step_in_epoch,
+        "step": counters.step,
+        "epoch": counters.epoch,
+        "step_in_epoch": counters.step_in_epoch,
         "best_metric": best_metric,
         "rng": rng,
     }
@@ -254,12 +262,49 @@ def restore_training_state(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler,
-) -> tuple[int, int, int]:
-    """Load model, optimiser, scheduler and scaler from ``ckpt``; return (step, epoch,
-    step_in_epoch). The caller restores what is recipe-specific (vMF prior, RNG, best metric)."""
+    counters: Any,
+) -> None:
+    """Load model, optimiser, scheduler, scaler and the loop ``counters`` from ``ckpt``. The
+    caller restores what is recipe-specific (vMF prior, RNG, best metric).
+    """
     load_strict(net, ckpt["model"], f"{path}: model")
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
     if ckpt.get("scaler") is not None:
         scaler.load_state_dict(ckpt["scaler"])
-    return int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["step_in_epoch"])
+    counters.step = int(ckpt["step"])
+    counters.epoch = int(ckpt["epoch"])
+    counters.step_in_epoch = int(ckpt["step_in_epoch"])
+
+
+def build_collator(cfg: Config) -> Any:
+    """The :class:`olivine_data.collate.Collator` of ``cfg.data`` (voxel mode, size, feature)."""
+    from olivine_data.collate import Collator
+
+    return Collator(
+        mode=cfg.data.voxel_mode, voxel_size=voxel_size_of(cfg), feature=cfg.data.feature
+    )
+
+
+@dataclass
+class SamplingPlan:
+    """How a recipe walks its training set: the resumable sampler, the per-rank batch, steps."""
+
+    sampler: ResumableSampler
+    per_rank_batch: int
+    steps_per_epoch: int
+    total_steps: int
+
+
+def build_sampler(cfg: Config, rt: Runtime, num_samples: int) -> SamplingPlan:
+    """Shard ``num_samples`` over the ranks (``data.batch_size`` is the global batch) and count
+    the run's steps: ``optim.epochs`` epochs, capped by ``optim.max_steps``.
+    """
+    per_rank = max(cfg.data.batch_size // rt.dist.world_size, 1)
+    sampler = ResumableSampler(
+        num_samples, per_rank, rank=rt.dist.rank, world_size=rt.dist.world_size, seed=cfg.run.seed
+    )
+    total = cfg.optim.epochs * sampler.batches_per_epoch
+    if cfg.optim.max_steps is not None:
+        total = min(total, cfg.optim.max_steps)
+    return SamplingPlan(sampler, per_rank, sampler.batches_per_epoch, total)

@@ -1,27 +1,19 @@
 """Image-to-LiDAR pretraining (OLIVINE, PPKT, SLidR-style) with a frozen 2D teacher.
 
-Per optimiser step and per rank (digest §2-§3):
-
-* ``L_PPNCE``: InfoNCE (3D anchors vs 2D candidates, tau 0.07) on ``loss.num_pairs`` uniformly
-  drawn point-pixel pairs, through the pp heads;
-* ``L_sup``: the semantic contrastive loss (positives = pairs with the same VFM label, matched
-  pixel included, sum inside the log) on ``loss.num_pairs`` DCAS (or uniform) pairs, through the
-  sem heads;
-* ``L_kl``: the vMF class prior on the 3D sem features of *all* pairs: EMA-updated during the
-  first ``loss.vmf_warmup_steps`` steps (loss 0), frozen and applied afterwards;
-* ``L_sp`` (SLidR-style, ``loss.superpixel_weight``): superpixel-pooled InfoNCE where a superpixel
-  is the set of pairs of one image sharing a VFM label (see the README for the limitation);
-
-``total = w_pp L_PPNCE + w_sup L_sup + w_kl L_kl + w_sp L_sp``; a weight of 0 skips the term (and
-its heads are not built). Pair indices are drawn from a dedicated ``torch.Generator`` whose state is
-checkpointed, so a resumed run draws the same pairs.
+Per optimiser step and per rank, the active loss terms of :mod:`.pretrain_terms` (L_PPNCE on
+uniform pairs, L_sup on DCAS pairs, the vMF prior on all pairs, the superpixel loss) are computed
+by the ``olivine_losses`` modules and summed by :class:`olivine_losses.WeightedSum` with the
+config's weights (``loss.<name>_weight``; 0 switches a term and its heads off). The loop itself
+(optimiser step, logging, checkpoints, resume) is :func:`.loop.run_loop`. Pair indices are drawn
+from a ``torch.Generator`` re-seeded from (seed, rank, step), so a resumed run draws the same
+pairs. Every run ends with a training-health summary (:mod:`olivine_train.health`).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -35,23 +27,35 @@ from olivine_train.checkpoint import (
     save_backbone,
 )
 from olivine_train.config import Config
-from olivine_train.distributed import ResumableSampler, cleanup
+from olivine_train.distributed import broadcast_buffers, cleanup
 from olivine_train.health import HealthMonitor, HealthSummary, format_summary, write_summary
-from olivine_train.logging import RunLogger, draw_pairs_image
+from olivine_train.logging import RunLogger
 from olivine_train.recipes.common import (
     Runtime,
     SeededDataset,
     StepCallback,
+    build_collator,
     build_optimizer,
+    build_sampler,
     build_scheduler,
-    check_finite,
-    kitti_sequences,
     lr_scale,
     make_runtime,
     restore_training_state,
     training_state,
-    voxel_size_of,
 )
+from olivine_train.recipes.loop import Counters, StepOutput, resolve_resume, run_loop
+from olivine_train.recipes.pretrain_model import (
+    PretrainNet,
+    build_pretrain_dataset,
+    build_pretrain_transform,
+    build_teacher,
+    describe_run,
+    describe_teacher,
+    needed_heads,
+    resize_for_teacher,
+    vmf_schedule,
+)
+from olivine_train.recipes.pretrain_terms import PairBatch, build_terms, term_weights
 
 __all__ = [
     "PretrainNet",
@@ -64,66 +68,18 @@ __all__ = [
 ]
 
 
-class PretrainNet(nn.Module):
-    """Trainable part of pretraining: 3D backbone + 3D/2D pp and sem heads (the teacher is not
-    part of it: it is frozen and not checkpointed).
+@dataclass
+class PretrainStepOutput(StepOutput):
+    """One step: the loop's :class:`StepOutput` plus the pairs each term drew, the chance level
+    of each contrastive term on them, the sampled features (for the health measures) and the
+    batch.
     """
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        image_channels: int,
-        image_stride: int,
-        head_dim: int,
-        *,
-        pp: bool,
-        sem_3d: bool,
-        sem_2d: bool,
-    ) -> None:
-        from olivine_models import ImageHead, PointHead
-
-        super().__init__()
-        self.backbone = backbone
-        c3 = int(backbone.out_channels)  # type: ignore[arg-type]
-        self.point_pp = PointHead(c3, head_dim) if pp else None
-        self.image_pp = ImageHead(image_channels, head_dim, upsample=image_stride) if pp else None
-        self.point_sem = PointHead(c3, head_dim) if sem_3d else None
-        self.image_sem = (
-            ImageHead(image_channels, head_dim, upsample=image_stride) if sem_2d else None
-        )
-
-    def forward(
-        self,
-        coords: torch.Tensor,
-        feats: torch.Tensor,
-        spatial_shape: tuple[int, int, int],
-        batch_size: int,
-        teacher_feats: torch.Tensor,
-        image_size: tuple[int, int],
-    ) -> dict[str, torch.Tensor]:
-        """Backbone and 3D head voxel features, full-resolution maps of both 2D heads."""
-        v = self.backbone(coords, feats, spatial_shape, batch_size)
-        out: dict[str, torch.Tensor] = {"backbone": v}
-        if self.point_pp is not None and self.image_pp is not None:
-            out["k_pp"] = self.point_pp(v)
-            out["q_pp"] = self.image_pp(teacher_feats, output_size=image_size)
-        if self.point_sem is not None:
-            out["k_sem"] = self.point_sem(v)
-        if self.image_sem is not None:
-            out["q_sem"] = self.image_sem(teacher_feats, output_size=image_size)
-        return out
-
-
-@dataclass
-class PretrainStepOutput:
-    """What one step computed: the total, each weighted term's raw value, the pair indices, the
-    chance level of each contrastive term on the step's candidates, and the sampled features."""
-
-    total: torch.Tensor
-    parts: dict[str, torch.Tensor]
-    indices: dict[str, torch.Tensor]
+    indices: dict[str, torch.Tensor] = field(default_factory=dict)
     features: dict[str, torch.Tensor] = field(default_factory=dict)
     chance: dict[str, float] = field(default_factory=dict)
+    batch: Any = None
+    vmf_was_frozen: bool = True  # the vMF prior's state before this step's update
 
 
 @dataclass
@@ -139,173 +95,84 @@ class PretrainResult:
     health: HealthSummary | None = None
 
 
-def pixel_features(maps: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
-    """Gather (P, D) features from (B, D, H, W) maps at ``pixels`` (P, 3) = [image, row, col]."""
-    return maps[pixels[:, 0], :, pixels[:, 1], pixels[:, 2]]
-
-
-def build_pretrain_dataset(cfg: Config, split: str = "train") -> Any:
-    """The raw (un-augmented) pretraining dataset named by ``cfg.data`` (with VFM labels only
-    when an active loss term uses them)."""
-    from olivine_data import datasets
-
-    d, lo = cfg.data, cfg.loss
-    # VFM labels are read only when a term uses them (PPKT's L_PPNCE alone needs none)
-    needs_labels = lo.sup_weight > 0 or lo.vmf_weight > 0 or lo.superpixel_weight > 0
-    label_root = (d.label_root if d.label_root is not None else d.root) if needs_labels else None
-    if d.dataset == "nuscenes":
-        scenes = d.train_scenes if split == "train" else d.val_scenes
-        return datasets.NuScenesPretrainDataset(
-            d.root,
-            d.version,
-            scenes=scenes,
-            split=None
-            if scenes is not None
-            else (d.train_split if split == "train" else d.val_split),
-            label_store=label_root,
-            vocabulary=d.vocabulary,
-            cameras=tuple(d.cameras),
-        )
-    if d.dataset == "kitti":
-        return datasets.KittiPretrainDataset(
-            d.root,
-            sequences=kitti_sequences(cfg, split),
-            label_store=label_root,
-            vocabulary=d.vocabulary,
-            skip=d.skip,
-        )
-    raise ValueError(
-        f"data.dataset: {d.dataset!r} has no cameras; pretraining needs nuscenes/kitti"
-    )
-
-
-def describe_teacher(cfg: Config) -> str:
-    """One line naming the teacher and where its weights come from (random ones say so)."""
-    m = cfg.model
-    if m.image_weights is not None:
-        source = f"weights {m.image_weights}"
-    elif m.image_pretrained:
-        source = "pretrained weights"
-    else:
-        source = "RANDOM init, no pretrained weights"
-    return f"{m.image_encoder} ({source}), frozen"
-
-
-def vmf_schedule(cfg: Config, total_steps: int) -> tuple[int, float]:
-    """The vMF prior's (warm-up updates, EMA factor) for a run of ``total_steps`` steps.
-
-    ``loss.vmf_warmup_fraction`` (short runs; then ``loss.vmf_warmup_steps`` is null) is that
-    fraction of the run; ``loss.vmf_decay: null`` ties the EMA factor to the warm-up as the reference does
-    (``1 - 1/warmup``: 0.9999 for 10,000 steps), at least 0.5.
-    """
-    lo = cfg.loss
-    if lo.vmf_warmup_fraction is not None:
-        warmup = max(1, round(lo.vmf_warmup_fraction * total_steps))
-    elif lo.vmf_warmup_steps is not None:
-        warmup = lo.vmf_warmup_steps
-    else:
-        raise ValueError("loss.vmf_warmup_steps / loss.vmf_warmup_fraction: set exactly one")
-    decay = lo.vmf_decay if lo.vmf_decay is not None else 1.0 - 1.0 / max(warmup, 2)
-    return warmup, decay
-
-
-def build_pretrain_transform(cfg: Config) -> Any:
-    """Seeded augmentation (``transform(sample, generator)``) or the plain resize."""
-    from olivine_data import transforms
-
-    h, w = cfg.data.image_size
-    if cfg.data.augment:
-        return transforms.PretrainAugmentation(size=(h, w))
-    resize = transforms.ResizeImages(h, w)
-    return lambda sample, rng: resize(sample)
-
-
 class Pretrainer:
-    """Holds the models, optimiser, prior and data of one pretraining run."""
+    """The models, prior, loss terms, data and optimiser of one pretraining run (a
+    :class:`.loop.LoopJob`).
+    """
 
-    def __init__(self, cfg: Config, rt: Runtime) -> None:
-        from olivine_data.collate import Collator
+    def __init__(self, cfg: Config, rt: Runtime, logger: RunLogger | None = None) -> None:
         from olivine_data.labels import get_vocabulary
-        from olivine_losses import VMFClassPrior
-        from olivine_models import create_image_encoder, create_point_encoder
 
-        self.cfg = cfg
-        self.rt = rt
-        lo = cfg.loss
+        self.cfg, self.rt, self.logger = cfg, rt, logger
         self.vocab = get_vocabulary(cfg.data.vocabulary)
-        self.num_classes = len(self.vocab.class_names)
         self.ignore_index = self.vocab.unlabelled_id if cfg.loss.ignore_unlabelled else None
-        device = rt.device
+        self.counters = Counters()
+        self.teacher = build_teacher(cfg, rt.device)
+        self._build_network()
+        self._build_data()
+        self._build_optimisation()
+        self._build_losses()
+        self.health = HealthMonitor(cfg.health)
+        self.health_every = cfg.health.every or cfg.run.log_every
 
-        self.teacher = create_image_encoder(
-            cfg.model.image_encoder,
-            weights=cfg.model.image_weights,
-            pretrained=cfg.model.image_pretrained,
-        )
-        self.teacher.to(device).eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+    # ------------------------------------------------------------------ building
+    def _build_network(self) -> None:
+        from olivine_models import create_point_encoder
 
+        cfg, rt = self.cfg, self.rt
+        heads = needed_heads(cfg)
         backbone = create_point_encoder(cfg.model.point_encoder, in_channels=cfg.model.in_channels)
-        uses_pp = lo.ppnce_weight > 0 or lo.superpixel_weight > 0
         self.net = PretrainNet(
             backbone,
-            int(self.teacher.out_channels),
-            int(self.teacher.stride),
+            int(self.teacher.out_channels),  # type: ignore[arg-type]
+            int(self.teacher.stride),  # type: ignore[arg-type]
             cfg.model.head_dim,
-            pp=uses_pp,
-            sem_3d=lo.sup_weight > 0 or lo.vmf_weight > 0,
-            sem_2d=lo.sup_weight > 0,
-        ).to(device)
+            pp="pp" in heads,
+            sem_3d="sem_3d" in heads,
+            sem_2d="sem_2d" in heads,
+        ).to(rt.device)
         if cfg.model.sync_bn and rt.dist.distributed:
-            if device.type == "cuda":
+            if rt.device.type == "cuda":
                 self.net = nn.SyncBatchNorm.convert_sync_batchnorm(self.net)
             elif rt.is_main:
                 print("[olivine-train] model.sync_bn ignored: torch SyncBatchNorm needs CUDA")
         self.model: nn.Module = self.net
         if rt.dist.distributed:
+            active = term_weights(cfg)
             self.model = nn.parallel.DistributedDataParallel(
                 self.net,
-                device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=lo.vmf_weight > 0 and lo.sup_weight == 0,
+                device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
+                # the sem 3D head gets no gradient while the vMF prior warms up without L_sup
+                find_unused_parameters="vmf" in active and "sup" not in active,
             )
-        self.pair_gen = torch.Generator().manual_seed(cfg.run.seed * 1000 + rt.dist.rank)
 
-        self.collator = Collator(
-            mode=cfg.data.voxel_mode,
-            voxel_size=voxel_size_of(cfg),
-            feature=cfg.data.feature,
-        )
+    def _build_data(self) -> None:
+        cfg, lo = self.cfg, self.cfg.loss
+        self.collator = build_collator(cfg)
         base = build_pretrain_dataset(cfg, "train")
         if lo.superpixel_weight > 0 and lo.superpixel_source == "vfm_components":
             from olivine_train.superpixels import ComponentSuperpixels
 
             base = ComponentSuperpixels(base)
         self.dataset = SeededDataset(
-            base,
-            build_pretrain_transform(cfg),
-            seed=cfg.run.seed,
-            limit=cfg.data.max_samples,
+            base, build_pretrain_transform(cfg), seed=cfg.run.seed, limit=cfg.data.max_samples
         )
-        per_rank = max(cfg.data.batch_size // rt.dist.world_size, 1)
-        self.sampler = ResumableSampler(
-            len(self.dataset),
-            per_rank,
-            rank=rt.dist.rank,
-            world_size=rt.dist.world_size,
-            seed=cfg.run.seed,
-        )
-        self.per_rank_batch = per_rank
-        self.steps_per_epoch = self.sampler.batches_per_epoch
-        self.total_steps = cfg.optim.epochs * self.steps_per_epoch
-        if cfg.optim.max_steps is not None:
-            self.total_steps = min(self.total_steps, cfg.optim.max_steps)
-        self.optimizer = build_optimizer(
-            [{"params": [p for p in self.net.parameters() if p.requires_grad]}],
-            cfg.optim,
-            cfg.data.batch_size,
-        )
+        plan = build_sampler(cfg, self.rt, len(self.dataset))
+        self.sampler, self.per_rank_batch = plan.sampler, plan.per_rank_batch
+        self.steps_per_epoch, self.total_steps = plan.steps_per_epoch, plan.total_steps
+
+    def _build_optimisation(self) -> None:
+        cfg = self.cfg
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer([{"params": params}], cfg.optim, cfg.data.batch_size)
         self.lr = cfg.optim.lr * lr_scale(cfg.optim, cfg.data.batch_size)
+        self.scheduler = build_scheduler(self.optimizer, self.total_steps, cfg.optim.scheduler)
+        self.scaler = self.rt.grad_scaler()
+
+    def _build_losses(self) -> None:
+        from olivine_losses import VMFClassPrior, WeightedSum
+
+        cfg, rt = self.cfg, self.rt
         self.vmf_warmup, self.vmf_decay = vmf_schedule(cfg, self.total_steps)
         group = None
         if rt.dist.distributed:
@@ -313,36 +180,32 @@ class Pretrainer:
 
             group = dist.group.WORLD
         self.prior = VMFClassPrior(
-            self.num_classes,
+            len(self.vocab.class_names),
             cfg.model.head_dim,
             decay=self.vmf_decay,
             warmup_steps=self.vmf_warmup,
-            bias_correction=lo.vmf_bias_correction,
-            freeze_max_cosine=lo.vmf_freeze_max_cosine,
+            bias_correction=cfg.loss.vmf_bias_correction,
+            freeze_max_cosine=cfg.loss.vmf_freeze_max_cosine,
             process_group=group,
             ignore_index=self.ignore_index,
-        ).to(device)
-        self.health = HealthMonitor(cfg.health)
-        self.health_every = cfg.health.every or cfg.run.log_every
-        self.scheduler = build_scheduler(self.optimizer, self.total_steps, cfg.optim.scheduler)
-        self.scaler = rt.grad_scaler()
-        self.step = 0
-        self.epoch = 0
-        self.step_in_epoch = 0
+        ).to(rt.device)
+        self.terms = build_terms(cfg, self.prior, self.ignore_index)
+        self.combine = WeightedSum(term_weights(cfg))
+        self.pair_gen = torch.Generator().manual_seed(cfg.run.seed * 1000 + rt.dist.rank)
 
-    # ------------------------------------------------------------------ losses
+    # ------------------------------------------------------------------ one step
+    def teacher_input(self, images: torch.Tensor) -> torch.Tensor:
+        """The images as the teacher sees them (``model.image_input_size``)."""
+        return resize_for_teacher(images, self.cfg.model.image_input_size)
+
     def compute(self, batch: Any) -> PretrainStepOutput:
         """Forward pass and loss decomposition for one collated :class:`PretrainBatch`."""
-        from olivine_data.sampling import dcas_sample, uniform_pairs
-        from olivine_losses import info_nce, semantic_contrastive, superpixel_info_nce
-        from olivine_losses.health import (
-            info_nce_chance,
-            semantic_contrastive_chance,
-            superpixel_chance,
-        )
-
-        lo = self.cfg.loss
-        rt = self.rt
+        cfg, rt = self.cfg, self.rt
+        self.model.train()
+        batch = batch.to(rt.device)
+        # pair draws depend only on (seed, rank, step): identical after a resume, on every rank
+        step = self.counters.step
+        self.pair_gen.manual_seed((cfg.run.seed * 1_000_003 + rt.dist.rank * 7_919 + step) % 2**63)
         images = batch.images
         with rt.autocast():
             with torch.no_grad():
@@ -356,89 +219,106 @@ class Pretrainer:
                 (int(images.shape[-2]), int(images.shape[-1])),
             )
         out = {k: v.float() for k, v in out.items()}
-        pv = batch.pair_voxels
-        px = batch.pair_pixels
-        labels = batch.pair_labels
-        num_pairs = int(pv.shape[0])
+        num_pairs = int(batch.pair_voxels.shape[0])
         if num_pairs == 0:
             raise ValueError(f"batch {batch.tokens}: no point-pixel pairs")
-        m = min(lo.num_pairs, num_pairs)
-        parts: dict[str, torch.Tensor] = {}
-        indices: dict[str, torch.Tensor] = {}
+        pairs = PairBatch(
+            out=out,
+            pair_voxels=batch.pair_voxels,
+            pair_pixels=batch.pair_pixels,
+            labels=batch.pair_labels,
+            range_bins=batch.pair_range_bins,
+            m=min(cfg.loss.num_pairs, num_pairs),
+            generator=self.pair_gen,
+            step=step + 1,
+            run_dir=rt.run_dir,
+        )
+        was_frozen = self.prior.frozen
+        results = {name: term(pairs) for name, term in self.terms.items()}
+        total, parts = self.combine({name: r.loss for name, r in results.items()})
         feats: dict[str, torch.Tensor] = {}
-        weights: dict[str, float] = {}
-        chance: dict[str, float] = {}
-        dev = pv.device
-        if lo.ppnce_weight > 0:
-            idx = uniform_pairs(num_pairs, m, self.pair_gen).to(dev)
-            k = out["k_pp"][pv[idx]]
-            q = pixel_features(out["q_pp"], px[idx])
-            parts["ppnce"] = info_nce(k, q, temperature=lo.temperature)
-            chance["ppnce"] = info_nce_chance(m)
-            indices["ppnce"] = idx
-            feats.update(ppnce_k=k, ppnce_q=q)
-            weights["ppnce"] = lo.ppnce_weight
-        if lo.sup_weight > 0 or lo.vmf_weight > 0:
-            if labels is None:
-                raise ValueError(
-                    "loss.sup_weight / loss.vmf_weight need VFM labels (pair_labels is None): "
-                    "run `olivine-train make-labels` or set data.label_root"
-                )
-        if lo.sup_weight > 0:
-            if lo.sup_sampling == "dcas":
-                idx = dcas_sample(batch.pair_range_bins, labels, m, self.pair_gen).to(dev)
-            else:
-                idx = uniform_pairs(num_pairs, m, self.pair_gen).to(dev)
-            k = out["k_sem"][pv[idx]]
-            q = pixel_features(out["q_sem"], px[idx])
-            parts["sup"] = semantic_contrastive(
-                k, q, labels[idx], temperature=lo.temperature, ignore_index=self.ignore_index
-            )
-            chance["sup"] = semantic_contrastive_chance(labels[idx], ignore_index=self.ignore_index)
-            indices["sup"] = idx
-            feats.update(sup_k=k, sup_q=q)
-            weights["sup"] = lo.sup_weight
-        if lo.vmf_weight > 0:
-            z = out["k_sem"][pv]
-            # non-finite features stop the run like a non-finite loss, before the prior sees them
-            check_finite(self.step + 1, {"vmf features": z}, self.rt.run_dir)
-            parts["vmf"] = self.prior(z, labels).to(z.dtype)
-            weights["vmf"] = lo.vmf_weight
-            feats["vmf_z"] = z
-        if lo.superpixel_weight > 0:
-            if labels is None:
-                raise ValueError("loss.superpixel_weight needs VFM labels for the superpixels")
-            # superpixel = (image, VFM class) or (image, connected component): see superpixels.py
-            seg = px[:, 0] * (int(labels.max()) + 1) + labels
-            chance["superpixel"] = superpixel_chance(seg, seg)
-            parts["superpixel"] = superpixel_info_nce(
-                out["k_pp"][pv],
-                pixel_features(out["q_pp"], px),
-                seg,
-                seg,
-                temperature=lo.temperature,
-            )
-            weights["superpixel"] = lo.superpixel_weight
+        for r in results.values():  # the first term's features win (L_sup's sem over the vMF's)
+            for k, v in r.features.items():
+                feats.setdefault(k, v)
+        indices = {n: r.indices for n, r in results.items() if r.indices is not None}
         # backbone features at the first sampled pair set (all pairs if nothing is sampled)
         sampled = next(iter(indices.values()), None)
+        pv = batch.pair_voxels
         feats["backbone"] = out["backbone"][pv if sampled is None else pv[sampled]]
-        total = sum((weights[k] * v for k, v in parts.items()), torch.zeros((), device=dev))
         return PretrainStepOutput(
-            total=total, parts=parts, indices=indices, features=feats, chance=chance
+            total=total,
+            terms={name: r.loss for name, r in results.items()},
+            batch_size=int(batch.batch_size),
+            scalars={"pairs": float(num_pairs), **self._vmf_scalars(parts)},
+            indices=indices,
+            features=feats,
+            chance={n: r.chance for n, r in results.items() if r.chance is not None},
+            batch=batch,
+            vmf_was_frozen=was_frozen,
         )
 
-    def teacher_input(self, images: torch.Tensor) -> torch.Tensor:
-        """The images at ``model.image_input_size`` (bilinear), or as they are when it is null.
+    def _vmf_scalars(self, parts: dict[str, torch.Tensor]) -> dict[str, float]:
+        if "vmf" not in parts:
+            return {}
+        out = {"vmf/active": float(self.prior.frozen)}
+        for c, kappa in enumerate(self.prior.kappa.tolist()):
+            out[f"vmf/kappa/{self.vocab.class_names[c]}"] = kappa
+        return out
 
-        The teacher may see a larger input than the pairing resolution ``data.image_size``: its
-        stride-8 maps are then finer, and the 2D heads still upsample to ``data.image_size``.
+    def after_step(self, out: StepOutput) -> dict[str, float]:
+        """Health measures of the step just made, and the pairs image at its cadence."""
+        scalars = self._observe_health(cast(PretrainStepOutput, out))
+        every = self.cfg.run.image_log_every
+        step = self.counters.step
+        if every and (step % every == 0 or step == 1) and self.logger is not None:
+            self.logger.pairs_image(step, out.batch)
+        return scalars
+
+    def _observe_health(self, result: PretrainStepOutput) -> dict[str, float]:
+        """Chance margins (every step), effective ranks (every ``health.every`` steps, the first
+        and the last) and the vMF direction statistics (while the prior updates).
         """
-        size = self.cfg.model.image_input_size
-        if size is None or tuple(images.shape[-2:]) == tuple(size):
-            return images
-        return nn.functional.interpolate(
-            images, size=(int(size[0]), int(size[1])), mode="bilinear", align_corners=False
+        step = self.counters.step
+        terms = {k: (float(result.terms[k].detach()), c) for k, c in result.chance.items()}
+        out = self.health.observe_terms(step, terms)
+        if step % self.health_every == 0 or step in (1, self.total_steps):
+            from olivine_losses.health import effective_rank
+
+            ranks = {k: effective_rank(v) for k, v in result.features.items()}
+            out.update(self.health.observe_ranks(step, ranks))
+        if "vmf" in self.terms and not result.vmf_was_frozen:
+            out.update(
+                self.health.observe_vmf(
+                    step,
+                    self.prior.direction_stats(),
+                    frozen_now=self.prior.frozen,
+                    warmup_end=self.vmf_warmup,
+                )
+            )
+        return out
+
+    def summarize_health(self) -> HealthSummary:
+        """The run's health summary (see :mod:`olivine_train.health`)."""
+        return self.health.summary(self.counters.step, vmf_active="vmf" in self.terms)
+
+    # ------------------------------------------------------------------ loop hooks
+    def start_epoch(self) -> None:
+        self.dataset.set_epoch(self.counters.epoch)
+        self.sampler.set_epoch(self.counters.epoch, self.counters.step_in_epoch)
+
+    def batches(self) -> torch.utils.data.DataLoader[Any]:
+        return torch.utils.data.DataLoader(
+            self.dataset,
+            batch_size=self.per_rank_batch,
+            sampler=self.sampler,
+            collate_fn=self.collator.pretrain,
+            num_workers=self.cfg.data.num_workers,
+            drop_last=False,
         )
+
+    def end_epoch(self, epoch_done: bool, finished: bool) -> None:
+        if self.rt.dist.distributed:
+            broadcast_buffers(self.net)
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict[str, Any]:
@@ -449,24 +329,11 @@ class Pretrainer:
             self.optimizer,
             self.scheduler,
             self.scaler,
-            step=self.step,
-            epoch=self.epoch,
-            step_in_epoch=self.step_in_epoch,
+            self.counters,
             best_metric=None,
             vmf={k: v.detach().cpu() for k, v in self.prior.state_dict().items()},
             rng=capture_rng({"pairs": self.pair_gen}),
         ) | {"health": self.health.state_dict()}
-
-    def sync_buffers(self) -> None:
-        """Give every rank rank 0's BatchNorm running statistics (DDP only syncs them at the
-        start of each forward), so checkpoints and per-rank states agree.
-        """
-        if not self.rt.dist.distributed:
-            return
-        import torch.distributed as dist
-
-        for buf in self.net.buffers():
-            dist.broadcast(buf, src=0)
 
     def save(self, name: str = "last.pt") -> None:
         if self.rt.is_main:
@@ -485,145 +352,14 @@ class Pretrainer:
         ckpt = load_checkpoint(
             path, expect_kind="pretrain", expect_model=self.cfg.model.point_encoder
         )
-        self.step, self.epoch, self.step_in_epoch = restore_training_state(
-            ckpt, path, self.net, self.optimizer, self.scheduler, self.scaler
+        restore_training_state(
+            ckpt, path, self.net, self.optimizer, self.scheduler, self.scaler, self.counters
         )
         load_strict(self.prior, ckpt["vmf"], f"{path}: vMF prior")
         if "health" in ckpt:  # absent in checkpoints written before 0.2
             self.health.load_state_dict(ckpt["health"])
         if self.rt.dist.rank == 0:  # global RNGs (the checkpoint holds rank 0's)
             restore_rng(ckpt["rng"], {"pairs": self.pair_gen})
-
-    # ------------------------------------------------------------------ loop
-    def loader(self) -> torch.utils.data.DataLoader[Any]:
-        return torch.utils.data.DataLoader(
-            self.dataset,
-            batch_size=self.per_rank_batch,
-            sampler=self.sampler,
-            collate_fn=self.collator.pretrain,
-            num_workers=self.cfg.data.num_workers,
-            drop_last=False,
-        )
-
-    def train(self, logger: RunLogger, callbacks: list[StepCallback]) -> dict[str, float]:
-        cfg, rt = self.cfg, self.rt
-        last: dict[str, float] = {}
-        progress = None
-        if rt.is_main and cfg.run.progress:
-            from tqdm.auto import tqdm  # type: ignore[import-untyped]
-
-            progress = tqdm(total=self.total_steps, initial=self.step, desc="pretrain", unit="step")
-        try:
-            while self.step < self.total_steps:
-                self.dataset.set_epoch(self.epoch)
-                self.sampler.set_epoch(self.epoch, self.step_in_epoch)
-                t_last = time.perf_counter()
-                for batch in self.loader():
-                    scalars = self._train_step(batch.to(rt.device), logger, t_last)
-                    t_last = time.perf_counter()
-                    last = scalars
-                    if progress is not None:
-                        progress.update(1)
-                        progress.set_postfix(loss=f"{scalars['loss/total']:.4f}")
-                    if cfg.run.checkpoint_every and self.step % cfg.run.checkpoint_every == 0:
-                        self.save()
-                    for cb in callbacks:
-                        cb(self.step, scalars)
-                    if self.step >= self.total_steps:
-                        break
-                if self.step_in_epoch >= self.steps_per_epoch:
-                    self.epoch += 1
-                    self.step_in_epoch = 0
-                self.sync_buffers()
-                self.save()
-        finally:
-            if progress is not None:
-                progress.close()
-        return last
-
-    def _train_step(self, batch: Any, logger: RunLogger, t_last: float) -> dict[str, float]:
-        cfg, rt = self.cfg, self.rt
-        self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        # pair draws depend only on (seed, rank, step): identical after a resume, on every rank
-        self.pair_gen.manual_seed(
-            (cfg.run.seed * 1_000_003 + rt.dist.rank * 7_919 + self.step) % (2**63)
-        )
-        was_frozen = self.prior.frozen
-        result = self.compute(batch)
-        check_finite(self.step + 1, {"total": result.total, **result.parts}, rt.run_dir)
-        self.scaler.scale(result.total).backward()
-        if cfg.optim.grad_clip is not None:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.net.parameters(), cfg.optim.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        lr = float(self.optimizer.param_groups[0]["lr"])
-        self.scheduler.step()
-        self.step += 1
-        self.step_in_epoch += 1
-        now = time.perf_counter()
-        scalars = {f"loss/{k}": float(v.detach()) for k, v in result.parts.items()}
-        scalars["loss/total"] = float(result.total.detach())
-        scalars["lr"] = lr
-        scalars["pairs"] = float(batch.pair_voxels.shape[0])
-        scalars["throughput"] = batch.batch_size / max(now - t_last, 1e-9)
-        scalars["epoch"] = float(self.epoch)
-        scalars.update(self._observe_health(result, was_frozen))
-        if self.step % cfg.run.log_every == 0 or self.step == 1:
-            if cfg.loss.vmf_weight > 0:
-                scalars["vmf/active"] = float(self.prior.frozen)
-                for c, kappa in enumerate(self.prior.kappa.tolist()):
-                    scalars[f"vmf/kappa/{self.vocab.class_names[c]}"] = kappa
-            logger.scalars(self.step, scalars)
-        if cfg.run.image_log_every and (self.step % cfg.run.image_log_every == 0 or self.step == 1):
-            self._log_image(logger, batch)
-        return scalars
-
-    def _observe_health(self, result: PretrainStepOutput, was_frozen: bool) -> dict[str, float]:
-        """Chance margins (every step), effective ranks (every ``health.every`` steps, the first
-        and the last) and the vMF direction statistics (while the prior updates)."""
-        terms = {k: (float(result.parts[k].detach()), c) for k, c in result.chance.items()}
-        out = self.health.observe_terms(self.step, terms)
-        if (
-            self.step % self.health_every == 0
-            or self.step in (1, self.total_steps)
-        ):
-            from olivine_losses.health import effective_rank
-
-            f = result.features
-            named = {
-                "backbone": f.get("backbone"),
-                "point_pp": f.get("ppnce_k"),
-                "image_pp": f.get("ppnce_q"),
-                "point_sem": f.get("sup_k", f.get("vmf_z")),
-                "image_sem": f.get("sup_q"),
-            }
-            ranks = {k: effective_rank(v) for k, v in named.items() if v is not None}
-            out.update(self.health.observe_ranks(self.step, ranks))
-        if self.cfg.loss.vmf_weight > 0 and not was_frozen:
-            out.update(
-                self.health.observe_vmf(
-                    self.step,
-                    self.prior.direction_stats(),
-                    frozen_now=self.prior.frozen,
-                    warmup_end=self.vmf_warmup,
-                )
-            )
-        return out
-
-    def summarize_health(self) -> HealthSummary:
-        """The run's health summary (see :mod:`olivine_train.health`)."""
-        return self.health.summary(self.step, vmf_active=self.cfg.loss.vmf_weight > 0)
-
-    def _log_image(self, logger: RunLogger, batch: Any) -> None:
-        if not logger.enabled:
-            return
-        px = batch.pair_pixels
-        on0 = px[:, 0] == 0
-        labels = batch.pair_labels[on0] if batch.pair_labels is not None else None
-        img = draw_pairs_image(batch.images[0], px[on0, 1], px[on0, 2], labels)
-        logger.image(self.step, "pairs/camera0_vfm_labels", img)
 
 
 def run_pretrain(cfg: Config, callbacks: list[StepCallback] | None = None) -> PretrainResult:
@@ -634,33 +370,24 @@ def run_pretrain(cfg: Config, callbacks: list[StepCallback] | None = None) -> Pr
     rt = make_runtime(cfg)
     logger = RunLogger(rt.run_dir, enabled=rt.is_main)
     try:
-        trainer = Pretrainer(cfg, rt)
-        resume = cfg.run.resume
-        if resume == "auto":
-            resume = str(rt.run_dir / "last.pt") if (rt.run_dir / "last.pt").is_file() else None
+        trainer = Pretrainer(cfg, rt, logger)
+        resume = resolve_resume(cfg, rt)
         if resume is not None:
             trainer.resume(resume)
-            logger.resume_at(trainer.step)  # drop the log records of steps after the checkpoint
+            logger.resume_at(trainer.counters.step)  # drop the records after the checkpoint
             if rt.is_main:
-                print(f"[olivine-train] resumed from {resume} at step {trainer.step}")
+                print(f"[olivine-train] resumed from {resume} at step {trainer.counters.step}")
         if rt.is_main:
-            logger.text(trainer.step, "teacher", describe_teacher(cfg))
+            logger.text(trainer.counters.step, "teacher", describe_teacher(cfg))
             if cfg.run.progress:
-                print(
-                    f"[olivine-train] teacher: {describe_teacher(cfg)}; lr {trainer.lr:g}"
-                    + (" (auto-scaled)" if cfg.optim.auto_scale_lr else "")
-                    + (
-                        f"; vMF warm-up {trainer.vmf_warmup} steps, EMA {trainer.vmf_decay:g}"
-                        if cfg.loss.vmf_weight > 0
-                        else ""
-                    )
-                )
-        last = trainer.train(logger, callbacks or [])
+                vmf = (trainer.vmf_warmup, trainer.vmf_decay) if "vmf" in trainer.terms else None
+                print(f"[olivine-train] {describe_run(cfg, trainer.lr, vmf)}")
+        last = run_loop(trainer, logger, callbacks or [], "pretrain")
         trainer.export_backbone()
         health = trainer.summarize_health()
         if rt.is_main:
             write_summary(health, rt.run_dir / "health.json")
-            logger.event(trainer.step, "health", health.to_dict())
+            logger.event(trainer.counters.step, "health", health.to_dict())
             if cfg.run.progress:
                 print(f"[olivine-train] {format_summary(health)}")
         state = {k: v.detach().cpu().clone() for k, v in trainer.net.state_dict().items()}
@@ -669,8 +396,8 @@ def run_pretrain(cfg: Config, callbacks: list[StepCallback] | None = None) -> Pr
         )
         return PretrainResult(
             run_dir=str(rt.run_dir),
-            step=trainer.step,
-            epoch=trainer.epoch,
+            step=trainer.counters.step,
+            epoch=trainer.counters.epoch,
             last_losses=last,
             state_dict=state,
             wall_time_s=time.perf_counter() - t0,

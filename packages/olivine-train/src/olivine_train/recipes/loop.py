@@ -1,0 +1,155 @@
+"""The one training loop of the recipes: epochs, optimiser steps, logging, checkpoints, resume.
+
+A recipe describes *what* one step computes (:class:`LoopJob`); :func:`run_loop` owns everything
+around it, the same for pretraining and downstream training:
+
+* the step counters (:class:`Counters`: optimiser steps done, epoch, steps into the epoch), which
+  the checkpoint stores, so a resumed run continues where the interrupted one stopped;
+* the optimiser step: ``zero_grad``, the non-finite check (:func:`check_finite`), the (scaled)
+  backward, ``optim.grad_clip``, the optimiser and grad-scaler steps, the scheduler step;
+* scalars: ``loss/<term>`` for every term, ``loss/total``, ``lr``, ``throughput`` (samples/s),
+  ``epoch`` and whatever the job adds, logged every ``run.log_every`` steps and at step 1;
+* ``last.pt`` every ``run.checkpoint_every`` steps and at every epoch end, the progress bar and
+  the step callbacks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from olivine_train.config import Config
+from olivine_train.logging import RunLogger, progress_bar
+from olivine_train.recipes.common import Runtime, StepCallback, check_finite
+
+__all__ = ["Counters", "LoopJob", "StepOutput", "resolve_resume", "run_loop"]
+
+
+@dataclass
+class Counters:
+    """Where a run is: optimiser steps done, the epoch, steps done in that epoch."""
+
+    step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+
+
+@dataclass
+class StepOutput:
+    """What a job's :meth:`LoopJob.compute` returns for one batch: the loss to minimise, its
+    named terms (logged as ``loss/<name>`` and checked for NaN/inf), the samples in the batch and
+    extra scalars to log.
+    """
+
+    total: torch.Tensor
+    terms: dict[str, torch.Tensor]
+    batch_size: int
+    scalars: dict[str, float] = field(default_factory=dict)
+
+
+class LoopJob(Protocol):
+    """What a recipe provides to :func:`run_loop`."""
+
+    cfg: Config
+    rt: Runtime
+    counters: Counters
+    total_steps: int
+    steps_per_epoch: int
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+
+    def start_epoch(self) -> None:
+        """Prepare the data of epoch ``counters.epoch`` from step ``counters.step_in_epoch``."""
+
+    def batches(self) -> Iterable[Any]:
+        """This epoch's remaining batches."""
+
+    def compute(self, batch: Any) -> StepOutput:
+        """Forward pass and loss of step ``counters.step + 1`` (train mode is the job's)."""
+
+    def after_step(self, out: StepOutput) -> dict[str, float]:
+        """Called after the optimiser step (``counters.step`` counts it); extra scalars."""
+
+    def end_epoch(self, epoch_done: bool, finished: bool) -> None:
+        """Called at the end of each pass over :meth:`batches`, before ``last.pt`` is saved."""
+
+    def save(self, name: str) -> None:
+        """Write the checkpoint ``name`` into the run folder (rank 0)."""
+
+
+def resolve_resume(cfg: Config, rt: Runtime) -> str | None:
+    """``run.resume`` as a path: ``auto`` is ``<run dir>/last.pt`` when it exists."""
+    resume = cfg.run.resume
+    if resume == "auto":
+        last = rt.run_dir / "last.pt"
+        return str(last) if last.is_file() else None
+    return resume
+
+
+def _optimise(job: LoopJob, out: StepOutput) -> float:
+    """Backward and optimiser step; returns the lr the step used (last parameter group)."""
+    cfg, rt = job.cfg, job.rt
+    check_finite(job.counters.step + 1, {"total": out.total, **out.terms}, rt.run_dir)
+    job.scaler.scale(out.total).backward()
+    if cfg.optim.grad_clip is not None:
+        job.scaler.unscale_(job.optimizer)
+        nn.utils.clip_grad_norm_(job.net.parameters(), cfg.optim.grad_clip)
+    job.scaler.step(job.optimizer)
+    job.scaler.update()
+    lr = float(job.optimizer.param_groups[-1]["lr"])
+    job.scheduler.step()
+    return lr
+
+
+def run_loop(
+    job: LoopJob, logger: RunLogger, callbacks: list[StepCallback], desc: str
+) -> dict[str, float]:
+    """Train ``job`` until ``job.total_steps``; returns the last step's scalars."""
+    cfg, c = job.cfg, job.counters
+    last: dict[str, float] = {}
+    bar = progress_bar(job.rt.is_main and cfg.run.progress, job.total_steps, c.step, desc)
+    try:
+        while c.step < job.total_steps:
+            job.start_epoch()
+            t_last = time.perf_counter()
+            for batch in job.batches():
+                job.optimizer.zero_grad(set_to_none=True)
+                out = job.compute(batch)
+                lr = _optimise(job, out)
+                c.step += 1
+                c.step_in_epoch += 1
+                now = time.perf_counter()
+                scalars = {f"loss/{k}": float(v.detach()) for k, v in out.terms.items()}
+                scalars["loss/total"] = float(out.total.detach())
+                scalars["lr"] = lr
+                scalars["throughput"] = out.batch_size / max(now - t_last, 1e-9)
+                scalars["epoch"] = float(c.epoch)
+                scalars.update(out.scalars)
+                scalars.update(job.after_step(out))
+                t_last = now
+                last = scalars
+                if c.step % cfg.run.log_every == 0 or c.step == 1:
+                    logger.scalars(c.step, scalars)
+                bar.update(scalars["loss/total"])
+                if cfg.run.checkpoint_every and c.step % cfg.run.checkpoint_every == 0:
+                    job.save("last.pt")
+                for cb in callbacks:
+                    cb(c.step, scalars)
+                if c.step >= job.total_steps:
+                    break
+            epoch_done = c.step_in_epoch >= job.steps_per_epoch
+            if epoch_done:
+                c.epoch += 1
+                c.step_in_epoch = 0
+            job.end_epoch(epoch_done, c.step >= job.total_steps)
+            job.save("last.pt")
+    finally:
+        bar.close()
+    return last

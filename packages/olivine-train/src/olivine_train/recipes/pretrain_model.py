@@ -1,0 +1,201 @@
+"""What pretraining builds besides the loop: the frozen teacher, the trainable network with its
+heads, the dataset and its augmentation, and the vMF schedule of a run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from olivine_train.config import Config
+from olivine_train.recipes.common import kitti_sequences
+from olivine_train.recipes.pretrain_terms import TERMS, term_weights
+
+__all__ = [
+    "PretrainNet",
+    "build_pretrain_dataset",
+    "build_pretrain_transform",
+    "build_teacher",
+    "describe_run",
+    "describe_teacher",
+    "needed_heads",
+    "needs_labels",
+    "resize_for_teacher",
+    "vmf_schedule",
+]
+
+
+class PretrainNet(nn.Module):
+    """Trainable part of pretraining: 3D backbone + 3D/2D pp and sem heads (the teacher is not
+    part of it: it is frozen and not checkpointed).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        image_channels: int,
+        image_stride: int,
+        head_dim: int,
+        *,
+        pp: bool,
+        sem_3d: bool,
+        sem_2d: bool,
+    ) -> None:
+        from olivine_models import ImageHead, PointHead
+
+        super().__init__()
+        self.backbone = backbone
+        c3 = int(backbone.out_channels)  # type: ignore[arg-type]
+        self.point_pp = PointHead(c3, head_dim) if pp else None
+        self.image_pp = ImageHead(image_channels, head_dim, upsample=image_stride) if pp else None
+        self.point_sem = PointHead(c3, head_dim) if sem_3d else None
+        self.image_sem = (
+            ImageHead(image_channels, head_dim, upsample=image_stride) if sem_2d else None
+        )
+
+    def forward(
+        self,
+        coords: torch.Tensor,
+        feats: torch.Tensor,
+        spatial_shape: tuple[int, int, int],
+        batch_size: int,
+        teacher_feats: torch.Tensor,
+        image_size: tuple[int, int],
+    ) -> dict[str, torch.Tensor]:
+        """Backbone and 3D head voxel features, full-resolution maps of both 2D heads."""
+        v = self.backbone(coords, feats, spatial_shape, batch_size)
+        out: dict[str, torch.Tensor] = {"backbone": v}
+        if self.point_pp is not None and self.image_pp is not None:
+            out["k_pp"] = self.point_pp(v)
+            out["q_pp"] = self.image_pp(teacher_feats, output_size=image_size)
+        if self.point_sem is not None:
+            out["k_sem"] = self.point_sem(v)
+        if self.image_sem is not None:
+            out["q_sem"] = self.image_sem(teacher_feats, output_size=image_size)
+        return out
+
+
+def needed_heads(cfg: Config) -> set[str]:
+    """The heads (``pp``, ``sem_3d``, ``sem_2d``) that the active loss terms use."""
+    return {h for name in term_weights(cfg) for h in TERMS[name].heads}
+
+
+def needs_labels(cfg: Config) -> bool:
+    """Whether an active term uses VFM labels (PPKT's L_PPNCE alone does not)."""
+    return any(TERMS[name].needs_labels for name in term_weights(cfg))
+
+
+def build_teacher(cfg: Config, device: torch.device) -> nn.Module:
+    """The frozen image teacher (eval mode, no gradients) on ``device``."""
+    from olivine_models import create_image_encoder
+
+    teacher = create_image_encoder(
+        cfg.model.image_encoder,
+        weights=cfg.model.image_weights,
+        pretrained=cfg.model.image_pretrained,
+    )
+    teacher.to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def describe_teacher(cfg: Config) -> str:
+    """One line naming the teacher and where its weights come from (random ones say so)."""
+    m = cfg.model
+    if m.image_weights is not None:
+        source = f"weights {m.image_weights}"
+    elif m.image_pretrained:
+        source = "pretrained weights"
+    else:
+        source = "RANDOM init, no pretrained weights"
+    return f"{m.image_encoder} ({source}), frozen"
+
+
+def describe_run(cfg: Config, lr: float, vmf: tuple[int, float] | None) -> str:
+    """The start-of-run line: teacher, effective lr and the vMF schedule (when active)."""
+    text = f"teacher: {describe_teacher(cfg)}; lr {lr:g}"
+    if cfg.optim.auto_scale_lr:
+        text += " (auto-scaled)"
+    if vmf is not None:
+        text += f"; vMF warm-up {vmf[0]} steps, EMA {vmf[1]:g}"
+    return text
+
+
+def resize_for_teacher(images: torch.Tensor, size: list[int] | None) -> torch.Tensor:
+    """The images at ``size`` = ``model.image_input_size`` (bilinear), or as they are when null.
+
+    The teacher may see a larger input than the pairing resolution ``data.image_size``: its
+    stride-8 maps are then finer, and the 2D heads still upsample to ``data.image_size``.
+    """
+    if size is None or tuple(images.shape[-2:]) == tuple(size):
+        return images
+    return nn.functional.interpolate(
+        images, size=(int(size[0]), int(size[1])), mode="bilinear", align_corners=False
+    )
+
+
+def vmf_schedule(cfg: Config, total_steps: int) -> tuple[int, float]:
+    """The vMF prior's (warm-up updates, EMA factor) for a run of ``total_steps`` steps.
+
+    ``loss.vmf_warmup_fraction`` (short runs; then ``loss.vmf_warmup_steps`` is null) is that
+    fraction of the run; ``loss.vmf_decay: null`` ties the EMA factor to the warm-up as the
+    reference does (``1 - 1/warmup``: 0.9999 for 10,000 steps), at least 0.5.
+    """
+    lo = cfg.loss
+    if lo.vmf_warmup_fraction is not None:
+        warmup = max(1, round(lo.vmf_warmup_fraction * total_steps))
+    elif lo.vmf_warmup_steps is not None:
+        warmup = lo.vmf_warmup_steps
+    else:
+        raise ValueError("loss.vmf_warmup_steps / loss.vmf_warmup_fraction: set exactly one")
+    decay = lo.vmf_decay if lo.vmf_decay is not None else 1.0 - 1.0 / max(warmup, 2)
+    return warmup, decay
+
+
+def build_pretrain_dataset(cfg: Config, split: str = "train") -> Any:
+    """The raw (un-augmented) pretraining dataset named by ``cfg.data`` (with VFM labels only
+    when an active loss term uses them).
+    """
+    from olivine_data import datasets
+
+    d = cfg.data
+    label_root = (
+        (d.label_root if d.label_root is not None else d.root) if needs_labels(cfg) else None
+    )
+    if d.dataset == "nuscenes":
+        scenes = d.train_scenes if split == "train" else d.val_scenes
+        named = d.train_split if split == "train" else d.val_split
+        return datasets.NuScenesPretrainDataset(
+            d.root,
+            d.version,
+            scenes=scenes,
+            split=None if scenes is not None else named,
+            label_store=label_root,
+            vocabulary=d.vocabulary,
+            cameras=tuple(d.cameras),
+        )
+    if d.dataset == "kitti":
+        return datasets.KittiPretrainDataset(
+            d.root,
+            sequences=kitti_sequences(cfg, split),
+            label_store=label_root,
+            vocabulary=d.vocabulary,
+            skip=d.skip,
+        )
+    raise ValueError(
+        f"data.dataset: {d.dataset!r} has no cameras; pretraining needs nuscenes/kitti"
+    )
+
+
+def build_pretrain_transform(cfg: Config) -> Any:
+    """Seeded augmentation (``transform(sample, generator)``) or the plain resize."""
+    from olivine_data import transforms
+
+    h, w = cfg.data.image_size
+    if cfg.data.augment:
+        return transforms.PretrainAugmentation(size=(h, w))
+    resize = transforms.ResizeImages(h, w)
+    return lambda sample, rng: resize(sample)

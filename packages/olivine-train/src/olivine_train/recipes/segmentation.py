@@ -1,0 +1,179 @@
+"""Segmentation pieces shared by the downstream recipes: the network, the datasets, the class
+names, evaluation (point level, through the inverse indices) and the frozen-trunk feature cache.
+
+Evaluation predicts per voxel with the class-0 logit masked, maps every raw point to its voxel's
+prediction through ``point_to_voxel`` (the inverse indices) and accumulates a confusion matrix
+without ground-truth-0 points; mIoU is over classes ``1..K-1``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from olivine_train.config import Config
+from olivine_train.logging import progress_iter
+from olivine_train.metrics import ConfusionMatrix, SegmentationScores, mask_ignore_logits
+from olivine_train.recipes.common import Runtime, kitti_sequences
+
+__all__ = [
+    "CachedSample",
+    "SegNet",
+    "build_seg_dataset",
+    "cache_trunk_features",
+    "class_names_for",
+    "evaluate_model",
+    "format_scores",
+    "score_points",
+]
+
+
+def score_points(
+    cm: ConfusionMatrix,
+    voxel_logits: torch.Tensor,
+    point_to_voxel: torch.Tensor,
+    point_labels: torch.Tensor | None,
+) -> None:
+    """Add one sample's point predictions to ``cm``: per-voxel argmax (class-0 logit masked)
+    mapped to the raw points through ``point_to_voxel``.
+    """
+    if point_labels is None:
+        raise ValueError("evaluation samples have no point labels")
+    pred_voxel = mask_ignore_logits(voxel_logits.float(), 0).argmax(1)
+    cm.update(pred_voxel[point_to_voxel], point_labels)
+
+
+class SegNet(nn.Module):
+    """Point encoder + per-voxel classifier."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int) -> None:
+        from olivine_models import SegmentationHead
+
+        super().__init__()
+        self.backbone = backbone
+        self.classifier = SegmentationHead(int(backbone.out_channels), num_classes)  # type: ignore[arg-type]
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        feats = self.backbone(
+            batch.voxel_coords,
+            batch.voxel_features,
+            tuple(batch.spatial_shape),
+            int(batch.batch_size),
+        )
+        return self.classifier(feats)  # type: ignore[no-any-return]
+
+
+def class_names_for(cfg: Config) -> tuple[str, ...]:
+    """Evaluation class names (index 0 = ignore) of the downstream dataset."""
+    if cfg.data.dataset == "semantickitti":
+        from olivine_data.datasets import SEMANTICKITTI_CLASSES
+
+        names = tuple(SEMANTICKITTI_CLASSES)
+    else:
+        from olivine_data.labels import NUSCENES16
+
+        names = tuple(NUSCENES16.class_names)
+    if len(names) != cfg.downstream.num_classes:
+        raise ValueError(
+            f"downstream.num_classes: {cfg.data.dataset} has {len(names)} classes "
+            f"(0 = ignore), got {cfg.downstream.num_classes}"
+        )
+    return names
+
+
+def build_seg_dataset(cfg: Config, split: str) -> Any:
+    """The downstream dataset for ``split`` ("train" honours ``data.skip``; "val" uses all)."""
+    from olivine_data import datasets
+
+    d = cfg.data
+    skip = d.skip if split == "train" else 1
+    scenes = d.train_scenes if split == "train" else d.val_scenes
+    name = d.train_split if split == "train" else d.val_split
+    if d.dataset == "nuscenes":
+        return datasets.NuScenesSegDataset(
+            d.root,
+            d.version,
+            scenes=scenes,
+            split=None if scenes is not None else name,
+            skip=skip,
+        )
+    if d.dataset == "semantickitti":
+        return datasets.SemanticKITTISegDataset(
+            d.root, sequences=kitti_sequences(cfg, split), skip=skip
+        )
+    raise ValueError(f"data.dataset: {d.dataset!r} has no per-point labels for segmentation")
+
+
+def format_scores(scores: SegmentationScores, title: str = "") -> str:
+    """A plain-text IoU table (per class, then mIoU)."""
+    rows = [f"{title}" if title else ""]
+    width = max(*(len(n) for n in scores.class_names[1:]), 26) + 2
+    present = scores.present if scores.present is not None else [True] * len(scores.iou)
+    for name, iou, here in zip(scores.class_names[1:], scores.iou[1:], present[1:]):
+        note = "" if here else "  (absent from the ground truth)"
+        rows.append(f"  {name:<{width}} {100 * iou:6.2f}{note}")
+    n = int(np.asarray(present[1:], bool).sum())
+    rows.append(f"  {f'mIoU ({n} classes present)':<{width}} {100 * scores.miou_present:6.2f}")
+    rows.append(
+        f"  {'mIoU, ref. convention':<{width}} {100 * scores.miou:6.2f}"
+        "  (absent and never predicted = 100)"
+    )
+    return "\n".join(r for r in rows if r)
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: SegNet,
+    loader: Any,
+    num_classes: int,
+    class_names: tuple[str, ...],
+    rt: Runtime,
+    progress: bool = False,
+) -> SegmentationScores:
+    """Point-level confusion matrix (inverse indices, class 0 masked and ignored), all ranks."""
+    model.eval()
+    cm = ConfusionMatrix(num_classes, ignore_index=0)
+    for batch in progress_iter(loader, progress and rt.is_main, "evaluate", "batch"):
+        batch = batch.to(rt.device)
+        if batch.point_labels is None:
+            raise ValueError(f"evaluation batch {batch.tokens} has no point labels")
+        with rt.autocast():
+            logits = model(batch)
+        score_points(cm, logits, batch.point_to_voxel, batch.point_labels)
+    cm.all_reduce()
+    return cm.scores(class_names)
+
+
+@dataclass
+class CachedSample:
+    """Frozen-trunk output of one sweep (linear probing with ``cache_features``)."""
+
+    features: torch.Tensor  # (V, C)
+    voxel_labels: torch.Tensor | None  # (V,)
+    point_to_voxel: torch.Tensor  # (N,)
+    point_labels: torch.Tensor | None  # (N,)
+
+
+@torch.no_grad()
+def cache_trunk_features(
+    backbone: nn.Module, dataset: Any, collate: Any, rt: Runtime, desc: str, progress: bool
+) -> list[CachedSample]:
+    """Run the (eval-mode) trunk once per sample; features stay on the run device."""
+    backbone.eval()
+    out: list[CachedSample] = []
+    for i in progress_iter(range(len(dataset)), progress and rt.is_main, desc, "sample"):
+        batch = collate([dataset[i]]).to(rt.device)
+        with rt.autocast():
+            feats = backbone(
+                batch.voxel_coords, batch.voxel_features, tuple(batch.spatial_shape), 1
+            )
+        out.append(
+            CachedSample(
+                feats.float(), batch.voxel_labels, batch.point_to_voxel, batch.point_labels
+            )
+        )
+    return out
