@@ -25,12 +25,14 @@ def test_all_snapshot() -> None:
             "MinkUNetConfig",
             "PointHead",
             "SegmentationHead",
+            "StateMismatchError",
             "__version__",
             "create_image_encoder",
             "create_point_encoder",
             "list_image_encoders",
             "list_point_encoders",
             "load_matching_state",
+            "load_state",
         ]
     )
     for name in olivine_models.__all__:

@@ -32,11 +32,29 @@ from olivine_models.image.encoders import load_weights_file
 
 # ImageNet-1k indices of road vehicles (names as in timm.data.ImageNetInfo).
 VEHICLES = {
-    407: "ambulance", 436: "beach wagon", 468: "cab", 511: "convertible", 555: "fire engine",
-    569: "garbage truck", 575: "golf cart", 609: "jeep", 627: "limousine", 654: "minibus",
-    656: "minivan", 661: "Model T", 675: "moving van", 705: "passenger car", 717: "pickup",
-    734: "police van", 751: "racer", 757: "recreational vehicle", 779: "school bus",
-    817: "sports car", 829: "streetcar", 864: "tow truck", 867: "trailer truck",
+    407: "ambulance",
+    436: "beach wagon",
+    468: "cab",
+    511: "convertible",
+    555: "fire engine",
+    569: "garbage truck",
+    575: "golf cart",
+    609: "jeep",
+    627: "limousine",
+    654: "minibus",
+    656: "minivan",
+    661: "Model T",
+    675: "moving van",
+    705: "passenger car",
+    717: "pickup",
+    734: "police van",
+    751: "racer",
+    757: "recreational vehicle",
+    779: "school bus",
+    817: "sports car",
+    829: "streetcar",
+    864: "tow truck",
+    867: "trailer truck",
     874: "trolleybus",
 }
 
@@ -125,8 +143,9 @@ def test_pretrained_loads_every_tensor_by_name(
     for ours, theirs in pairs.items():
         assert torch.equal(own[ours], file_state[theirs]), ours
     # Every file tensor landed somewhere, each once.
-    loaded = {id(v) for v in convert_efficientnet_lite_state_dict(file_state, pretrained.net)
-              .values()}
+    loaded = {
+        id(v) for v in convert_efficientnet_lite_state_dict(file_state, pretrained.net).values()
+    }
     assert len(loaded) == 296
 
 
@@ -142,8 +161,9 @@ def test_timm_named_state_dict_loads(pretrained: EfficientNetEncoder, tmp_path: 
     path = tmp_path / "lite0_timm.pth"
     torch.save(pretrained.net.state_dict(), path)
     again = create_image_encoder("efficientnet_lite0", weights=path)
-    assert torch.equal(again.state_dict()["net.conv_stem.weight"],
-                       pretrained.state_dict()["net.conv_stem.weight"])
+    assert torch.equal(
+        again.state_dict()["net.conv_stem.weight"], pretrained.state_dict()["net.conv_stem.weight"]
+    )
 
 
 def test_imagenet_top5_of_cam_front_are_vehicles(
@@ -170,9 +190,12 @@ def test_shuffled_mapping_with_other_shapes_fails_loudly(
     file_state: dict[str, torch.Tensor],
 ) -> None:
     shuffled = dict(IR_BLOCK_NAMES, _expand_conv="conv_pwl", _project_conv="conv_pw")
-    with pytest.raises(ValueError, match=r"_blocks\.1\._expand_conv\.weight -> "
-                       r"blocks\.1\.0\.conv_pwl\.weight: shape in file \(96, 16, 1, 1\) vs "
-                       r"model \(24, 96, 1, 1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"_blocks\.1\._expand_conv\.weight -> "
+        r"blocks\.1\.0\.conv_pwl\.weight: shape in file \(96, 16, 1, 1\) vs "
+        r"model \(24, 96, 1, 1\)",
+    ):
         _net_with(file_state, ir_block=shuffled)
     with pytest.raises(ValueError, match="already mapped"):
         _net_with(file_state, ds_block=dict(DS_BLOCK_NAMES, _bn2="bn1"))
@@ -225,8 +248,13 @@ def test_dense_features_match_timm_feature_extraction(
     import timm
 
     ref = timm.create_model(TIMM_ARCH, features_only=True, out_indices=(2, 3, 4))
-    ref.load_state_dict({k: v for k, v in pretrained.net.state_dict().items()
-                         if not k.startswith(("conv_head", "bn2", "classifier"))})
+    ref.load_state_dict(
+        {
+            k: v
+            for k, v in pretrained.net.state_dict().items()
+            if not k.startswith(("conv_head", "bn2", "classifier"))
+        }
+    )
     ref.eval()
     assert ref.feature_info.reduction() == [8, 16, 32]
     torch.manual_seed(1)
@@ -236,8 +264,12 @@ def test_dense_features_match_timm_feature_extraction(
     h, w = maps[0].shape[-2:]
     expected = torch.cat(
         [F.normalize(maps[0], dim=1)]
-        + [F.interpolate(F.normalize(m, dim=1), size=(h, w), mode="bilinear",
-                         align_corners=False) for m in maps[1:]], dim=1)
+        + [
+            F.interpolate(F.normalize(m, dim=1), size=(h, w), mode="bilinear", align_corners=False)
+            for m in maps[1:]
+        ],
+        dim=1,
+    )
     got = pretrained(images)
     assert got.shape == (2, 472, 15, 25)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

@@ -57,3 +57,38 @@ def test_report_counts_weights_separately_from_counters() -> None:
     )
     for key, value in source.state_dict().items():
         assert torch.equal(target.state_dict()[key], value), key
+
+
+def test_load_state_strict_names_every_kind_of_problem_and_leaves_the_model() -> None:
+    from olivine_models import StateMismatchError, load_state
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    state = {f"module.{k}": v.clone() for k, v in model.state_dict().items()}
+    state["module.0.weight"] = torch.zeros(5, 3)
+    del state["module.1.bias"]
+    state["module.extra"] = torch.zeros(1)
+    with pytest.raises(StateMismatchError) as info:
+        load_state(model, state, strip=("module.",), source="ckpt.pt")
+    msg = str(info.value)
+    assert msg.startswith("ckpt.pt: weights do not fit the Sequential: ")
+    assert "1 missing key(s) (e.g. 1.bias)" in msg
+    assert "1 unexpected key(s) (e.g. module.extra)" in msg
+    assert "1 shape mismatch(es) (e.g. module.0.weight: checkpoint (5, 3) vs model (4, 3))" in msg
+    assert info.value.report.wrong_shape == ("0.weight",)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+
+
+def test_load_state_strips_prefixes_repeatedly_and_ignores_heads() -> None:
+    from olivine_models import load_state
+
+    torch.manual_seed(0)
+    source = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    target = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 7))
+    head = target[1].weight.detach().clone()
+    state = {f"module.backbone.{k}": v for k, v in source.state_dict().items()}
+    report = load_state(target, state, strip=("backbone.", "module."), ignore=("1.",))
+    assert report.exact and report.loaded == ("0.weight", "0.bias")
+    assert torch.equal(target[0].weight, source[0].weight)
+    assert torch.equal(target[1].weight, head)  # ignored: keeps its value

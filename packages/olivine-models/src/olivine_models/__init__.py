@@ -9,10 +9,8 @@ from olivine_models.heads import (
     DEFAULT_HEAD_DIM,
     Classifier,
     ImageHead,
-    LoadReport,
     PointHead,
     SegmentationHead,
-    load_matching_state,
 )
 from olivine_models.image.encoders import FrozenImageEncoder
 from olivine_models.point.minkunet import MinkUNet, MinkUNetConfig
@@ -22,6 +20,7 @@ from olivine_models.registry import (
     list_image_encoders,
     list_point_encoders,
 )
+from olivine_models.state import LoadReport, StateMismatchError, load_matching_state, load_state
 
 __all__ = [
     "DEFAULT_HEAD_DIM",
@@ -33,10 +32,12 @@ __all__ = [
     "MinkUNetConfig",
     "PointHead",
     "SegmentationHead",
+    "StateMismatchError",
     "__version__",
     "create_image_encoder",
     "create_point_encoder",
     "list_image_encoders",
     "list_point_encoders",
     "load_matching_state",
+    "load_state",
 ]

@@ -8,17 +8,19 @@ OLIVINE has two decoupled head pairs, each producing 64-d L2-normalised features
   bilinear upsampling (``align_corners=True``) by the teacher's stride -- :class:`ImageHead`.
 
 Downstream, the heads are dropped and a fresh :class:`SegmentationHead` is trained;
-:func:`load_matching_state` reproduces the reference ``load_state_with_same_shape``.
+:func:`~olivine_models.state.load_matching_state` (re-exported here) reproduces the reference
+``load_state_with_same_shape``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from olivine_models.state import LoadReport, load_matching_state
 
 __all__ = [
     "DEFAULT_HEAD_DIM",
@@ -166,141 +168,3 @@ class SegmentationHead(nn.Module):
 
 Classifier = SegmentationHead
 """Alias of :class:`SegmentationHead`."""
-
-
-@dataclass(frozen=True)
-class LoadReport:
-    """What :func:`load_matching_state` did.
-
-    Attributes:
-        loaded: model parameter/buffer names that received a checkpoint tensor.
-        skipped: ``(checkpoint name, reason)`` for checkpoint entries that were not loaded
-            (``"not in model"`` or ``"shape mismatch: checkpoint (..) vs model (..)"``).
-        missing: model names that the checkpoint did not provide (they keep their values).
-    """
-
-    loaded: tuple[str, ...]
-    skipped: tuple[tuple[str, str], ...]
-    missing: tuple[str, ...]
-
-    @property
-    def meaningful(self) -> tuple[str, ...]:
-        """The loaded names that carry weights: every one except BatchNorm's
-        ``num_batches_tracked`` step counters, which any two models with BatchNorm share by
-        name and shape (``()``) and which therefore prove nothing about a match.
-        """
-        return tuple(n for n in self.loaded if not _is_counter(n))
-
-    @property
-    def unexpected(self) -> tuple[str, ...]:
-        """Checkpoint names that the model does not have."""
-        return tuple(n for n, why in self.skipped if why == "not in model")
-
-    @property
-    def mismatched(self) -> tuple[str, ...]:
-        """Checkpoint names whose shape differs from the model's."""
-        return tuple(n for n, why in self.skipped if why.startswith("shape mismatch"))
-
-    def summary(self, max_items: int = 10) -> str:
-        """Human-readable multi-line summary (the function itself prints nothing)."""
-        counters = len(self.loaded) - len(self.meaningful)
-        total = len(self.loaded) + len(self.missing)
-        lines = [
-            f"loaded {len(self.loaded)} tensors ({len(self.meaningful)} weights + {counters} "
-            f"BatchNorm num_batches_tracked counters) of the model's {total}, skipped "
-            f"{len(self.skipped)} ({len(self.unexpected)} unexpected, {len(self.mismatched)} "
-            f"shape mismatches), missing {len(self.missing)}"
-        ]
-        for name, reason in self.skipped[:max_items]:
-            lines.append(f"  skipped {name}: {reason}")
-        if len(self.skipped) > max_items:
-            lines.append(f"  ... {len(self.skipped) - max_items} more skipped")
-        for name in self.missing[:max_items]:
-            lines.append(f"  missing in checkpoint: {name}")
-        if len(self.missing) > max_items:
-            lines.append(f"  ... {len(self.missing) - max_items} more missing")
-        return "\n".join(lines)
-
-
-def _is_counter(name: str) -> bool:
-    return name == "num_batches_tracked" or name.endswith(".num_batches_tracked")
-
-
-def _strip(name: str, prefixes: Sequence[str]) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for prefix in prefixes:
-            if prefix and name.startswith(prefix):
-                name = name[len(prefix) :]
-                changed = True
-    return name
-
-
-def load_matching_state(
-    model: nn.Module,
-    state_dict: Mapping[str, torch.Tensor],
-    strip_prefixes: Sequence[str] = ("module.", "model_points."),
-    *,
-    require_match: bool = True,
-    source: str = "state_dict",
-) -> LoadReport:
-    """Load the checkpoint tensors whose (prefix-stripped) name and shape match the model.
-
-    This is the reference ``load_state_with_same_shape``: pretrained 64-d heads, vMF or 2D
-    parameters are skipped, the backbone is loaded. Nothing is printed; use
-    :meth:`LoadReport.summary`.
-
-    Unlike the reference, a checkpoint of which *no weight* matches is refused: BatchNorm's
-    ``num_batches_tracked`` counters match between any two BatchNorm models (same name pattern,
-    shape ``()``), so a state dict of another architecture used to "load" only those and leave a
-    silently random network.
-
-    Args:
-        model: the module to fill in place.
-        state_dict: checkpoint tensors (e.g. ``torch.load(path)["state_dict"]``).
-        strip_prefixes: prefixes removed (repeatedly) from checkpoint names before matching.
-        require_match: raise ``ValueError`` (and leave ``model`` untouched) when no parameter or
-            buffer other than a ``num_batches_tracked`` counter matches (default). ``False``
-            returns the report instead.
-        source: what ``state_dict`` is (e.g. its file), named in the error.
-    """
-    if not isinstance(state_dict, Mapping):
-        raise TypeError(
-            f"load_matching_state: state_dict must be a mapping of name -> tensor, got "
-            f"{type(state_dict).__name__}"
-        )
-    own = model.state_dict()
-    loaded: dict[str, torch.Tensor] = {}
-    skipped: list[tuple[str, str]] = []
-    for raw_name, value in state_dict.items():
-        name = _strip(raw_name, strip_prefixes)
-        if not isinstance(value, torch.Tensor):
-            skipped.append((raw_name, f"not a tensor ({type(value).__name__})"))
-        elif name not in own:
-            skipped.append((raw_name, "not in model"))
-        elif tuple(own[name].shape) != tuple(value.shape):
-            skipped.append(
-                (
-                    raw_name,
-                    f"shape mismatch: checkpoint {tuple(value.shape)} vs model "
-                    f"{tuple(own[name].shape)}",
-                )
-            )
-        elif name in loaded:
-            skipped.append((raw_name, f"duplicate of {name!r} after stripping prefixes"))
-        else:
-            loaded[name] = value
-    missing = tuple(n for n in own if n not in loaded)
-    report = LoadReport(loaded=tuple(loaded), skipped=tuple(skipped), missing=missing)
-    if require_match and not report.meaningful:
-        raise ValueError(
-            f"{source}: no weight matches the {type(model).__name__} by name and shape (only "
-            f"{len(report.loaded)} BatchNorm num_batches_tracked counters did): refusing to "
-            "load, the network would stay randomly initialised; is it a checkpoint of another "
-            f"model?\n{report.summary(max_items=5)}"
-        )
-    merged = dict(own)
-    merged.update(loaded)
-    model.load_state_dict(merged, strict=True)
-    return report

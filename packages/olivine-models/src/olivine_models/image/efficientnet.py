@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from olivine_models.image.encoders import FrozenImageEncoder, load_weights_file
+from olivine_models.state import load_state
 
 __all__ = [
     "EfficientNetEncoder",
@@ -170,8 +171,9 @@ def convert_efficientnet_lite_state_dict(
             if m is not None:
                 n, module, param = int(m[1]), m[2], m[3]
                 if n >= len(blocks):
-                    problems.append(f"{key}: block {n} does not exist (the model has "
-                                    f"{len(blocks)} blocks)")
+                    problems.append(
+                        f"{key}: block {n} does not exist (the model has {len(blocks)} blocks)"
+                    )
                     continue
                 prefix, kind = blocks[n]
                 sub = tables[kind].get(module)
@@ -203,7 +205,8 @@ def convert_efficientnet_lite_state_dict(
     if problems:
         raise ValueError(
             f"image encoder 'efficientnet_lite0': weights from {source} do not fit timm "
-            f"{TIMM_ARCH} ({len(problems)} problem(s)): " + "; ".join(problems[:8])
+            f"{TIMM_ARCH} ({len(problems)} problem(s)): "
+            + "; ".join(problems[:8])
             + ("; ..." if len(problems) > 8 else "")
         )
     return out
@@ -272,5 +275,6 @@ def build_efficientnet_lite0(
         source = Path(weights)
     if source is not None:
         state = load_weights_file(source, f"image encoder {name!r}")
-        net.load_state_dict(convert_efficientnet_lite_state_dict(state, net, str(source)))
+        converted = convert_efficientnet_lite_state_dict(state, net, str(source))
+        load_state(net, converted, source=f"image encoder {name!r}: {source}")
     return EfficientNetEncoder(name, net)

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from olivine_models.state import load_state, strip_prefixes
+
 __all__ = [
     "ImageEncoderSpec",
     "IMAGE_ENCODER_SPECS",
@@ -267,33 +269,21 @@ def _is_moco(state_dict: Mapping[str, torch.Tensor]) -> bool:
     return any(k.startswith(("module.encoder_q.", "encoder_q.")) for k in state_dict)
 
 
-def _strip_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out = {}
-    for name, value in state_dict.items():
-        for prefix in ("module.", "backbone."):
-            if name.startswith(prefix):
-                name = name[len(prefix) :]
-        out[name] = value
-    return out
+_WRAPPER_PREFIXES = ("module.", "backbone.")
 
 
 def _load_resnet_weights(
     name: str, trunk: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str
 ) -> None:
-    sd = convert_moco_state_dict(state_dict) if _is_moco(state_dict) else dict(state_dict)
-    sd = {k: v for k, v in _strip_prefixes(sd).items() if not k.startswith("fc.")}
-    own = trunk.state_dict()
-    own = {k: v for k, v in own.items() if not k.startswith("fc.")}
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    bad_shape = sorted(k for k in set(sd) & set(own) if tuple(sd[k].shape) != tuple(own[k].shape))
-    if missing or unexpected or bad_shape:
-        raise ValueError(
-            f"image encoder {name!r}: weights from {source} do not fit a torchvision ResNet: "
-            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
-            f"(e.g. {unexpected[:3]}), {len(bad_shape)} with a wrong shape (e.g. {bad_shape[:3]})"
-        )
-    trunk.load_state_dict(sd, strict=False)
+    sd = convert_moco_state_dict(state_dict) if _is_moco(state_dict) else state_dict
+    load_state(
+        trunk,
+        sd,
+        strip=_WRAPPER_PREFIXES,
+        ignore=("fc.",),
+        source=f"image encoder {name!r}: {source}",
+        target="a torchvision ResNet",
+    )
 
 
 def _load_vit_weights(
@@ -301,19 +291,15 @@ def _load_vit_weights(
 ) -> None:
     from timm.models.vision_transformer import checkpoint_filter_fn
 
-    sd = checkpoint_filter_fn(_strip_prefixes(state_dict), vit)  # DINOv2 / pos-embed resizing
-    sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
-    own = {k: v for k, v in vit.state_dict().items() if not k.startswith("head.")}
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    bad_shape = sorted(k for k in set(sd) & set(own) if tuple(sd[k].shape) != tuple(own[k].shape))
-    if missing or unexpected or bad_shape:
-        raise ValueError(
-            f"image encoder {name!r}: weights from {source} do not fit timm model: "
-            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
-            f"(e.g. {unexpected[:3]}), {len(bad_shape)} with a wrong shape (e.g. {bad_shape[:3]})"
-        )
-    vit.load_state_dict(sd, strict=False)
+    stripped = {strip_prefixes(k, _WRAPPER_PREFIXES): v for k, v in state_dict.items()}
+    sd = checkpoint_filter_fn(stripped, vit)  # DINOv2 / pos-embed resizing
+    load_state(
+        vit,
+        sd,
+        ignore=("head.",),
+        source=f"image encoder {name!r}: {source}",
+        target="the timm model",
+    )
 
 
 def build_image_encoder(

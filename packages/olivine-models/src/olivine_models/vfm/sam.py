@@ -1,6 +1,6 @@
 """Segment-anything based VFM labelers producing per-pixel class maps.
 
-Two modes (digest §4):
+Two modes, those of the OLIVINE reference code (github.com/Eaphan/OLIVINE, ``demo_code``):
 
 * **Grounded-SAM style** (:class:`SamBoxLabeler`): an open-vocabulary detector (any
   :class:`BoxProvider`; GroundingDINO in the reference) gives class-labelled boxes, SAM turns every
@@ -21,12 +21,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import nn
+
+from olivine_models.vfm.build import SAM_CHECKPOINT_URLS, SAM_VARIANTS, build_sam, build_tiny_sam
+from olivine_models.vfm.masks import paint_masks, vote_masks
 
 __all__ = [
     "SAM_CHECKPOINT_URLS",
@@ -41,15 +43,6 @@ __all__ = [
     "paint_masks",
     "vote_masks",
 ]
-
-SAM_CHECKPOINT_URLS: dict[str, str] = {
-    "vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
-    "vit_l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
-    "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
-}
-"""Official segment-anything checkpoints (download them yourself; nothing is fetched here)."""
-
-SAM_VARIANTS = ("vit_h", "vit_l", "vit_b", "tiny")
 
 
 @dataclass(frozen=True)
@@ -92,124 +85,6 @@ class FixedBoxProvider:
         return list(self.detections)
 
 
-# --------------------------------------------------------------------------------------------------
-# building SAM
-
-
-def build_tiny_sam() -> nn.Module:
-    """A small SAM assembled from ``segment_anything.modeling`` parts (random weights).
-
-    Same code path as the official models (ViT image encoder with windowed + global attention and
-    relative positions, prompt encoder, two-way-transformer mask decoder) at 256 px input, 64-d
-    encoder with 2 blocks and a 32-d prompt/mask space; builds and runs in seconds on CPU.
-    """
-    from functools import partial
-
-    from segment_anything.modeling import (
-        ImageEncoderViT,
-        MaskDecoder,
-        PromptEncoder,
-        Sam,
-        TwoWayTransformer,
-    )
-
-    image_size, patch, prompt_dim = 256, 16, 32
-    sam = Sam(
-        image_encoder=ImageEncoderViT(
-            img_size=image_size,
-            patch_size=patch,
-            embed_dim=64,
-            depth=2,
-            num_heads=2,
-            mlp_ratio=2.0,
-            out_chans=prompt_dim,
-            qkv_bias=True,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            use_rel_pos=True,
-            window_size=4,
-            global_attn_indexes=(1,),
-        ),
-        prompt_encoder=PromptEncoder(
-            embed_dim=prompt_dim,
-            image_embedding_size=(image_size // patch, image_size // patch),
-            input_image_size=(image_size, image_size),
-            mask_in_chans=4,
-        ),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(
-                depth=1, embedding_dim=prompt_dim, mlp_dim=64, num_heads=2
-            ),
-            transformer_dim=prompt_dim,
-            iou_head_depth=2,
-            iou_head_hidden_dim=32,
-        ),
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
-    )
-    return sam
-
-
-def build_sam(
-    variant: str = "vit_h", checkpoint: str | Path | None = None, random_init: bool = False
-) -> nn.Module:
-    """Build a segment-anything model in eval mode.
-
-    Args:
-        variant: ``"vit_h"``, ``"vit_l"``, ``"vit_b"`` (official architectures) or ``"tiny"``
-            (:func:`build_tiny_sam`, for tests and CPU demos).
-        checkpoint: path of a state dict (official ``sam_vit_*.pth`` or a saved tiny SAM), loaded
-            with ``torch.load(weights_only=True)``.
-        random_init: allow an official architecture without a checkpoint (speed tests only; the
-            masks are meaningless). ``"tiny"`` never needs it.
-
-    Raises:
-        KeyError: unknown variant.
-        FileNotFoundError: ``checkpoint`` does not exist (the message gives the official URL).
-        ValueError: no checkpoint for an official variant without ``random_init``, or a checkpoint
-            that does not fit the variant.
-    """
-    if variant not in SAM_VARIANTS:
-        raise KeyError(f"unknown SAM variant {variant!r}; known: {list(SAM_VARIANTS)}")
-    url = SAM_CHECKPOINT_URLS.get(variant)
-    where = f" (official checkpoint: {url})" if url else ""
-    state: dict[str, torch.Tensor] | None = None
-    if checkpoint is not None:
-        path = Path(checkpoint)
-        if not path.is_file():
-            raise FileNotFoundError(f"SAM {variant}: checkpoint file not found: {path}{where}")
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(loaded, dict):
-            raise ValueError(f"SAM {variant}: {path} does not contain a state dict")
-        state = loaded
-    elif url is not None and not random_init:
-        raise ValueError(
-            f"SAM {variant}: pass checkpoint=<path to the official weights>{where}, or "
-            "random_init=True for an untrained model (speed tests only)"
-        )
-    if variant == "tiny":
-        sam = build_tiny_sam()
-    else:
-        from segment_anything import sam_model_registry
-
-        sam = sam_model_registry[variant](checkpoint=None)
-    if state is not None:
-        try:
-            sam.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise ValueError(
-                f"SAM {variant}: checkpoint {checkpoint} does not fit this architecture: {exc}"
-            ) from exc
-    sam.eval()
-    for p in sam.parameters():
-        p.requires_grad_(False)
-    return sam
-
-
-# --------------------------------------------------------------------------------------------------
-# helpers
-
-
 def _autocast(device: torch.device) -> AbstractContextManager[Any]:
     if device.type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.float16)
@@ -234,62 +109,6 @@ def _check_vocabulary(owner: str, vocabulary_size: int, unlabelled_id: int) -> N
             f"{owner}: unlabelled_id must be a vocabulary id in 0..{vocabulary_size - 1}, got "
             f"{unlabelled_id}"
         )
-
-
-def paint_masks(
-    masks: np.ndarray,
-    class_ids: Sequence[int],
-    scores: Sequence[float],
-    unlabelled_id: int,
-) -> np.ndarray:
-    """Paint boolean masks ``(N, H, W)`` into a uint8 ``(H, W)`` label map.
-
-    Masks are painted in increasing score (stable for ties: later masks win), so the highest-scoring
-    mask wins at every pixel it covers; uncovered pixels get ``unlabelled_id``.
-    """
-    if masks.ndim != 3:
-        raise ValueError(f"paint_masks: expected (N, H, W) masks, got shape {masks.shape}")
-    if len(class_ids) != masks.shape[0] or len(scores) != masks.shape[0]:
-        raise ValueError(
-            f"paint_masks: {masks.shape[0]} masks but {len(class_ids)} class ids and "
-            f"{len(scores)} scores"
-        )
-    out = np.full(masks.shape[1:], unlabelled_id, dtype=np.uint8)
-    for k in np.argsort(np.asarray(scores, dtype=np.float64), kind="stable"):
-        out[masks[k]] = class_ids[k]
-    return out
-
-
-def vote_masks(
-    coarse: np.ndarray,
-    masks: Sequence[np.ndarray],
-    num_classes: int,
-    unlabelled_id: int,
-    ignore_unlabelled: bool = True,
-) -> np.ndarray:
-    """Majority vote of ``coarse`` labels inside each mask (masks painted largest first).
-
-    Each mask is filled with the most frequent coarse class under it (lowest id on ties); with
-    ``ignore_unlabelled``, ``unlabelled_id`` pixels do not vote and a mask covering only unlabelled
-    pixels changes nothing. Smaller masks are painted after larger ones so that fine segments
-    survive. Pixels outside every mask keep their coarse label.
-    """
-    refined = coarse.astype(np.uint8, copy=True)
-    order = np.argsort([-int(m.sum()) for m in masks], kind="stable")
-    for k in order:
-        mask = masks[k]
-        values = coarse[mask]
-        if ignore_unlabelled:
-            values = values[values != unlabelled_id]
-        if values.size == 0:
-            continue
-        counts = np.bincount(values.astype(np.int64), minlength=num_classes)
-        refined[mask] = np.uint8(int(np.argmax(counts)))
-    return refined
-
-
-# --------------------------------------------------------------------------------------------------
-# labelers
 
 
 class SamBoxLabeler:
