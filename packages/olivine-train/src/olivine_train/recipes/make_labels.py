@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from olivine_train.logging import progress_iter
+
 __all__ = [
     "ImageItem",
     "MakeLabelsSummary",
@@ -196,13 +198,8 @@ def label_items(
     from PIL import Image
 
     todo = list(items if limit is None else items[:limit])
-    it: Any = todo
-    if progress:
-        from tqdm.auto import tqdm  # type: ignore[import-untyped]
-
-        it = tqdm(todo, desc="make-labels", unit="img")
     written = 0
-    for item in it:
+    for item in progress_iter(todo, progress, "make-labels", "img"):
         with Image.open(root / item.filename) as im:
             image = np.asarray(im.convert("RGB"))
         labels = labeler(image, item)
