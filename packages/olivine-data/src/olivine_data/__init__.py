@@ -5,6 +5,7 @@ Importing the package is light (numpy, torch, Pillow): the dataset readers live 
 """
 
 from olivine_data._version import __version__
+from olivine_data.cameras import NUSCENES_CAMERAS
 from olivine_data.collate import Collator
 from olivine_data.labels import (
     GSAM14,
@@ -23,6 +24,7 @@ from olivine_data.voxelize import Voxelization, voxelize
 __all__ = [
     "GSAM14",
     "NUSCENES16",
+    "NUSCENES_CAMERAS",
     "SEEM17",
     "CameraProjection",
     "Collator",

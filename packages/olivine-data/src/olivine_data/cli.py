@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 __all__ = ["main", "build_parser"]
 
@@ -27,6 +28,44 @@ def _image_size(text: str) -> tuple[int, int]:
             f"expected WIDTHxHEIGHT such as 400x225, got {text!r}"
         ) from None
     return w, h
+
+
+# ``olivine-data synth`` options that set a SyntheticWorldConfig field:
+# (flag, config field, type, metavar or None for the flag's name, help)
+_WORLD_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str | None, str], ...] = (
+    ("--scenes", "scenes", int, None, "number of scenes"),
+    ("--samples-per-scene", "samples_per_scene", int, None, "keyframes per scene (2 Hz)"),
+    ("--seed", "seed", int, None, "master seed"),
+    (
+        "--image-size",
+        "image_size",
+        _image_size,
+        "WxH",
+        "camera resolution (nuScenes intrinsics are scaled)",
+    ),
+    (
+        "--vfm-noise",
+        "vfm_noise",
+        float,
+        None,
+        "fraction of labelled pixels whose simulated VFM label is wrong",
+    ),
+    (
+        "--val-fraction",
+        "val_fraction",
+        float,
+        None,
+        "fraction of scenes in the val split (olivine_splits.json)",
+    ),
+    (
+        "--azimuth-steps",
+        "lidar_azimuth_steps",
+        int,
+        None,
+        "LiDAR firings per revolution (points per sweep scale with it)",
+    ),
+    ("--nuscenes-version", "version", str, None, "nuScenes table folder name"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,42 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="nuscenes",
         help="dataset layout to write",
     )
-    synth.add_argument("--scenes", type=int, default=defaults.scenes, help="number of scenes")
-    synth.add_argument(
-        "--samples-per-scene",
-        type=int,
-        default=defaults.samples_per_scene,
-        help="keyframes per scene (2 Hz)",
-    )
-    synth.add_argument("--seed", type=int, default=defaults.seed, help="master seed")
-    synth.add_argument(
-        "--image-size",
-        type=_image_size,
-        default=defaults.image_size,
-        metavar="WxH",
-        help="camera resolution (nuScenes intrinsics are scaled)",
-    )
-    synth.add_argument(
-        "--vfm-noise",
-        type=float,
-        default=defaults.vfm_noise,
-        help="fraction of labelled pixels whose simulated VFM label is wrong",
-    )
-    synth.add_argument(
-        "--val-fraction",
-        type=float,
-        default=defaults.val_fraction,
-        help="fraction of scenes in the val split (olivine_splits.json)",
-    )
-    synth.add_argument(
-        "--azimuth-steps",
-        type=int,
-        default=defaults.lidar_azimuth_steps,
-        help="LiDAR firings per revolution (points per sweep scale with it)",
-    )
-    synth.add_argument(
-        "--nuscenes-version", default=defaults.version, help="nuScenes table folder name"
-    )
+    for flag, name, kind, metavar, text in _WORLD_OPTIONS:
+        synth.add_argument(
+            flag,
+            dest=name,
+            type=kind,
+            default=getattr(defaults, name),
+            metavar=metavar or flag[2:].upper().replace("-", "_"),
+            help=text,
+        )
     synth.add_argument(
         "--overwrite",
         action="store_true",
@@ -114,14 +126,7 @@ def _synth(args: argparse.Namespace) -> int:
 
     try:
         config = SyntheticWorldConfig(
-            scenes=args.scenes,
-            samples_per_scene=args.samples_per_scene,
-            seed=args.seed,
-            image_size=tuple(args.image_size),
-            vfm_noise=args.vfm_noise,
-            val_fraction=args.val_fraction,
-            lidar_azimuth_steps=args.azimuth_steps,
-            version=args.nuscenes_version,
+            **{name: getattr(args, name) for _, name, *_ in _WORLD_OPTIONS}
         )
     except ValueError as exc:
         print(f"olivine-data synth: {exc}", file=sys.stderr)

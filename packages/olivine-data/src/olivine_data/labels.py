@@ -132,88 +132,63 @@ NUSCENES16 = Vocabulary(
 
 _EVAL = {name: i for i, name in enumerate(NUSCENES16.class_names)}
 
+
+#: VFM class names that are not NUSCENES16 names -> their evaluation class (None: 0, ignored).
+_VFM_TO_EVAL: dict[str, str | None] = {
+    "road": "driveable_surface",
+    "building": "manmade",
+    "other ground": "other_flat",
+    "background": None,
+}
+
+
+def _eval_ids(class_names: tuple[str, ...]) -> np.ndarray:
+    """The NUSCENES16 id of each VFM class name (a NUSCENES16 name or one of ``_VFM_TO_EVAL``)."""
+    evals = [_VFM_TO_EVAL.get(name, name) for name in class_names]
+    return np.array([0 if name is None else _EVAL[name] for name in evals])
+
+
+_SEEM17_NAMES = (
+    "barrier",
+    "bicycle",
+    "bus",
+    "car",
+    "truck",
+    "trailer",
+    "motorcycle",
+    "construction_vehicle",
+    "pedestrian",
+    "traffic_cone",
+    "road",
+    "sidewalk",
+    "terrain",
+    "vegetation",
+    "building",
+    "other ground",
+    "background",
+)
 SEEM17 = Vocabulary(
-    name="seem17",
-    class_names=(
-        "barrier",
-        "bicycle",
-        "bus",
-        "car",
-        "truck",
-        "trailer",
-        "motorcycle",
-        "construction_vehicle",
-        "pedestrian",
-        "traffic_cone",
-        "road",
-        "sidewalk",
-        "terrain",
-        "vegetation",
-        "building",
-        "other ground",
-        "background",
-    ),
-    unlabelled_id=16,
-    to_eval=np.array(
-        [
-            _EVAL["barrier"],
-            _EVAL["bicycle"],
-            _EVAL["bus"],
-            _EVAL["car"],
-            _EVAL["truck"],
-            _EVAL["trailer"],
-            _EVAL["motorcycle"],
-            _EVAL["construction_vehicle"],
-            _EVAL["pedestrian"],
-            _EVAL["traffic_cone"],
-            _EVAL["driveable_surface"],
-            _EVAL["sidewalk"],
-            _EVAL["terrain"],
-            _EVAL["vegetation"],
-            _EVAL["manmade"],
-            _EVAL["other_flat"],
-            0,
-        ]
-    ),
+    name="seem17", class_names=_SEEM17_NAMES, unlabelled_id=16, to_eval=_eval_ids(_SEEM17_NAMES)
 )
 
+_GSAM14_NAMES = (
+    "background",
+    "barrier",
+    "bicycle",
+    "bus",
+    "car",
+    "motorcycle",
+    "pedestrian",
+    "traffic_cone",
+    "truck",
+    "road",
+    "sidewalk",
+    "terrain",
+    "vegetation",
+    "building",
+)
 GSAM14 = Vocabulary(
-    name="gsam14",
-    class_names=(
-        "background",
-        "barrier",
-        "bicycle",
-        "bus",
-        "car",
-        "motorcycle",
-        "pedestrian",
-        "traffic_cone",
-        "truck",
-        "road",
-        "sidewalk",
-        "terrain",
-        "vegetation",
-        "building",
-    ),
-    unlabelled_id=0,
-    to_eval=np.array(
-        [
-            0,
-            _EVAL["barrier"],
-            _EVAL["bicycle"],
-            _EVAL["bus"],
-            _EVAL["car"],
-            _EVAL["motorcycle"],
-            _EVAL["pedestrian"],
-            _EVAL["traffic_cone"],
-            _EVAL["truck"],
-            _EVAL["driveable_surface"],
-            _EVAL["sidewalk"],
-            _EVAL["terrain"],
-            _EVAL["vegetation"],
-            _EVAL["manmade"],
-        ]
-    ),
+    name="gsam14", class_names=_GSAM14_NAMES, unlabelled_id=0, to_eval=_eval_ids(_GSAM14_NAMES)
 )
 
 VOCABULARIES: dict[str, Vocabulary] = {v.name: v for v in (SEEM17, GSAM14, NUSCENES16)}

@@ -1,6 +1,8 @@
 """Pair sampling: uniform (for the point-pixel InfoNCE) and DCAS (density- and category-aware).
 
-DCAS (digest section 3): with ``r_i`` the horizontal range bin of pair i and ``y_i`` its VFM label,
+DCAS (density and category aware sampling of the OLIVINE paper, arXiv:2405.14271; reference code
+github.com/Eaphan/OLIVINE): with ``r_i`` the horizontal range bin of pair i and ``y_i`` its VFM
+label,
 
     w_i = 1 / (f(r_i) * n_{y_i}),   p_i = w_i / sum_j w_j
 

@@ -66,6 +66,11 @@ def _check_points(points: np.ndarray, token: str) -> None:
         raise ValueError(f"{token}: points contain {bad} rows with NaN/inf values")
 
 
+def _check_point_labels(labels: np.ndarray | None, points: np.ndarray, token: str) -> None:
+    if labels is not None:
+        check_array(f"{token}: point_labels", labels, dtype=np.int64, shape=(points.shape[0],))
+
+
 @dataclass(frozen=True)
 class PretrainSample:
     """One LiDAR sweep with its camera images and point-pixel pairs. See the module docstring."""
@@ -106,13 +111,7 @@ class PretrainSample:
                 raise ValueError(f"{t}: pair_pixels outside the {h}x{w} image")
         if self.pair_labels is not None:
             check_array(f"{t}: pair_labels", self.pair_labels, dtype=np.int64, shape=(n_pairs,))
-        if self.point_labels is not None:
-            check_array(
-                f"{t}: point_labels",
-                self.point_labels,
-                dtype=np.int64,
-                shape=(self.points.shape[0],),
-            )
+        _check_point_labels(self.point_labels, self.points, t)
 
     @property
     def num_pairs(self) -> int:
@@ -130,13 +129,7 @@ class SegSample:
     def __post_init__(self) -> None:
         t = self.token or "sample"
         _check_points(self.points, t)
-        if self.point_labels is not None:
-            check_array(
-                f"{t}: point_labels",
-                self.point_labels,
-                dtype=np.int64,
-                shape=(self.points.shape[0],),
-            )
+        _check_point_labels(self.point_labels, self.points, t)
 
 
 @dataclass(frozen=True)

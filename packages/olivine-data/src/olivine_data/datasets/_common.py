@@ -8,9 +8,21 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+
+from olivine_data.labels import LabelStore, Vocabulary, get_vocabulary
+from olivine_data.projection import project_to_cameras
 from olivine_data.types import PretrainSample
 
-__all__ = ["SPLITS_FILENAME", "read_scene_splits", "every_nth", "check_skip", "first_with_pairs"]
+__all__ = [
+    "SPLITS_FILENAME",
+    "read_scene_splits",
+    "every_nth",
+    "check_skip",
+    "first_with_pairs",
+    "open_label_store",
+    "paired_sample",
+]
 
 SPLITS_FILENAME = "olivine_splits.json"
 
@@ -99,3 +111,51 @@ def first_with_pairs(
             stacklevel=3,
         )
     raise ValueError(f"no {unit} of the {n} selected has any point-pixel pair")
+
+
+def open_label_store(
+    label_store: LabelStore | str | os.PathLike[str] | None, vocabulary: str | Vocabulary
+) -> LabelStore | None:
+    """A reader's VFM label store: the given :class:`LabelStore`, one opened at a path with
+    ``vocabulary``, or None (no labels).
+    """
+    if isinstance(label_store, LabelStore) or label_store is None:
+        return label_store
+    return LabelStore(label_store, get_vocabulary(vocabulary))
+
+
+def paired_sample(
+    points: np.ndarray,
+    images: np.ndarray,
+    cameras: Sequence[str],
+    projections: np.ndarray,
+    min_depth: float,
+    label_store: LabelStore | None,
+    label_names: Sequence[str],
+    token: str,
+) -> PretrainSample:
+    """Pair ``points`` with the pixels of ``images`` ``(C, H, W, 3)`` they project to (through the
+    ``(C, 3, 4)`` ``projections``) and read each pair's VFM label from ``label_store`` (label file
+    ``label_names[c]`` of camera ``cameras[c]``), or no labels without a store.
+    """
+    h, w = images.shape[1:3]
+    proj = project_to_cameras(points[:, :3], projections, [(h, w)] * len(images), min_depth)
+    pixels = proj.pixels
+    labels = None
+    if label_store is not None:
+        lab = np.stack(
+            [
+                label_store.read(cam, name, expected_shape=(h, w))
+                for cam, name in zip(cameras, label_names)
+            ]
+        )
+        labels = lab[pixels[:, 0], pixels[:, 1], pixels[:, 2]].astype(np.int64)
+    return PretrainSample(
+        points=points,
+        images=images,
+        camera_names=tuple(cameras),
+        pair_points=proj.point_indices,
+        pair_pixels=pixels,
+        pair_labels=labels,
+        token=token,
+    )

@@ -27,10 +27,15 @@ from pathlib import Path
 import numpy as np
 
 from olivine_data._io import read_rgb_image
-from olivine_data.datasets._common import check_skip, first_with_pairs
+from olivine_data.datasets._common import (
+    check_skip,
+    first_with_pairs,
+    open_label_store,
+    paired_sample,
+)
 from olivine_data.datasets.semantickitti import read_kitti_scan
-from olivine_data.labels import LabelStore, Vocabulary, get_vocabulary
-from olivine_data.projection import compose_projection, project_to_cameras
+from olivine_data.labels import LabelStore, Vocabulary
+from olivine_data.projection import compose_projection
 from olivine_data.types import PretrainSample
 
 __all__ = [
@@ -193,12 +198,7 @@ class KittiPretrainDataset:
         if not frames:
             raise ValueError(f"no KITTI .bin scans found under {self.root} ({layout} layout)")
         self.frames = frames[:: check_skip(skip)]
-        if isinstance(label_store, LabelStore):
-            self.label_store: LabelStore | None = label_store
-        elif label_store is not None:
-            self.label_store = LabelStore(label_store, get_vocabulary(vocabulary))
-        else:
-            self.label_store = None
+        self.label_store = open_label_store(label_store, vocabulary)
         self.min_depth = float(min_depth)
         self.transform = transform
         self.skipped_tokens: list[str] = []
@@ -215,23 +215,15 @@ class KittiPretrainDataset:
         token, stem, scan, image_path, _ = self.frames[idx]
         points = read_kitti_scan(scan)
         image = read_rgb_image(image_path)
-        h, w = image.shape[:2]
-        proj = project_to_cameras(
-            points[:, :3], self.calib(idx).projection[None], [(h, w)], self.min_depth
-        )
-        pixels = proj.pixels
-        labels = None
-        if self.label_store is not None:
-            lab = self.label_store.read(CAMERA, stem, expected_shape=(h, w))
-            labels = lab[pixels[:, 1], pixels[:, 2]].astype(np.int64)
-        return PretrainSample(
-            points=points,
-            images=image[None],
-            camera_names=(CAMERA,),
-            pair_points=proj.point_indices,
-            pair_pixels=pixels,
-            pair_labels=labels,
-            token=token,
+        return paired_sample(
+            points,
+            image[None],
+            (CAMERA,),
+            self.calib(idx).projection[None],
+            self.min_depth,
+            self.label_store,
+            (stem,),
+            token,
         )
 
     def __getitem__(self, idx: int) -> PretrainSample:

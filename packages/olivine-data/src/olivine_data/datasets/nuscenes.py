@@ -18,13 +18,8 @@ Pairing (:class:`NuScenesPretrainDataset`) follows the reference chain exactly, 
 the points and the 6 cameras (see :mod:`olivine_data.projection`). VFM labels are read from a
 :class:`~olivine_data.labels.LabelStore` at the **rounded pixel of the original image**.
 
-Table and calibration faults are errors that name the table file, the record and the field: a
-table that is not valid JSON (e.g. cut off), a token that no record of the referenced table holds,
-and a ``calibrated_sensor`` / ``ego_pose`` record whose ``translation`` is not 3 finite numbers,
-whose ``rotation`` is not a unit quaternion ``[w, x, y, z]``, or (cameras) whose
-``camera_intrinsic`` is not a finite 3x3 matrix with positive focal lengths and last row
-``[0, 0, 1]``. Such a fault would otherwise give a bare ``KeyError``/``JSONDecodeError``/
-``Singular matrix``, or silently empty a camera of its pairs.
+Table and calibration faults are errors that name the table file, the record and the field
+(:mod:`olivine_data.datasets.nuscenes_tables`).
 
 A keyframe with **no pair in any camera** is skipped with a ``RuntimeWarning``: ``__getitem__``
 returns the next keyframe (wrapping around) and records the token in ``skipped_tokens`` (per
@@ -34,7 +29,6 @@ process: with DataLoader workers each worker keeps its own list). If no keyframe
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -44,14 +38,24 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from olivine_data._io import read_label_file, read_point_file, read_rgb_image
+from olivine_data.cameras import NUSCENES_CAMERAS
 from olivine_data.datasets._common import (
     SPLITS_FILENAME,
     every_nth,
     first_with_pairs,
+    open_label_store,
+    paired_sample,
     read_scene_splits,
 )
-from olivine_data.labels import LabelStore, Vocabulary, get_vocabulary
-from olivine_data.projection import compose_projection, project_to_cameras
+from olivine_data.datasets.nuscenes_tables import (
+    camera_intrinsic,
+    get_record,
+    lidar_to_camera_matrix,
+    load_nuscenes,
+    table_file,
+)
+from olivine_data.labels import LabelStore, Vocabulary
+from olivine_data.projection import compose_projection
 from olivine_data.types import PretrainSample, SegSample
 
 if TYPE_CHECKING:
@@ -68,15 +72,6 @@ __all__ = [
     "NuScenesPretrainDataset",
     "NuScenesSegDataset",
 ]
-
-NUSCENES_CAMERAS: tuple[str, ...] = (
-    "CAM_FRONT",
-    "CAM_FRONT_RIGHT",
-    "CAM_BACK_RIGHT",
-    "CAM_BACK",
-    "CAM_BACK_LEFT",
-    "CAM_FRONT_LEFT",
-)
 
 #: nuScenes-lidarseg 32 raw class indices (``category.json`` ``index``) -> 16 evaluation classes
 #: (0 = ignore). Same table as nuscenes-devkit's ``LidarsegClassMapper`` and SLidR/OLIVINE.
@@ -148,157 +143,6 @@ def read_nuscenes_points(path: str | os.PathLike[str]) -> np.ndarray:
     if pts.shape != checked.shape:  # cannot happen unless the devkit changes its layout
         raise ValueError(f"{path}: devkit read {pts.shape}, expected {checked.shape}")
     return pts
-
-
-def load_nuscenes(root: str | os.PathLike[str], version: str) -> NuScenes:
-    """Open the devkit tables at ``root/version`` with a clear error if they are missing.
-
-    Raises:
-        FileNotFoundError: the table folder or one of the tables the readers use is missing.
-        ValueError: a table is not valid JSON (naming the file and the position), or a record
-            refers to a token that the referenced table does not hold (naming both files, the
-            record and the field), as found while the devkit builds its indexes.
-    """
-    from nuscenes import NuScenes
-
-    table_root = Path(root) / version
-    if not table_root.is_dir():
-        raise FileNotFoundError(f"nuScenes tables not found: {table_root} (root={root!s})")
-    for name in ("scene", "sample", "sample_data", "calibrated_sensor", "ego_pose"):
-        if not (table_root / f"{name}.json").is_file():
-            raise FileNotFoundError(f"nuScenes table missing: {table_root / (name + '.json')}")
-    try:
-        return NuScenes(version=version, dataroot=str(root), verbose=False)
-    except json.JSONDecodeError as exc:
-        raise ValueError(_explain_bad_json(table_root, exc)) from None
-    except KeyError as exc:
-        raise ValueError(_explain_missing_key(table_root, exc)) from None
-
-
-def _explain_bad_json(table_root: Path, exc: json.JSONDecodeError) -> str:
-    """Name the table that does not parse (the devkit's error does not)."""
-    for path in sorted(table_root.glob("*.json")):
-        try:
-            json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            return (
-                f"{path}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno}, "
-                f"{path.stat().st_size} bytes): the nuScenes table is cut off or corrupt"
-            )
-    return f"{table_root}: a nuScenes table is not valid JSON ({exc})"
-
-
-def _explain_missing_key(table_root: Path, exc: KeyError) -> str:
-    """Find the record whose field holds the token the devkit could not resolve."""
-    missing = exc.args[0] if exc.args else None
-    if isinstance(missing, str):
-        for path in sorted(table_root.glob("*.json")):
-            try:
-                records = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            if not isinstance(records, list):
-                continue
-            for rec in records:
-                if not isinstance(rec, dict):
-                    continue
-                for field, value in rec.items():
-                    if field != "token" and value == missing:
-                        target = _referenced_table(path.stem, field)
-                        return (
-                            f"{path}: record {rec.get('token')!r} field {field!r} = {missing!r} "
-                            f"is not a token of {table_root / (target + '.json')}: the nuScenes "
-                            "tables are inconsistent (a record was removed or a table replaced)"
-                        )
-    return (
-        f"{table_root}: inconsistent nuScenes tables: the devkit found no record or field "
-        f"{missing!r} while indexing them (a record lacks a field, or a token refers to nothing)"
-    )
-
-
-def _referenced_table(table: str, field: str) -> str:
-    """``calibrated_sensor_token`` -> ``calibrated_sensor``; ``prev``/``next`` -> same table."""
-    if field in ("prev", "next"):
-        return table
-    return field[: -len("_token")] if field.endswith("_token") else field
-
-
-def _table_file(nusc: NuScenes, table: str) -> Path:
-    return Path(nusc.table_root) / f"{table}.json"
-
-
-def _get(nusc: NuScenes, table: str, token: str, referrer: str) -> dict[str, Any]:
-    """``nusc.get`` with an error that names the table file and who referred to the token."""
-    try:
-        record: dict[str, Any] = nusc.get(table, token)
-    except KeyError:
-        raise ValueError(
-            f"{_table_file(nusc, table)}: no record with token {token!r} (referred to by "
-            f"{referrer})"
-        ) from None
-    return record
-
-
-def _field_array(
-    nusc: NuScenes, table: str, record: dict[str, Any], field: str, shape: tuple[int, ...]
-) -> np.ndarray:
-    where = f"{_table_file(nusc, table)}: record {record.get('token')!r} field {field!r}"
-    if field not in record:
-        raise ValueError(f"{where} is missing")
-    try:
-        arr = np.asarray(record[field], dtype=np.float64)
-    except (TypeError, ValueError):
-        arr = None
-    if arr is None or arr.shape != shape:
-        raise ValueError(f"{where} = {record[field]!r}: expected {shape} numbers")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{where} = {record[field]!r}: expected finite numbers (NaN/inf found)")
-    return arr
-
-
-_QUATERNION_TOLERANCE = 1e-3  # |norm - 1|: the tables store unit quaternions to ~1e-8
-
-
-def _checked_pose(nusc: NuScenes, table: str, record: dict[str, Any]) -> np.ndarray:
-    """4x4 float64 pose of a ``calibrated_sensor`` / ``ego_pose`` record, after validation."""
-    from nuscenes.utils.geometry_utils import transform_matrix
-    from pyquaternion import Quaternion
-
-    translation = _field_array(nusc, table, record, "translation", (3,))
-    rotation = _field_array(nusc, table, record, "rotation", (4,))
-    norm = float(np.linalg.norm(rotation))
-    if abs(norm - 1.0) > _QUATERNION_TOLERANCE:
-        raise ValueError(
-            f"{_table_file(nusc, table)}: record {record.get('token')!r} field 'rotation' = "
-            f"{record['rotation']!r}: expected a unit quaternion [w, x, y, z], got norm {norm:.6g}"
-        )
-    matrix: np.ndarray = transform_matrix(translation, Quaternion(rotation))
-    return matrix
-
-
-def camera_intrinsic(nusc: NuScenes, cam_sd: dict[str, Any]) -> np.ndarray:
-    """The validated ``(3, 3)`` intrinsic matrix of a camera ``sample_data`` record.
-
-    Raises:
-        ValueError: naming ``calibrated_sensor.json``, the record and ``camera_intrinsic``, if the
-            matrix is missing, not 3x3, not finite, has a focal length <= 0 or a last row other
-            than ``[0, 0, 1]`` (a zero matrix would silently project no point into the camera).
-    """
-    cs = _get(
-        nusc,
-        "calibrated_sensor",
-        cam_sd["calibrated_sensor_token"],
-        f"{_table_file(nusc, 'sample_data')} record {cam_sd['token']!r} field "
-        "'calibrated_sensor_token'",
-    )
-    k = _field_array(nusc, "calibrated_sensor", cs, "camera_intrinsic", (3, 3))
-    if not (k[0, 0] > 0 and k[1, 1] > 0 and np.array_equal(k[2], [0.0, 0.0, 1.0])):
-        raise ValueError(
-            f"{_table_file(nusc, 'calibrated_sensor')}: record {cs.get('token')!r} field "
-            f"'camera_intrinsic' = {cs['camera_intrinsic']!r}: expected a pinhole matrix "
-            "[[fx, s, cx], [0, fy, cy], [0, 0, 1]] with fx > 0 and fy > 0"
-        )
-    return k
 
 
 def select_scenes(
@@ -381,45 +225,22 @@ class _NuScenesKeyframes:
             token = by_name[name]["first_sample_token"]
             while token:
                 tokens.append(token)
-                token = _get(self.nusc, "sample", token, f"scene {name!r} (first/next)")["next"]
+                token = get_record(self.nusc, "sample", token, f"scene {name!r} (first/next)")[
+                    "next"
+                ]
         self.sample_tokens = tokens
 
     def __len__(self) -> int:
         return len(self.sample_tokens)
 
     def _lidar(self, sample: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray]:
-        sd = _get(
+        sd = get_record(
             self.nusc,
             "sample_data",
             sample["data"]["LIDAR_TOP"],
-            f"{_table_file(self.nusc, 'sample')} record {sample['token']!r} (LIDAR_TOP)",
+            f"{table_file(self.nusc, 'sample')} record {sample['token']!r} (LIDAR_TOP)",
         )
         return sd, read_nuscenes_points(self.root / sd["filename"])
-
-
-def _sensor_pose(nusc: NuScenes, sd: dict[str, Any], table: str) -> np.ndarray:
-    field = f"{table}_token"
-    referrer = f"{_table_file(nusc, 'sample_data')} record {sd.get('token')!r} field {field!r}"
-    if not isinstance(sd.get(field), str):
-        raise ValueError(f"{referrer}: missing (expected the token of a {table} record)")
-    return _checked_pose(nusc, table, _get(nusc, table, sd[field], referrer))
-
-
-def lidar_to_camera_matrix(
-    nusc: NuScenes, lidar_sd: dict[str, Any], cam_sd: dict[str, Any]
-) -> np.ndarray:
-    """4x4 float64 transform of the reference chain: lidar -> ego(t_lidar) -> global ->
-    ego(t_cam) -> camera.
-
-    Raises:
-        ValueError: a referenced ``calibrated_sensor`` / ``ego_pose`` record is missing or has a
-            non-finite translation or a non-unit rotation (naming the file, record and field).
-    """
-    cs_l = _sensor_pose(nusc, lidar_sd, "calibrated_sensor")
-    ep_l = _sensor_pose(nusc, lidar_sd, "ego_pose")
-    ep_c = _sensor_pose(nusc, cam_sd, "ego_pose")
-    cs_c = _sensor_pose(nusc, cam_sd, "calibrated_sensor")
-    return np.linalg.inv(cs_c) @ np.linalg.inv(ep_c) @ ep_l @ cs_l
 
 
 class NuScenesPretrainDataset(_NuScenesKeyframes):
@@ -453,12 +274,7 @@ class NuScenesPretrainDataset(_NuScenesKeyframes):
         nusc: NuScenes | None = None,
     ) -> None:
         super().__init__(root, version, scenes, split, skip, nusc)
-        if isinstance(label_store, LabelStore):
-            self.label_store: LabelStore | None = label_store
-        elif label_store is not None:
-            self.label_store = LabelStore(label_store, get_vocabulary(vocabulary))
-        else:
-            self.label_store = None
+        self.label_store = open_label_store(label_store, vocabulary)
         if not cameras:
             raise ValueError("cameras: expected at least one camera channel")
         self.cameras = tuple(cameras)
@@ -469,7 +285,7 @@ class NuScenesPretrainDataset(_NuScenesKeyframes):
     def load(self, token: str) -> PretrainSample:
         """Build the sample of keyframe ``token`` (no transform, no skipping)."""
         nusc = self.nusc
-        sample = _get(nusc, "sample", token, "the keyframe list")
+        sample = get_record(nusc, "sample", token, "the keyframe list")
         lidar_sd, points = self._lidar(sample)
         images = []
         projections = []
@@ -477,11 +293,11 @@ class NuScenesPretrainDataset(_NuScenesKeyframes):
         for cam in self.cameras:
             if cam not in sample["data"]:
                 raise ValueError(f"sample {token}: no {cam} data (has {sorted(sample['data'])})")
-            cam_sd = _get(
+            cam_sd = get_record(
                 nusc,
                 "sample_data",
                 sample["data"][cam],
-                f"{_table_file(nusc, 'sample')} record {token!r} ({cam})",
+                f"{table_file(nusc, 'sample')} record {token!r} ({cam})",
             )
             img_path = self.root / cam_sd["filename"]
             images.append(read_rgb_image(img_path))
@@ -495,28 +311,15 @@ class NuScenesPretrainDataset(_NuScenesKeyframes):
                 f"sample {token}: camera images differ in size "
                 f"{[(f.name, im.shape) for f, im in zip(files, images)]}"
             )
-        h, w = images[0].shape[:2]
-        proj = project_to_cameras(
-            points[:, :3], np.stack(projections), [(h, w)] * len(images), self.min_depth
-        )
-        pixels = proj.pixels
-        labels = None
-        if self.label_store is not None:
-            lab = np.stack(
-                [
-                    self.label_store.read(cam, f.name, expected_shape=(h, w))
-                    for cam, f in zip(self.cameras, files)
-                ]
-            )
-            labels = lab[pixels[:, 0], pixels[:, 1], pixels[:, 2]].astype(np.int64)
-        return PretrainSample(
-            points=points,
-            images=np.stack(images),
-            camera_names=self.cameras,
-            pair_points=proj.point_indices,
-            pair_pixels=pixels,
-            pair_labels=labels,
-            token=token,
+        return paired_sample(
+            points,
+            np.stack(images),
+            self.cameras,
+            np.stack(projections),
+            self.min_depth,
+            self.label_store,
+            [f.name for f in files],
+            token,
         )
 
     def __getitem__(self, idx: int) -> PretrainSample:
@@ -561,7 +364,7 @@ class NuScenesSegDataset(_NuScenesKeyframes):
 
     def __getitem__(self, idx: int) -> SegSample:
         token = self.sample_tokens[idx]
-        sample = _get(self.nusc, "sample", token, "the keyframe list")
+        sample = get_record(self.nusc, "sample", token, "the keyframe list")
         lidar_sd, points = self._lidar(sample)
         labels = None
         if self.with_labels:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from olivine_data.synthetic.sensors import NUSCENES_CAMERAS
+from olivine_data.cameras import NUSCENES_CAMERAS
 
 __all__ = ["SyntheticWorldConfig"]
 

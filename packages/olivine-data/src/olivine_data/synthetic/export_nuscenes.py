@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from olivine_data.labels import LabelStore
+from olivine_data.progress import progress_bar
 from olivine_data.synthetic._io import prepare_out_dir
 from olivine_data.synthetic.config import SyntheticWorldConfig
 from olivine_data.synthetic.materials import NUSCENES_LIDARSEG_CATEGORIES
@@ -132,8 +133,6 @@ def export_nuscenes(
     A non-empty ``out_dir`` is refused unless ``overwrite`` (then the previous export's entries
     are removed first). ``world`` may pass an already generated world for ``config``.
     """
-    from tqdm import tqdm  # type: ignore[import-untyped]
-
     world = world or generate_world(config)
     seed = config.seed
     root = Path(out_dir)
@@ -210,7 +209,7 @@ def export_nuscenes(
     _write_bytes(root / "maps" / f"{map_tok}.png", map_png.getvalue())
 
     total = config.scenes * config.samples_per_scene
-    bar = tqdm(total=total, desc="synthetic nuScenes", unit="keyframe", disable=not progress)
+    bar = progress_bar(total=total, desc="synthetic nuScenes", unit="keyframe", enabled=progress)
     for s, layout in enumerate(world.layouts):
         log_name = world.scene_name(s)
         logfile = f"{log_name}-{layout.start_us}"

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from olivine_data.labels import LabelStore
+from olivine_data.progress import progress_bar
 from olivine_data.synthetic._io import prepare_out_dir
 from olivine_data.synthetic.config import SyntheticWorldConfig
 from olivine_data.synthetic.layout import KEYFRAME_INTERVAL_S
@@ -81,8 +82,6 @@ def export_semantickitti(
     ``SemanticKITTISegDataset(out_dir, sequences=[...])`` and ``KittiPretrainDataset`` read it.
     A non-empty ``out_dir`` is refused unless ``overwrite``.
     """
-    from tqdm import tqdm  # type: ignore[import-untyped]
-
     world = world or generate_world(config)
     root = Path(out_dir)
     prepare_out_dir(
@@ -98,7 +97,7 @@ def export_semantickitti(
     vfm_store = LabelStore(root)
     gt_store = LabelStore(root / "gt")
     total = config.scenes * config.samples_per_scene
-    bar = tqdm(total=total, desc="synthetic SemanticKITTI", unit="scan", disable=not progress)
+    bar = progress_bar(total=total, desc="synthetic SemanticKITTI", unit="scan", enabled=progress)
     for s in range(config.scenes):
         seq = f"{s:02d}"
         seq_dir = root / "sequences" / seq

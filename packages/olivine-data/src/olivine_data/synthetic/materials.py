@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from olivine_data.labels import SEEM17
+
 __all__ = [
     "Material",
     "MATERIALS",
@@ -61,27 +63,9 @@ NUSCENES_LIDARSEG_CATEGORIES: tuple[str, ...] = (
     "vehicle.ego",
 )
 
-#: SEEM17 vocabulary (OLIVINE ``demo_code/utils/constants.py``); id 16 is the unlabelled id.
-SEEM17_NAMES: tuple[str, ...] = (
-    "barrier",
-    "bicycle",
-    "bus",
-    "car",
-    "truck",
-    "trailer",
-    "motorcycle",
-    "construction_vehicle",
-    "pedestrian",
-    "traffic_cone",
-    "road",
-    "sidewalk",
-    "terrain",
-    "vegetation",
-    "building",
-    "other ground",
-    "background",
-)
-SEEM17_UNLABELLED = 16
+#: SEEM17 class names and unlabelled id (16), those of :data:`olivine_data.labels.SEEM17`.
+SEEM17_NAMES: tuple[str, ...] = SEEM17.class_names
+SEEM17_UNLABELLED = SEEM17.unlabelled_id
 
 
 @dataclass(frozen=True)

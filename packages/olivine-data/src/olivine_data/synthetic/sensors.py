@@ -1,14 +1,13 @@
 """Sensor rig of the synthetic world: real nuScenes and KITTI calibrations, written as constants.
 
 The nuScenes numbers are the ``calibrated_sensor`` records of scene-0061 (nuScenes v1.0-mini,
-vehicle n015), read from ``shared/data/nuscenes/mmdet3d-demo/v1.0-mini/calibrated_sensor.json``:
+vehicle n015, ``v1.0-mini/calibrated_sensor.json``, as shipped in mmdetection3d's demo data):
 translation [m] and rotation quaternion (w, x, y, z) of sensor -> ego, and the camera intrinsics
 at 1600x900. The camera time offsets relative to the LiDAR timestamp are those of the same sample
 (``sample_data.json``): the cameras fire while the LiDAR sweeps past them.
 
-The KITTI numbers are the odometry calibration of sequence 07
-(``shared/data/semantickitti/voxformer-odometry-calib/sequences/07/calib.txt``): P2 and Tr
-(velodyne -> rectified camera 0).
+The KITTI numbers are the odometry calibration of sequence 07 (KITTI odometry
+``sequences/07/calib.txt``): P2 and Tr (velodyne -> rectified camera 0).
 """
 
 from __future__ import annotations
@@ -16,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from olivine_data.cameras import NUSCENES_CAMERAS
 
 __all__ = [
     "NUSCENES_CAMERAS",
@@ -33,16 +34,6 @@ __all__ = [
     "yaw_quaternion",
     "scaled_intrinsics",
 ]
-
-#: The 6 nuScenes cameras, in the order OLIVINE's dataloader lists them.
-NUSCENES_CAMERAS: tuple[str, ...] = (
-    "CAM_FRONT",
-    "CAM_FRONT_RIGHT",
-    "CAM_BACK_RIGHT",
-    "CAM_BACK",
-    "CAM_BACK_LEFT",
-    "CAM_FRONT_LEFT",
-)
 
 #: Resolution the nuScenes intrinsics refer to (width, height).
 NUSCENES_IMAGE_SIZE: tuple[int, int] = (1600, 900)

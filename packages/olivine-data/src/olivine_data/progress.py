@@ -1,0 +1,43 @@
+"""Progress bars that suit where they run: live on a terminal, two plain lines in a log.
+
+In a non-interactive log (CI, ``nox -s demo``, a file) every tqdm refresh becomes a new line;
+:func:`progress_bar` keeps tqdm's live bar when its stream is a terminal and otherwise prints only
+the first and the last state (e.g. ``synthetic nuScenes: 100%|...| 8/8 [00:05<00:00, ...]``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from typing import IO, Any
+
+__all__ = ["progress_bar", "is_interactive"]
+
+
+def is_interactive(stream: IO[str] | None = None) -> bool:
+    """Whether ``stream`` (default ``sys.stderr``, where tqdm writes) is a terminal."""
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if callable(isatty) else False
+    except (OSError, ValueError):  # a closed or detached stream
+        return False
+
+
+def progress_bar(
+    iterable: Iterable[Any] | None = None, *, enabled: bool = True, **kwargs: Any
+) -> Any:
+    """A ``tqdm`` bar (same arguments) that refreshes live only on a terminal.
+
+    ``enabled=False`` disables it (tqdm's ``disable=True``). When its ``file`` (default stderr) is
+    not a terminal, refreshes are switched off (``mininterval``/``maxinterval`` infinite): the bar
+    is written once when it starts and once when it closes. Updating it, ``set_postfix(...,
+    refresh=False)`` and ``close()`` work as with tqdm.
+    """
+    from tqdm import tqdm  # type: ignore[import-untyped]
+
+    kwargs.setdefault("disable", not enabled)
+    if not is_interactive(kwargs.get("file")):
+        kwargs.setdefault("mininterval", float("inf"))
+        kwargs.setdefault("maxinterval", float("inf"))
+    return tqdm(iterable, **kwargs)
