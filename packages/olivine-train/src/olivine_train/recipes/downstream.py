@@ -344,7 +344,7 @@ def run_downstream(cfg: Config, callbacks: list[StepCallback] | None = None) -> 
 
 def run_evaluate(checkpoint: str, overrides: list[str] | None = None) -> DownstreamResult:
     """Evaluate a downstream ``last.pt``/``best.pt`` on the validation split of its config."""
-    from olivine_train.config import _merge, parse_overrides
+    from olivine_train.config import merge, parse_overrides
 
     t0 = time.perf_counter()
     ckpt = load_checkpoint(checkpoint, expect_kind="downstream")
@@ -352,7 +352,7 @@ def run_evaluate(checkpoint: str, overrides: list[str] | None = None) -> Downstr
     raw["downstream"]["pretrained"] = None
     raw["run"]["resume"] = None
     if overrides:
-        raw = _merge(raw, parse_overrides(overrides))
+        raw = merge(raw, parse_overrides(overrides))
     cfg = validate(raw, source=f"{checkpoint} (embedded config)")
     info = setup(cfg.run.device)  # no run folder: evaluation writes nothing
     rt = Runtime(

@@ -1,0 +1,281 @@
+"""Value checks of a well-typed :class:`Config`, one function per section, and :func:`validate`.
+
+Every check appends to one list of problems, so that :func:`validate` reports *all* of them at
+once in a single :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from olivine_train.config.coerce import build, did_you_mean
+from olivine_train.config.schema import NUSCENES_CAMERAS, Config, ConfigError
+
+__all__ = ["DATASET_CAMERAS", "validate"]
+
+#: camera channels each dataset has (KITTI pairs the LiDAR with image_2 only)
+DATASET_CAMERAS: dict[str, tuple[str, ...]] = {"nuscenes": NUSCENES_CAMERAS, "kitti": ("image_2",)}
+
+
+class _Problems(list[str]):
+    """The problem list, with the recurring numeric checks."""
+
+    def positive(self, where: str, value: Any, strict: bool = True) -> None:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if (strict and value <= 0) or (not strict and value < 0):
+                self.append(f"{where}: must be {'> 0' if strict else '>= 0'}, got {value!r}")
+
+    def within(self, where: str, value: Any, low: float, high: float, *, closed: str) -> None:
+        """``value`` in the interval from ``low`` to ``high``; ``closed`` says which ends are
+        included: ``"()"``, ``"(]"``, ``"[)"``.
+        """
+        if not isinstance(value, float):
+            return
+        lo_ok = value >= low if closed[0] == "[" else value > low
+        hi_ok = value <= high if closed[1] == "]" else value < high
+        if not (lo_ok and hi_ok):
+            self.append(
+                f"{where}: must lie in {closed[0]}{low:g}, {high:g}{closed[1]}, got {value!r}"
+            )
+
+    def pair(self, where: str, value: Any) -> None:
+        """A ``[height, width]`` of positive numbers."""
+        if not isinstance(value, list):
+            return
+        if len(value) != 2:
+            self.append(f"{where}: expected [height, width], got {value!r}")
+        for i, v in enumerate(value):
+            self.positive(f"{where}[{i}]", v)
+
+
+def _check_data(cfg: Config, p: _Problems) -> None:
+    d = cfg.data
+    p.positive("data.skip", d.skip)
+    p.positive("data.batch_size", d.batch_size)
+    p.positive("data.num_workers", d.num_workers, strict=False)
+    if isinstance(d.image_size, list) and len(d.image_size) != 2:
+        p.append(f"data.image_size: expected [height, width], got {d.image_size!r}")
+    if isinstance(d.voxel_size, list):
+        if len(d.voxel_size) != 3:
+            p.append(f"data.voxel_size: expected 3 values, got {d.voxel_size!r}")
+        for i, v in enumerate(d.voxel_size):
+            p.positive(f"data.voxel_size[{i}]", v)
+    if isinstance(d.cameras, list) and not d.cameras and cfg.recipe == "pretrain":
+        p.append("data.cameras: pretraining needs at least one camera")
+    known = DATASET_CAMERAS.get(d.dataset)
+    if known is not None and isinstance(d.cameras, list):
+        for i, cam in enumerate(d.cameras):
+            if isinstance(cam, str) and cam not in known:
+                p.append(
+                    f"data.cameras[{i}]: unknown {d.dataset} camera {cam!r}"
+                    f"{did_you_mean(cam, known)} (known: {', '.join(known)})"
+                )
+        dups = sorted({c for c in d.cameras if d.cameras.count(c) > 1})
+        if dups:
+            p.append(f"data.cameras: each camera may appear once, repeated: {dups}")
+    for key in ("max_samples", "max_val_samples"):
+        if getattr(d, key) is not None:
+            p.positive(f"data.{key}", getattr(d, key))
+
+
+def _check_model(cfg: Config, p: _Problems) -> None:
+    m = cfg.model
+    p.positive("model.in_channels", m.in_channels)
+    p.pair("model.image_input_size", m.image_input_size)
+    p.positive("model.head_dim", m.head_dim)
+
+
+def _check_loss(cfg: Config, p: _Problems) -> None:
+    lo = cfg.loss
+    p.positive("loss.num_pairs", lo.num_pairs)
+    p.positive("loss.temperature", lo.temperature)
+    weights = {k: getattr(lo, f"{k}_weight") for k in ("ppnce", "sup", "vmf", "superpixel")}
+    for key, value in weights.items():
+        p.positive(f"loss.{key}_weight", value, strict=False)
+    p.within("loss.vmf_decay", lo.vmf_decay, 0.0, 1.0, closed="()")
+    p.positive("loss.vmf_warmup_steps", lo.vmf_warmup_steps, strict=False)
+    if (lo.vmf_warmup_steps is None) == (lo.vmf_warmup_fraction is None):
+        p.append(
+            "loss.vmf_warmup_steps / loss.vmf_warmup_fraction: set exactly one of them (the other "
+            f"null), got {lo.vmf_warmup_steps!r} and {lo.vmf_warmup_fraction!r}"
+        )
+    p.within("loss.vmf_warmup_fraction", lo.vmf_warmup_fraction, 0.0, 1.0, closed="()")
+    p.within("loss.vmf_freeze_max_cosine", lo.vmf_freeze_max_cosine, -1.0, 1.0, closed="(]")
+    numeric = all(isinstance(w, (int, float)) for w in weights.values())
+    if cfg.recipe == "pretrain" and numeric and not any(w > 0 for w in weights.values()):
+        p.append(
+            "loss: every term has weight 0; switch on at least one of "
+            "ppnce_weight, sup_weight, vmf_weight, superpixel_weight"
+        )
+    if (
+        lo.superpixel_weight > 0
+        and lo.superpixel_source == "vfm_components"
+        and (lo.sup_weight > 0 or lo.vmf_weight > 0)
+    ):
+        p.append(
+            "loss.superpixel_source: 'vfm_components' replaces the VFM class labels by component "
+            "ids, so loss.sup_weight and loss.vmf_weight must be 0 (or use 'vfm_labels')"
+        )
+    if cfg.method == "slidr" and lo.superpixel_weight <= 0:
+        p.append("loss.superpixel_weight: method 'slidr' needs a superpixel weight > 0")
+
+
+def _check_health(cfg: Config, p: _Problems) -> None:
+    h = cfg.health
+    if h.every is not None:
+        p.positive("health.every", h.every)
+    p.within("health.chance_margin", h.chance_margin, 0.0, 1.0, closed="(]")
+    p.within("health.window", h.window, 0.0, 1.0, closed="(]")
+    p.positive("health.min_effective_rank", h.min_effective_rank, strict=False)
+    p.within("health.max_mu_cosine", h.max_mu_cosine, -1.0, 1.0, closed="(]")
+
+
+def _check_optim(cfg: Config, p: _Problems) -> None:
+    o = cfg.optim
+    p.positive("optim.lr", o.lr)
+    if o.lr_head is not None:
+        p.positive("optim.lr_head", o.lr_head)
+    p.within("optim.momentum", o.momentum, 0.0, 1.0, closed="[)")
+    p.within("optim.dampening", o.dampening, 0.0, 1.0, closed="[)")
+    p.positive("optim.weight_decay", o.weight_decay, strict=False)
+    p.positive("optim.epochs", o.epochs)
+    p.positive("optim.base_batch_size", o.base_batch_size)
+    for key in ("max_steps", "grad_clip"):
+        if getattr(o, key) is not None:
+            p.positive(f"optim.{key}", getattr(o, key))
+
+
+def _check_downstream(cfg: Config, p: _Problems) -> None:
+    ds = cfg.downstream
+    p.positive("downstream.num_classes", ds.num_classes)
+    if isinstance(ds.num_classes, int) and ds.num_classes < 2:
+        p.append(f"downstream.num_classes: needs >= 2 (class 0 = ignore), got {ds.num_classes}")
+    p.positive("downstream.lovasz_weight", ds.lovasz_weight, strict=False)
+    p.positive("downstream.eval_every", ds.eval_every)
+    if cfg.recipe == "downstream" and cfg.method != "olivine":
+        p.append("method: only meaningful for recipe 'pretrain'; leave it at 'olivine'")
+
+
+def _check_run(cfg: Config, p: _Problems) -> None:
+    r = cfg.run
+    p.positive("run.log_every", r.log_every)
+    p.positive("run.image_log_every", r.image_log_every, strict=False)
+    p.positive("run.checkpoint_every", r.checkpoint_every, strict=False)
+    if r.num_threads is not None:
+        p.positive("run.num_threads", r.num_threads)
+    if isinstance(r.device, str) and not (
+        r.device in ("auto", "cpu", "cuda", "mps") or r.device.startswith("cuda:")
+    ):
+        p.append(f"run.device: expected auto, cpu, cuda or cuda:N, got {r.device!r}")
+    if isinstance(r.name, str) and (not r.name or "/" in r.name):
+        p.append(f"run.name: must be a non-empty folder name without '/', got {r.name!r}")
+
+
+def _check_paths(cfg: Config, p: _Problems) -> None:
+    d, m, ds, r = cfg.data, cfg.model, cfg.downstream, cfg.run
+    if not Path(d.root).is_dir():
+        p.append(f"data.root: folder {str(d.root)!r} does not exist")
+    if d.label_root is not None and not Path(d.label_root).is_dir():
+        p.append(f"data.label_root: folder {d.label_root!r} does not exist")
+    if cfg.recipe == "pretrain" and m.image_weights is not None:
+        if not Path(m.image_weights).is_file():
+            p.append(
+                f"model.image_weights: file {m.image_weights!r} does not exist "
+                "(download the MoCo-v2 checkpoint or set model.image_weights=null)"
+            )
+        else:
+            bad = _torch_file_problem(Path(m.image_weights))
+            if bad is not None:
+                p.append(f"model.image_weights: file {m.image_weights!r} {bad}")
+    if cfg.recipe == "downstream" and ds.pretrained is not None:
+        if not Path(ds.pretrained).is_file():
+            p.append(f"downstream.pretrained: file {ds.pretrained!r} does not exist")
+    if r.resume not in (None, "auto") and not Path(str(r.resume)).is_file():
+        p.append(f"run.resume: file {r.resume!r} does not exist")
+
+
+def _torch_file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a ``torch.save`` file, from its first bytes and (for the zip format
+    of torch >= 1.6) its zip directory, without loading it; None if it looks like one.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if not head:
+        return "is empty (0 bytes): expected a PyTorch checkpoint"
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            return f"is a truncated or corrupt PyTorch (zip) checkpoint ({exc})"
+        if not any(n.endswith("data.pkl") for n in names):
+            return "is a zip archive but not a PyTorch checkpoint (no data.pkl inside)"
+        return None
+    if head[0] == 0x80:  # a pickle (the legacy torch.save format)
+        return None
+    return f"is not a PyTorch checkpoint (starts with bytes {head!r})"
+
+
+def _check_registries(cfg: Config, p: _Problems) -> None:
+    """Model names against the olivine_models registries (skipped if that package is absent)."""
+    try:
+        from olivine_models import list_image_encoders, list_point_encoders
+    except ImportError:
+        return
+    names = {"model.point_encoder": (cfg.model.point_encoder, list(list_point_encoders()))}
+    if cfg.recipe == "pretrain":
+        names["model.image_encoder"] = (cfg.model.image_encoder, list(list_image_encoders()))
+    for where, (name, known) in names.items():
+        if name not in known:
+            p.append(
+                f"{where}: unknown {name!r}{did_you_mean(name, known)} (known: {', '.join(known)})"
+            )
+
+
+_SECTIONS = (
+    _check_data,
+    _check_model,
+    _check_loss,
+    _check_health,
+    _check_optim,
+    _check_downstream,
+    _check_run,
+)
+
+
+def _check_values(cfg: Config, p: _Problems, check_paths: bool) -> None:
+    for check in _SECTIONS:
+        check(cfg, p)
+    if check_paths:
+        _check_paths(cfg, p)
+
+
+def validate(raw: dict[str, Any], *, check_paths: bool = True, source: str = "config") -> Config:
+    """Build a :class:`Config` from a nested dict, raising one :class:`ConfigError` with all
+    problems (unknown keys, wrong types, bad values, missing paths).
+    """
+    problems = _Problems()
+    cfg = build(Config, raw, "", problems)
+    if not problems:  # value checks assume well-typed fields
+        _check_values(cfg, problems, check_paths)
+        _check_registries(cfg, problems)
+    else:
+        # still report value/path/model-name problems of the fields that did parse
+        more = _Problems()
+        try:
+            _check_values(cfg, more, check_paths)
+        except TypeError:
+            more = _Problems()
+        try:
+            _check_registries(cfg, more)
+        except TypeError:
+            pass
+        problems.extend(p for p in more if p not in problems)
+    if problems:
+        raise ConfigError(problems, source)
+    return cfg
