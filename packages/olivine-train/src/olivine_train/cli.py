@@ -31,7 +31,7 @@ import argparse
 import errno
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from olivine_train.config import ConfigError, list_configs, load_config
 from olivine_train.recipes.common import NonFiniteLossError
@@ -200,116 +200,130 @@ def _parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def _cmd_validate_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from olivine_train.config import config_to_dict
+
+    cfg = load_config(args.config, args.overrides, check_paths=not args.no_check_paths)
+    print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+    print(f"# {args.config}: OK", file=sys.stderr)
+    return 0
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from olivine_train.recipes.pretrain import run_pretrain
+
+    res = run_pretrain(load_config(args.config, args.overrides))
+    print(
+        f"[olivine-train] pretraining finished at step {res.step} "
+        f"({res.wall_time_s:.1f} s); backbone: {res.run_dir}/backbone.pt, "
+        f"TensorBoard: {res.run_dir}/tb"
+    )
+    return 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from olivine_train.recipes.downstream import format_scores, run_downstream
+
+    cfg = load_config(args.config, args.overrides)
+    down = run_downstream(cfg)
+    if down.scores is not None:
+        print(format_scores(down.scores, f"validation ({cfg.downstream.mode})"))
+    print(f"[olivine-train] run folder: {down.run_dir}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from olivine_train.recipes.downstream import format_scores, run_evaluate
+
+    ev = run_evaluate(args.checkpoint, args.overrides)
+    if ev.scores is not None:
+        print(format_scores(ev.scores, f"validation ({args.checkpoint})"))
+    return 0
+
+
+def _cmd_make_labels(args: argparse.Namespace) -> int:
+    from olivine_train.recipes.make_labels import run_make_labels
+
+    shard = _parse_shard(args.shard)
+    options = (
+        "root", "version", "split", "scenes", "cameras", "out", "mode", "coarse_root",
+        "boxes_json", "sam_variant", "sam_checkpoint", "vocabulary", "device",
+        "points_per_side", "limit",
+    )  # fmt: skip
+    summary = run_make_labels(
+        shard=shard, progress=not args.no_progress, **{k: getattr(args, k) for k in options}
+    )
+    print(f"[olivine-train] make-labels shard {shard[0]}/{shard[1]}: {summary}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from olivine_train.health import format_summary
+    from olivine_train.recipes.demo import run_demo
+
+    demo = run_demo(args.out, args.world, args.overrides)
+    pre = demo.pretrain
+    print()
+    print("Linear probing on the synthetic validation scenes (IoU %, class 0 ignored):")
+    print(demo.table)
+    print()
+    print(f"teacher:          {demo.teacher}")
+    print(f"world:            {demo.world}")
+    print(f"pretraining run:  {pre.run_dir} (step {pre.step})")
+    print(f"  checkpoints:    {pre.run_dir}/last.pt, backbone.pt")
+    print(f"  TensorBoard:    tensorboard --logdir {pre.run_dir}/tb")
+    print(f"probe runs:       {demo.probe_pretrained.run_dir}, {demo.probe_random.run_dir}")
+    print(f"wall time:        {demo.wall_time_s:.1f} s")
+    if pre.health is not None:
+        print()
+        print(f"pretraining {format_summary(pre.health)}")
+    return 0
+
+
+#: subcommand -> handler (the parsers are built in :func:`build_parser`)
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "ls": lambda args: _cmd_ls(),
+    "validate-config": _cmd_validate_config,
+    "pretrain": _cmd_pretrain,
+    "finetune": _cmd_finetune,
+    "evaluate": _cmd_evaluate,
+    "make-labels": _cmd_make_labels,
+    "demo": _cmd_demo,
+}
+
+
+def _failure(exc: BaseException) -> tuple[int, str]:
+    """The exit code and the one error line of a failed command (see the module docstring)."""
+    if isinstance(exc, ConfigError):
+        return 2, str(exc)
+    if isinstance(exc, NonFiniteLossError):
+        return 3, str(exc)
+    if isinstance(exc, (ValueError, FileNotFoundError, KeyError)):
+        return 1, f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, OSError):  # permission denied, read-only folder, disk full
+        return 4, _os_error_line(exc)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    hint = "(set OLIVINE_TRACEBACK=1 for the traceback)"
+    return 5, f"unexpected {type(exc).__name__}: {first} {hint}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = build_parser().parse_args(list(argv) if argv is not None else None)
-    try:
-        if args.command == "ls":
-            return _cmd_ls()
-        if args.command == "validate-config":
-            import yaml
-
-            from olivine_train.config import config_to_dict
-
-            cfg = load_config(args.config, args.overrides, check_paths=not args.no_check_paths)
-            print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
-            print(f"# {args.config}: OK", file=sys.stderr)
-            return 0
-        if args.command == "pretrain":
-            from olivine_train.recipes.pretrain import run_pretrain
-
-            cfg = load_config(args.config, args.overrides)
-            res = run_pretrain(cfg)
-            print(
-                f"[olivine-train] pretraining finished at step {res.step} "
-                f"({res.wall_time_s:.1f} s); backbone: {res.run_dir}/backbone.pt, "
-                f"TensorBoard: {res.run_dir}/tb"
-            )
-            return 0
-        if args.command == "finetune":
-            from olivine_train.recipes.downstream import format_scores, run_downstream
-
-            cfg = load_config(args.config, args.overrides)
-            down = run_downstream(cfg)
-            if down.scores is not None:
-                print(format_scores(down.scores, f"validation ({cfg.downstream.mode})"))
-            print(f"[olivine-train] run folder: {down.run_dir}")
-            return 0
-        if args.command == "evaluate":
-            from olivine_train.recipes.downstream import format_scores, run_evaluate
-
-            ev = run_evaluate(args.checkpoint, args.overrides)
-            if ev.scores is not None:
-                print(format_scores(ev.scores, f"validation ({args.checkpoint})"))
-            return 0
-        if args.command == "make-labels":
-            from olivine_train.recipes.make_labels import run_make_labels
-
-            shard = _parse_shard(args.shard)
-            summary = run_make_labels(
-                root=args.root,
-                version=args.version,
-                split=args.split,
-                scenes=args.scenes,
-                cameras=args.cameras,
-                out=args.out,
-                mode=args.mode,
-                coarse_root=args.coarse_root,
-                boxes_json=args.boxes_json,
-                sam_variant=args.sam_variant,
-                sam_checkpoint=args.sam_checkpoint,
-                vocabulary=args.vocabulary,
-                shard=shard,
-                device=args.device,
-                points_per_side=args.points_per_side,
-                limit=args.limit,
-                progress=not args.no_progress,
-            )
-            print(f"[olivine-train] make-labels shard {shard[0]}/{shard[1]}: {summary}")
-            return 0
-        if args.command == "demo":
-            from olivine_train.recipes.demo import run_demo
-
-            demo = run_demo(args.out, args.world, args.overrides)
-            print()
-            print("Linear probing on the synthetic validation scenes (IoU %, class 0 ignored):")
-            print(demo.table)
-            print()
-            print(f"teacher:          {demo.teacher}")
-            print(f"world:            {demo.world}")
-            print(f"pretraining run:  {demo.pretrain.run_dir} (step {demo.pretrain.step})")
-            print(f"  checkpoints:    {demo.pretrain.run_dir}/last.pt, backbone.pt")
-            print(f"  TensorBoard:    tensorboard --logdir {demo.pretrain.run_dir}/tb")
-            print(f"probe runs:       {demo.probe_pretrained.run_dir}, {demo.probe_random.run_dir}")
-            print(f"wall time:        {demo.wall_time_s:.1f} s")
-            if demo.pretrain.health is not None:
-                from olivine_train.health import format_summary
-
-                print()
-                print(f"pretraining {format_summary(demo.pretrain.health)}")
-            return 0
-    except ConfigError as exc:
-        _print_err(str(exc))
+    handler = COMMANDS.get(args.command)
+    if handler is None:
+        _print_err(f"unknown command {args.command!r}")
         return 2
-    except NonFiniteLossError as exc:
-        _print_err(str(exc))
-        return 3
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        _print_err(f"{type(exc).__name__}: {exc}")
-        return 1
-    except OSError as exc:  # permission denied, read-only folder, disk full, checkpoint writes
-        _print_err(_os_error_line(exc))
-        return 4
-    except Exception as exc:  # one line, not a traceback; OLIVINE_TRACEBACK=1 shows it
-        if os.environ.get("OLIVINE_TRACEBACK"):
+    try:
+        return handler(args)
+    except Exception as exc:  # one line, not a traceback; OLIVINE_TRACEBACK=1 shows bugs
+        code, line = _failure(exc)
+        if code == 5 and os.environ.get("OLIVINE_TRACEBACK"):
             raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        _print_err(
-            f"unexpected {type(exc).__name__}: {first} (set OLIVINE_TRACEBACK=1 for the traceback)"
-        )
-        return 5
-    _print_err(f"unknown command {args.command!r}")
-    return 2
+        _print_err(line)
+        return code
 
 
 if __name__ == "__main__":
