@@ -1,8 +1,9 @@
-"""Progress bars that suit where they run: live on a terminal, two plain lines in a log.
+"""Progress bars that suit where they run: live on a terminal, a few plain lines in a log.
 
 In a non-interactive log (CI, ``nox -s demo``, a file) every tqdm refresh becomes a new line;
-:func:`progress_bar` keeps tqdm's live bar when its stream is a terminal and otherwise prints only
-the first and the last state (e.g. ``synthetic nuScenes: 100%|...| 8/8 [00:05<00:00, ...]``).
+:func:`progress_bar` keeps tqdm's live bar when its stream is a terminal and otherwise prints the
+first state, one line per tenth of the work (when the total is known) and the last state (e.g.
+``synthetic nuScenes: 100%|...| 8/8 [00:05<00:00, ...]``).
 """
 
 from __future__ import annotations
@@ -30,14 +31,19 @@ def progress_bar(
     """A ``tqdm`` bar (same arguments) that refreshes live only on a terminal.
 
     ``enabled=False`` disables it (tqdm's ``disable=True``). When its ``file`` (default stderr) is
-    not a terminal, refreshes are switched off (``mininterval``/``maxinterval`` infinite): the bar
-    is written once when it starts and once when it closes. Updating it, ``set_postfix(...,
+    not a terminal, time-based refreshes are switched off: the bar is written when it starts, at
+    every tenth of ``total`` (if known) and when it closes. Updating it, ``set_postfix(...,
     refresh=False)`` and ``close()`` work as with tqdm.
     """
     from tqdm import tqdm  # type: ignore[import-untyped]
 
     kwargs.setdefault("disable", not enabled)
     if not is_interactive(kwargs.get("file")):
-        kwargs.setdefault("mininterval", float("inf"))
+        total = kwargs.get("total", len(iterable) if hasattr(iterable, "__len__") else None)
         kwargs.setdefault("maxinterval", float("inf"))
+        if total:  # a line at every tenth of the work
+            kwargs.setdefault("mininterval", 0.0)
+            kwargs.setdefault("miniters", max(int(total) // 10, 1))
+        else:
+            kwargs.setdefault("mininterval", float("inf"))
     return tqdm(iterable, **kwargs)

@@ -223,25 +223,15 @@ def load_checkpoint(
 
 
 def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    """``load_state_dict(strict=True)`` with a readable error listing missing/unexpected keys."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shape = sorted(
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in set(own) & set(state)
-        if hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)
-    )
-    if missing or unexpected or shape:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s) (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s) (e.g. {', '.join(unexpected[:3])})")
-        if shape:
-            parts.append(f"{len(shape)} shape mismatch(es) (e.g. {shape[0]})")
-        raise CheckpointError(f"{what} does not match the model: " + "; ".join(parts))
-    module.load_state_dict(state)
+    """Load an exact-fit state dict (``olivine_models.load_state``, strict); a mismatch is a
+    :class:`CheckpointError` listing the missing, unexpected and mis-shaped keys.
+    """
+    from olivine_models import StateMismatchError, load_state
+
+    try:
+        load_state(module, state, strict=True, source=what, target="the model")
+    except StateMismatchError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def save_backbone(

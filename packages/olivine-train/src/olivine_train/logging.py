@@ -9,9 +9,8 @@ Layout of a run folder::
 
 On ranks other than 0 :class:`RunLogger` does nothing (``enabled=False``).
 
-Progress (:func:`progress_bar`, :func:`progress_iter`) is a tqdm bar on a terminal; when stderr
-is not a terminal (``nox``, CI, a log file) a bar would write a line per refresh, so it prints
-one plain line at the start, at every tenth of the work and at the end instead.
+Progress bars are :func:`olivine_data.progress.progress_bar`: live on a terminal, a line per
+tenth of the work in a log.
 
 Resume after a crash or ``kill -9``: opening the logger deletes the orphan temporary files of
 interrupted atomic writes in the run folder, and :meth:`RunLogger.resume_at` (called once the
@@ -24,23 +23,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = [
-    "ProgressBar",
-    "RunLogger",
-    "draw_pairs_image",
-    "progress_bar",
-    "progress_iter",
-    "read_jsonl",
-]
+__all__ = ["RunLogger", "draw_pairs_image", "read_jsonl"]
 
 # 20 distinct colours (tab20-like), used cyclically for label ids.
 _PALETTE = np.array(
@@ -214,69 +204,3 @@ def read_jsonl(path: str | Path, kind: str | None = None) -> list[dict[str, Any]
                 if kind is None or rec.get("kind") == kind:
                     out.append(rec)
     return out
-
-
-class ProgressBar:
-    """Step progress: a tqdm bar on a terminal, a few plain lines in a log, nothing if disabled."""
-
-    def __init__(
-        self, enabled: bool, total: int, initial: int = 0, desc: str = "", unit: str = "step"
-    ) -> None:
-        self.total, self.count, self.desc, self.unit = total, initial, desc, unit
-        self._tqdm: Any = None
-        self._plain = enabled and not sys.stderr.isatty()
-        self._t0 = time.perf_counter()
-        self._start = initial
-        self._next = initial
-        if enabled and not self._plain:
-            from tqdm.auto import tqdm  # type: ignore[import-untyped]
-
-            self._tqdm = tqdm(total=total, initial=initial, desc=desc, unit=unit)
-        elif self._plain:
-            self._line()
-
-    def _line(self, loss: float | None = None) -> None:
-        done = self.count - self._start
-        rate = (time.perf_counter() - self._t0) / done if done else 0.0
-        text = f"[{self.desc}] {self.count}/{self.total} {self.unit}s"
-        if done:
-            text += f", {rate:.2f} s/{self.unit}"
-        if loss is not None:
-            text += f", loss {loss:.4f}"
-        print(text, file=sys.stderr, flush=True)
-        self._next = self.count + max(self.total // 10, 1)
-
-    def update(self, loss: float | None = None) -> None:
-        self.count += 1
-        if self._tqdm is not None:
-            self._tqdm.update(1)
-            if loss is not None:
-                self._tqdm.set_postfix(loss=f"{loss:.4f}")
-        elif self._plain and (self.count >= self._next or self.count >= self.total):
-            self._line(loss)
-
-    def close(self) -> None:
-        if self._tqdm is not None:
-            self._tqdm.close()
-            self._tqdm = None
-
-
-def progress_bar(
-    enabled: bool, total: int, initial: int = 0, desc: str = "", unit: str = "step"
-) -> ProgressBar:
-    """A :class:`ProgressBar` (see the module docstring for its non-interactive form)."""
-    return ProgressBar(enabled, total, initial, desc, unit)
-
-
-def progress_iter(
-    items: Iterable[Any], enabled: bool, desc: str, unit: str, total: int | None = None
-) -> Iterator[Any]:
-    """Iterate over ``items`` with a :class:`ProgressBar` (``total``: ``len(items)`` if None)."""
-    n = total if total is not None else len(items)  # type: ignore[arg-type]
-    bar = ProgressBar(enabled, n, 0, desc, unit)
-    try:
-        for item in items:
-            yield item
-            bar.update()
-    finally:
-        bar.close()

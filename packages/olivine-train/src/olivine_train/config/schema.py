@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from olivine_data import NUSCENES_CAMERAS
+
 __all__ = [
     "NUSCENES_CAMERAS",
     "Config",
@@ -25,15 +27,6 @@ __all__ = [
     "OptimConfig",
     "RunConfig",
 ]
-
-NUSCENES_CAMERAS = (
-    "CAM_FRONT",
-    "CAM_FRONT_RIGHT",
-    "CAM_BACK_RIGHT",
-    "CAM_BACK",
-    "CAM_BACK_LEFT",
-    "CAM_FRONT_LEFT",
-)
 
 
 class ConfigError(ValueError):

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from olivine_train.config import Config
-from olivine_train.logging import RunLogger, progress_bar
+from olivine_train.logging import RunLogger
 from olivine_train.recipes.common import Runtime, StepCallback, check_finite
 
 __all__ = ["Counters", "LoopJob", "StepOutput", "resolve_resume", "run_loop"]
@@ -114,7 +114,15 @@ def run_loop(
     """Train ``job`` until ``job.total_steps``; returns the last step's scalars."""
     cfg, c = job.cfg, job.counters
     last: dict[str, float] = {}
-    bar = progress_bar(job.rt.is_main and cfg.run.progress, job.total_steps, c.step, desc)
+    from olivine_data.progress import progress_bar
+
+    bar = progress_bar(
+        enabled=job.rt.is_main and cfg.run.progress,
+        total=job.total_steps,
+        initial=c.step,
+        desc=desc,
+        unit="step",
+    )
     try:
         while c.step < job.total_steps:
             job.start_epoch()
@@ -137,7 +145,8 @@ def run_loop(
                 last = scalars
                 if c.step % cfg.run.log_every == 0 or c.step == 1:
                     logger.scalars(c.step, scalars)
-                bar.update(scalars["loss/total"])
+                bar.set_postfix(loss=f"{scalars['loss/total']:.4f}", refresh=False)
+                bar.update(1)
                 if cfg.run.checkpoint_every and c.step % cfg.run.checkpoint_every == 0:
                     job.save("last.pt")
                 for cb in callbacks:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from olivine_train.logging import progress_iter
+from olivine_data.progress import progress_bar
 
 __all__ = [
     "ImageItem",
@@ -199,7 +199,7 @@ def label_items(
 
     todo = list(items if limit is None else items[:limit])
     written = 0
-    for item in progress_iter(todo, progress, "make-labels", "img"):
+    for item in progress_bar(todo, enabled=progress, desc="make-labels", unit="img"):
         with Image.open(root / item.filename) as im:
             image = np.asarray(im.convert("RGB"))
         labels = labeler(image, item)

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from olivine_data.progress import progress_bar
 from olivine_train.config import Config
-from olivine_train.logging import progress_iter
 from olivine_train.metrics import ConfusionMatrix, SegmentationScores, mask_ignore_logits
 from olivine_train.recipes.common import Runtime, kitti_sequences
 
@@ -137,7 +137,9 @@ def evaluate_model(
     """Point-level confusion matrix (inverse indices, class 0 masked and ignored), all ranks."""
     model.eval()
     cm = ConfusionMatrix(num_classes, ignore_index=0)
-    for batch in progress_iter(loader, progress and rt.is_main, "evaluate", "batch"):
+    for batch in progress_bar(
+        loader, enabled=progress and rt.is_main, desc="evaluate", unit="batch", leave=False
+    ):
         batch = batch.to(rt.device)
         if batch.point_labels is None:
             raise ValueError(f"evaluation batch {batch.tokens} has no point labels")
@@ -165,7 +167,10 @@ def cache_trunk_features(
     """Run the (eval-mode) trunk once per sample; features stay on the run device."""
     backbone.eval()
     out: list[CachedSample] = []
-    for i in progress_iter(range(len(dataset)), progress and rt.is_main, desc, "sample"):
+    samples = range(len(dataset))
+    for i in progress_bar(
+        samples, enabled=progress and rt.is_main, desc=desc, unit="sample", leave=False
+    ):
         batch = collate([dataset[i]]).to(rt.device)
         with rt.autocast():
             feats = backbone(
