@@ -30,8 +30,9 @@ from __future__ import annotations
 import os
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -102,17 +103,29 @@ def remove_orphan_temp_files(folder: str | Path) -> list[Path]:
     return removed
 
 
-def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to ``path`` via a temporary file + ``os.replace`` (atomic on POSIX)."""
-    path = Path(path)
+def _atomic_write(path: Path, mode: str, write: Callable[[IO[Any]], object]) -> Path:
+    """``write(fh)`` into a temporary file beside ``path``, fsync, then ``os.replace`` (atomic on
+    POSIX); the temporary file never survives.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to ``path`` atomically (temporary file, fsync, ``os.replace``)."""
+    path = Path(path)
+    try:
+        return _atomic_write(path, "wb", lambda fh: torch.save(obj, fh))
     except RuntimeError as exc:
         # torch's zip writer reports a failed write (ENOSPC, EFBIG, EIO) as
         # "[enforce fail at inline_container.cc:...] ... file write failed"; other errors are bugs
@@ -123,27 +136,11 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
             f"{path}: cannot write the checkpoint ({reason}); is the disk full? The previous "
             f"{path.name}, if any, is unchanged"
         ) from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def atomic_write_text(text: str, path: str | Path) -> Path:
-    """Write ``text`` to ``path`` via a temporary file + ``os.replace`` (atomic on POSIX)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    """Write ``text`` to ``path`` atomically (temporary file, fsync, ``os.replace``)."""
+    return _atomic_write(Path(path), "w", lambda fh: fh.write(text))
 
 
 def capture_rng(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:

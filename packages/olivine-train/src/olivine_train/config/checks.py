@@ -27,6 +27,12 @@ class _Problems(list[str]):
             if (strict and value <= 0) or (not strict and value < 0):
                 self.append(f"{where}: must be {'> 0' if strict else '>= 0'}, got {value!r}")
 
+    def positive_if_set(self, section: str, obj: Any, keys: tuple[str, ...]) -> None:
+        """:meth:`positive` for each of ``keys`` of ``obj`` that is not None."""
+        for key in keys:
+            if getattr(obj, key) is not None:
+                self.positive(f"{section}.{key}", getattr(obj, key))
+
     def within(self, where: str, value: Any, low: float, high: float, *, closed: str) -> None:
         """``value`` in the interval from ``low`` to ``high``; ``closed`` says which ends are
         included: ``"()"``, ``"(]"``, ``"[)"``.
@@ -75,9 +81,7 @@ def _check_data(cfg: Config, p: _Problems) -> None:
         dups = sorted({c for c in d.cameras if d.cameras.count(c) > 1})
         if dups:
             p.append(f"data.cameras: each camera may appear once, repeated: {dups}")
-    for key in ("max_samples", "max_val_samples"):
-        if getattr(d, key) is not None:
-            p.positive(f"data.{key}", getattr(d, key))
+    p.positive_if_set("data", d, ("max_samples", "max_val_samples"))
 
 
 def _check_model(cfg: Config, p: _Problems) -> None:
@@ -124,8 +128,7 @@ def _check_loss(cfg: Config, p: _Problems) -> None:
 
 def _check_health(cfg: Config, p: _Problems) -> None:
     h = cfg.health
-    if h.every is not None:
-        p.positive("health.every", h.every)
+    p.positive_if_set("health", h, ("every",))
     p.within("health.chance_margin", h.chance_margin, 0.0, 1.0, closed="(]")
     p.within("health.window", h.window, 0.0, 1.0, closed="(]")
     p.positive("health.min_effective_rank", h.min_effective_rank, strict=False)
@@ -135,16 +138,12 @@ def _check_health(cfg: Config, p: _Problems) -> None:
 def _check_optim(cfg: Config, p: _Problems) -> None:
     o = cfg.optim
     p.positive("optim.lr", o.lr)
-    if o.lr_head is not None:
-        p.positive("optim.lr_head", o.lr_head)
     p.within("optim.momentum", o.momentum, 0.0, 1.0, closed="[)")
     p.within("optim.dampening", o.dampening, 0.0, 1.0, closed="[)")
     p.positive("optim.weight_decay", o.weight_decay, strict=False)
     p.positive("optim.epochs", o.epochs)
     p.positive("optim.base_batch_size", o.base_batch_size)
-    for key in ("max_steps", "grad_clip"):
-        if getattr(o, key) is not None:
-            p.positive(f"optim.{key}", getattr(o, key))
+    p.positive_if_set("optim", o, ("lr_head", "max_steps", "grad_clip"))
 
 
 def _check_downstream(cfg: Config, p: _Problems) -> None:
@@ -163,8 +162,7 @@ def _check_run(cfg: Config, p: _Problems) -> None:
     p.positive("run.log_every", r.log_every)
     p.positive("run.image_log_every", r.image_log_every, strict=False)
     p.positive("run.checkpoint_every", r.checkpoint_every, strict=False)
-    if r.num_threads is not None:
-        p.positive("run.num_threads", r.num_threads)
+    p.positive_if_set("run", r, ("num_threads",))
     if isinstance(r.device, str) and not (
         r.device in ("auto", "cpu", "cuda", "mps") or r.device.startswith("cuda:")
     ):

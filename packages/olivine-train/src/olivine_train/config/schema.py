@@ -14,20 +14,6 @@ from typing import Literal
 
 from olivine_data import NUSCENES_CAMERAS
 
-__all__ = [
-    "NUSCENES_CAMERAS",
-    "Config",
-    "ConfigError",
-    "DataConfig",
-    "DemoConfig",
-    "DownstreamConfig",
-    "HealthConfig",
-    "LossConfig",
-    "ModelConfig",
-    "OptimConfig",
-    "RunConfig",
-]
-
 
 class ConfigError(ValueError):
     """One or more configuration problems; ``problems`` lists them all."""

@@ -33,6 +33,7 @@ __all__ = [
     "lr_scale",
     "check_finite",
     "make_runtime",
+    "nuscenes_scenes",
     "seed_everything",
     "voxel_size_of",
 ]
@@ -223,58 +224,56 @@ def check_finite(step: int, parts: dict[str, torch.Tensor], run_dir: Path) -> No
 
 def training_state(
     kind: str,
-    cfg: Config,
-    net: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    counters: Any,
+    job: Any,
     *,
     best_metric: float | None,
     vmf: dict[str, torch.Tensor] | None,
     rng: dict[str, Any],
 ) -> dict[str, Any]:
-    """The checkpoint payload shared by the pretrain and downstream recipes (``last.pt``);
-    ``counters`` is the loop's :class:`~olivine_train.recipes.loop.Counters`.
+    """The checkpoint payload shared by the recipes (``last.pt``) of a
+    :class:`~olivine_train.recipes.loop.LoopJob`: model, optimiser, scheduler, scaler, counters.
     """
+    c = job.counters
     return {
         "format": CHECKPOINT_FORMAT,
         "kind": kind,
-        "model_name": cfg.model.point_encoder,
-        "config": config_to_dict(cfg),
-        "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+        "model_name": job.cfg.model.point_encoder,
+        "config": config_to_dict(job.cfg),
+        "model": {k: v.detach().cpu() for k, v in job.net.state_dict().items()},
+        "optimizer": job.optimizer.state_dict(),
+        "scheduler": job.scheduler.state_dict(),
+        "scaler": job.scaler.state_dict() if job.scaler.is_enabled() else None,
         "vmf": vmf,
-        "step": counters.step,
-        "epoch": counters.epoch,
-        "step_in_epoch": counters.step_in_epoch,
+        "step": c.step,
+        "epoch": c.epoch,
+        "step_in_epoch": c.step_in_epoch,
         "best_metric": best_metric,
         "rng": rng,
     }
 
 
-def restore_training_state(
-    ckpt: dict[str, Any],
-    path: str,
-    net: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    counters: Any,
-) -> None:
-    """Load model, optimiser, scheduler, scaler and the loop ``counters`` from ``ckpt``. The
-    caller restores what is recipe-specific (vMF prior, RNG, best metric).
+def restore_training_state(ckpt: dict[str, Any], path: str, job: Any) -> None:
+    """Load model, optimiser, scheduler, scaler and the loop counters of ``job`` from ``ckpt``.
+    The caller restores what is recipe-specific (vMF prior, RNG, best metric).
     """
-    load_strict(net, ckpt["model"], f"{path}: model")
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
+    load_strict(job.net, ckpt["model"], f"{path}: model")
+    job.optimizer.load_state_dict(ckpt["optimizer"])
+    job.scheduler.load_state_dict(ckpt["scheduler"])
     if ckpt.get("scaler") is not None:
-        scaler.load_state_dict(ckpt["scaler"])
-    counters.step = int(ckpt["step"])
-    counters.epoch = int(ckpt["epoch"])
-    counters.step_in_epoch = int(ckpt["step_in_epoch"])
+        job.scaler.load_state_dict(ckpt["scaler"])
+    job.counters.step = int(ckpt["step"])
+    job.counters.epoch = int(ckpt["epoch"])
+    job.counters.step_in_epoch = int(ckpt["step_in_epoch"])
+
+
+def nuscenes_scenes(cfg: Config, split: str) -> tuple[list[str] | None, str | None]:
+    """``(scenes, named split)`` of ``split`` ("train" or "val"): an explicit
+    ``data.train_scenes``/``val_scenes`` list wins over ``data.train_split``/``val_split``.
+    """
+    d = cfg.data
+    scenes = d.train_scenes if split == "train" else d.val_scenes
+    named = d.train_split if split == "train" else d.val_split
+    return scenes, (None if scenes is not None else named)
 
 
 def build_collator(cfg: Config) -> Any:

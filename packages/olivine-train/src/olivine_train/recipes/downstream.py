@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from olivine_train.checkpoint import (
-    atomic_save,
     capture_rng,
     load_backbone_state,
     load_checkpoint,
@@ -43,7 +42,7 @@ from olivine_train.recipes.common import (
     restore_training_state,
     training_state,
 )
-from olivine_train.recipes.loop import Counters, StepOutput, resolve_resume, run_loop
+from olivine_train.recipes.loop import Counters, JobBase, StepOutput, resolve_resume, run_loop
 from olivine_train.recipes.segmentation import (
     CachedSample,
     SegNet,
@@ -77,7 +76,7 @@ class DownstreamResult:
     wall_time_s: float
 
 
-class Downstream:
+class Downstream(JobBase):
     """Models, optimiser and data of one downstream run (a :class:`.loop.LoopJob`)."""
 
     def __init__(self, cfg: Config, rt: Runtime, logger: RunLogger | None = None) -> None:
@@ -247,9 +246,6 @@ class Downstream:
         )
         return StepOutput(total, {"ce": ce, "lovasz": lov}, int(batch_size))
 
-    def after_step(self, out: StepOutput) -> dict[str, float]:
-        return {}
-
     def evaluate(self) -> SegmentationScores:
         """Validation scores of the current model."""
         if not self.use_cache:
@@ -284,28 +280,17 @@ class Downstream:
     def state(self) -> dict[str, Any]:
         return training_state(
             "downstream",
-            self.cfg,
-            self.net,
-            self.optimizer,
-            self.scheduler,
-            self.scaler,
-            self.counters,
+            self,
             best_metric=self.best,
             vmf=None,
             rng=capture_rng(),
         )
 
-    def save(self, name: str) -> None:
-        if self.rt.is_main:
-            atomic_save(self.state(), self.rt.run_dir / name)
-
     def resume(self, path: str) -> None:
         ckpt = load_checkpoint(
             path, expect_kind="downstream", expect_model=self.cfg.model.point_encoder
         )
-        restore_training_state(
-            ckpt, path, self.net, self.optimizer, self.scheduler, self.scaler, self.counters
-        )
+        restore_training_state(ckpt, path, self)
         self.best = ckpt.get("best_metric")
         if self.rt.dist.rank == 0:
             restore_rng(ckpt["rng"])

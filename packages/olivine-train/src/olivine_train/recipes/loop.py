@@ -23,11 +23,12 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from olivine_train.checkpoint import atomic_save
 from olivine_train.config import Config
 from olivine_train.logging import RunLogger
 from olivine_train.recipes.common import Runtime, StepCallback, check_finite
 
-__all__ = ["Counters", "LoopJob", "StepOutput", "resolve_resume", "run_loop"]
+__all__ = ["Counters", "JobBase", "LoopJob", "StepOutput", "resolve_resume", "run_loop"]
 
 
 @dataclass
@@ -82,6 +83,23 @@ class LoopJob(Protocol):
 
     def save(self, name: str) -> None:
         """Write the checkpoint ``name`` into the run folder (rank 0)."""
+
+
+class JobBase:
+    """What the recipes' jobs share: writing their checkpoint and the default hooks."""
+
+    rt: Runtime
+
+    def state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def save(self, name: str = "last.pt") -> None:
+        """Write :meth:`state` atomically to ``<run dir>/<name>`` (rank 0 only)."""
+        if self.rt.is_main:
+            atomic_save(self.state(), self.rt.run_dir / name)
+
+    def after_step(self, out: StepOutput) -> dict[str, float]:
+        return {}
 
 
 def resolve_resume(cfg: Config, rt: Runtime) -> str | None:

@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from olivine_train.checkpoint import (
-    atomic_save,
     capture_rng,
     load_checkpoint,
     load_strict,
@@ -43,7 +42,7 @@ from olivine_train.recipes.common import (
     restore_training_state,
     training_state,
 )
-from olivine_train.recipes.loop import Counters, StepOutput, resolve_resume, run_loop
+from olivine_train.recipes.loop import Counters, JobBase, StepOutput, resolve_resume, run_loop
 from olivine_train.recipes.pretrain_model import (
     PretrainNet,
     build_pretrain_dataset,
@@ -95,7 +94,7 @@ class PretrainResult:
     health: HealthSummary | None = None
 
 
-class Pretrainer:
+class Pretrainer(JobBase):
     """The models, prior, loss terms, data and optimiser of one pretraining run (a
     :class:`.loop.LoopJob`).
     """
@@ -324,20 +323,11 @@ class Pretrainer:
     def state(self) -> dict[str, Any]:
         return training_state(
             "pretrain",
-            self.cfg,
-            self.net,
-            self.optimizer,
-            self.scheduler,
-            self.scaler,
-            self.counters,
+            self,
             best_metric=None,
             vmf={k: v.detach().cpu() for k, v in self.prior.state_dict().items()},
             rng=capture_rng({"pairs": self.pair_gen}),
         ) | {"health": self.health.state_dict()}
-
-    def save(self, name: str = "last.pt") -> None:
-        if self.rt.is_main:
-            atomic_save(self.state(), self.rt.run_dir / name)
 
     def export_backbone(self) -> None:
         if self.rt.is_main:
@@ -352,9 +342,7 @@ class Pretrainer:
         ckpt = load_checkpoint(
             path, expect_kind="pretrain", expect_model=self.cfg.model.point_encoder
         )
-        restore_training_state(
-            ckpt, path, self.net, self.optimizer, self.scheduler, self.scaler, self.counters
-        )
+        restore_training_state(ckpt, path, self)
         load_strict(self.prior, ckpt["vmf"], f"{path}: vMF prior")
         if "health" in ckpt:  # absent in checkpoints written before 0.2
             self.health.load_state_dict(ckpt["health"])

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from olivine_train.config import Config
-from olivine_train.recipes.common import kitti_sequences
+from olivine_train.recipes.common import kitti_sequences, nuscenes_scenes
 from olivine_train.recipes.pretrain_terms import TERMS, term_weights
 
 __all__ = [
@@ -166,13 +166,12 @@ def build_pretrain_dataset(cfg: Config, split: str = "train") -> Any:
         (d.label_root if d.label_root is not None else d.root) if needs_labels(cfg) else None
     )
     if d.dataset == "nuscenes":
-        scenes = d.train_scenes if split == "train" else d.val_scenes
-        named = d.train_split if split == "train" else d.val_split
+        scenes, named = nuscenes_scenes(cfg, split)
         return datasets.NuScenesPretrainDataset(
             d.root,
             d.version,
             scenes=scenes,
-            split=None if scenes is not None else named,
+            split=named,
             label_store=label_root,
             vocabulary=d.vocabulary,
             cameras=tuple(d.cameras),

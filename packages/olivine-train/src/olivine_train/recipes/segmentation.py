@@ -18,7 +18,7 @@ from torch import nn
 from olivine_data.progress import progress_bar
 from olivine_train.config import Config
 from olivine_train.metrics import ConfusionMatrix, SegmentationScores, mask_ignore_logits
-from olivine_train.recipes.common import Runtime, kitti_sequences
+from olivine_train.recipes.common import Runtime, kitti_sequences, nuscenes_scenes
 
 __all__ = [
     "CachedSample",
@@ -91,16 +91,9 @@ def build_seg_dataset(cfg: Config, split: str) -> Any:
 
     d = cfg.data
     skip = d.skip if split == "train" else 1
-    scenes = d.train_scenes if split == "train" else d.val_scenes
-    name = d.train_split if split == "train" else d.val_split
     if d.dataset == "nuscenes":
-        return datasets.NuScenesSegDataset(
-            d.root,
-            d.version,
-            scenes=scenes,
-            split=None if scenes is not None else name,
-            skip=skip,
-        )
+        scenes, named = nuscenes_scenes(cfg, split)
+        return datasets.NuScenesSegDataset(d.root, d.version, scenes=scenes, split=named, skip=skip)
     if d.dataset == "semantickitti":
         return datasets.SemanticKITTISegDataset(
             d.root, sequences=kitti_sequences(cfg, split), skip=skip
