@@ -188,6 +188,18 @@ def restore_rng(
         gen.set_state(state["generators"][name])
 
 
+def _read(path: Path, what: str) -> Any:
+    """``torch.load(weights_only=True)`` of ``path``; a :class:`CheckpointError` naming ``what``
+    and the file when it is missing or unreadable.
+    """
+    if not path.is_file():
+        raise CheckpointError(f"{what} {str(path)!r} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot read the {what} ({exc})") from exc
+
+
 def load_checkpoint(
     path: str | Path,
     *,
@@ -196,12 +208,7 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Load a training checkpoint (``weights_only=True``) and check its kind and model name."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot read checkpoint ({exc})") from exc
+    ckpt = _read(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         fmt = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(
@@ -254,12 +261,7 @@ def load_backbone_state(path: str | Path) -> tuple[dict[str, torch.Tensor], str 
     pretraining module is stripped.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"pretrained weights {str(path)!r} do not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot read weights ({exc})") from exc
+    obj = _read(path, "pretrained weights file")
     if isinstance(obj, dict) and obj.get("format") == BACKBONE_FORMAT:
         return dict(obj["state_dict"]), obj.get("model_name")
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:

@@ -38,11 +38,17 @@ from olivine_train.recipes.common import (
     build_optimizer,
     build_sampler,
     build_scheduler,
-    make_runtime,
     restore_training_state,
     training_state,
 )
-from olivine_train.recipes.loop import Counters, JobBase, StepOutput, resolve_resume, run_loop
+from olivine_train.recipes.loop import (
+    Counters,
+    JobBase,
+    StepOutput,
+    open_run,
+    resume_if_asked,
+    run_loop,
+)
 from olivine_train.recipes.segmentation import (
     CachedSample,
     SegNet,
@@ -298,20 +304,13 @@ class Downstream(JobBase):
 
 def run_downstream(cfg: Config, callbacks: list[StepCallback] | None = None) -> DownstreamResult:
     """Linear probing or fine-tuning, then validation mIoU (``best.pt`` keeps the best)."""
-    if cfg.recipe != "downstream":
-        raise ValueError(f"recipe: expected 'downstream', got {cfg.recipe!r}")
     t0 = time.perf_counter()
-    rt = make_runtime(cfg)
-    logger = RunLogger(rt.run_dir, enabled=rt.is_main)
-    try:
+    with open_run(cfg, "downstream") as (rt, logger):
         job = Downstream(cfg, rt, logger)
         if rt.is_main:
             print(f"[olivine-train] backbone: {job.load_summary}")
             logger.text(0, "backbone", job.load_summary)
-        resume = resolve_resume(cfg, rt)
-        if resume is not None:
-            job.resume(resume)
-            logger.resume_at(job.counters.step)  # drop the records after the checkpoint
+        resume_if_asked(job, logger)
         run_loop(job, logger, callbacks or [], cfg.downstream.mode)
         if job.scores is not None:
             logger.event(job.counters.step, "final", job.scores.as_dict())
@@ -322,9 +321,6 @@ def run_downstream(cfg: Config, callbacks: list[StepCallback] | None = None) -> 
             load_summary=job.load_summary,
             wall_time_s=time.perf_counter() - t0,
         )
-    finally:
-        logger.close()
-        cleanup()
 
 
 def run_evaluate(checkpoint: str, overrides: list[str] | None = None) -> DownstreamResult:

@@ -10,13 +10,16 @@ around it, the same for pretraining and downstream training:
 * scalars: ``loss/<term>`` for every term, ``loss/total``, ``lr``, ``throughput`` (samples/s),
   ``epoch`` and whatever the job adds, logged every ``run.log_every`` steps and at step 1;
 * ``last.pt`` every ``run.checkpoint_every`` steps and at every epoch end, the progress bar and
-  the step callbacks.
+  the step callbacks;
+* around the loop: :func:`open_run` (runtime, logger, clean-up) and :func:`resume_if_asked`
+  (``run.resume``, dropping the log records after the checkpoint).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -25,10 +28,19 @@ from torch import nn
 
 from olivine_train.checkpoint import atomic_save
 from olivine_train.config import Config
+from olivine_train.distributed import cleanup
 from olivine_train.logging import RunLogger
-from olivine_train.recipes.common import Runtime, StepCallback, check_finite
+from olivine_train.recipes.common import Runtime, StepCallback, check_finite, make_runtime
 
-__all__ = ["Counters", "JobBase", "LoopJob", "StepOutput", "resolve_resume", "run_loop"]
+__all__ = [
+    "Counters",
+    "JobBase",
+    "LoopJob",
+    "StepOutput",
+    "open_run",
+    "resume_if_asked",
+    "run_loop",
+]
 
 
 @dataclass
@@ -102,13 +114,32 @@ class JobBase:
         return {}
 
 
-def resolve_resume(cfg: Config, rt: Runtime) -> str | None:
-    """``run.resume`` as a path: ``auto`` is ``<run dir>/last.pt`` when it exists."""
-    resume = cfg.run.resume
+@contextlib.contextmanager
+def open_run(cfg: Config, recipe: str) -> Iterator[tuple[Runtime, RunLogger]]:
+    """The runtime and logger of a run of ``recipe``; closes the logger and the process group."""
+    if cfg.recipe != recipe:
+        raise ValueError(f"recipe: expected {recipe!r}, got {cfg.recipe!r}")
+    rt = make_runtime(cfg)
+    logger = RunLogger(rt.run_dir, enabled=rt.is_main)
+    try:
+        yield rt, logger
+    finally:
+        logger.close()
+        cleanup()
+
+
+def resume_if_asked(job: Any, logger: RunLogger) -> str | None:
+    """Resume ``job`` from ``run.resume`` (``auto``: ``<run dir>/last.pt`` when it exists) and
+    drop the log records after the checkpoint's step; returns the checkpoint used, if any.
+    """
+    resume = job.cfg.run.resume
     if resume == "auto":
-        last = rt.run_dir / "last.pt"
-        return str(last) if last.is_file() else None
-    return resume
+        last = job.rt.run_dir / "last.pt"
+        resume = str(last) if last.is_file() else None
+    if resume is not None:
+        job.resume(resume)
+        logger.resume_at(job.counters.step)
+    return resume  # type: ignore[no-any-return]
 
 
 def _optimise(job: LoopJob, out: StepOutput) -> float:

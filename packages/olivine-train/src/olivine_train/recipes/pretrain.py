@@ -26,7 +26,7 @@ from olivine_train.checkpoint import (
     save_backbone,
 )
 from olivine_train.config import Config
-from olivine_train.distributed import broadcast_buffers, cleanup
+from olivine_train.distributed import broadcast_buffers
 from olivine_train.health import HealthMonitor, HealthSummary, format_summary, write_summary
 from olivine_train.logging import RunLogger
 from olivine_train.recipes.common import (
@@ -38,11 +38,17 @@ from olivine_train.recipes.common import (
     build_sampler,
     build_scheduler,
     lr_scale,
-    make_runtime,
     restore_training_state,
     training_state,
 )
-from olivine_train.recipes.loop import Counters, JobBase, StepOutput, resolve_resume, run_loop
+from olivine_train.recipes.loop import (
+    Counters,
+    JobBase,
+    StepOutput,
+    open_run,
+    resume_if_asked,
+    run_loop,
+)
 from olivine_train.recipes.pretrain_model import (
     PretrainNet,
     build_pretrain_dataset,
@@ -352,20 +358,13 @@ class Pretrainer(JobBase):
 
 def run_pretrain(cfg: Config, callbacks: list[StepCallback] | None = None) -> PretrainResult:
     """Run (or resume) a pretraining described by ``cfg``; returns the final state."""
-    if cfg.recipe != "pretrain":
-        raise ValueError(f"recipe: expected 'pretrain', got {cfg.recipe!r}")
     t0 = time.perf_counter()
-    rt = make_runtime(cfg)
-    logger = RunLogger(rt.run_dir, enabled=rt.is_main)
-    try:
+    with open_run(cfg, "pretrain") as (rt, logger):
         trainer = Pretrainer(cfg, rt, logger)
-        resume = resolve_resume(cfg, rt)
-        if resume is not None:
-            trainer.resume(resume)
-            logger.resume_at(trainer.counters.step)  # drop the records after the checkpoint
-            if rt.is_main:
-                print(f"[olivine-train] resumed from {resume} at step {trainer.counters.step}")
+        resumed = resume_if_asked(trainer, logger)
         if rt.is_main:
+            if resumed is not None:
+                print(f"[olivine-train] resumed from {resumed} at step {trainer.counters.step}")
             logger.text(trainer.counters.step, "teacher", describe_teacher(cfg))
             if cfg.run.progress:
                 vmf = (trainer.vmf_warmup, trainer.vmf_decay) if "vmf" in trainer.terms else None
@@ -391,6 +390,3 @@ def run_pretrain(cfg: Config, callbacks: list[StepCallback] | None = None) -> Pr
             wall_time_s=time.perf_counter() - t0,
             health=health,
         )
-    finally:
-        logger.close()
-        cleanup()
