@@ -49,7 +49,7 @@ DEFAULT_WORK = HERE / "work_v2"
 class Settings:
     """Everything the protocol fixes that is not a config override of one arm."""
 
-    protocol_version: str = "v2.0"
+    protocol_version: str = "v2.0+A1"
     # world: scenes x keyframes, scene-level split (val_fraction of the scenes are validation)
     scenes: int = 16
     samples_per_scene: int = 4
@@ -60,10 +60,10 @@ class Settings:
     world_seed_offset: int = 0  # main seed k uses world seed k + offset
     pilot_world_seed: int = 1000  # disjoint from every main world
     # pretraining
-    steps: int = 64  # optimiser steps per pretraining run (batch 2)
-    base_lr: float = 0.5  # for a batch of 16; auto-scaled to the batch of 2 (x 1/8)
+    steps: int = 48  # optimiser steps per pretraining run (batch 2); Amendment 1
+    base_lr: float = 1.0  # for a batch of 16, auto-scaled to the batch of 2 (x 1/8); A1
     vmf_warmup_fraction: float = 0.5
-    vmf_freeze_max_cosine: float = 0.5
+    vmf_freeze_max_cosine: float = 0.7  # the guard and the G3 threshold; Amendment 1
     # gate (read from the health summary; health.* thresholds are set to these)
     gate_chance_margin: float = 0.05
     gate_min_effective_rank: float = 2.0
@@ -414,8 +414,10 @@ def pretrain_overrides(
     ]
 
 
-def gate(arm: Arm, health: dict[str, Any] | None) -> dict[str, Any]:
-    """The protocol's gate on one pretraining run's health summary."""
+def gate(arm: Arm, health: dict[str, Any] | None, s: Settings) -> dict[str, Any]:
+    """The protocol's gate on one pretraining run's health summary, with that run's thresholds
+    (``s``: the run's own settings, so the vMF check uses the run's freeze guard).
+    """
     if not arm.pretrain:
         return {"applies": False, "passed": True, "reasons": []}
     if health is None:
@@ -431,13 +433,13 @@ def gate(arm: Arm, health: dict[str, Any] | None) -> dict[str, Any]:
         elif not t["left_chance"]:
             reasons.append(
                 f"{name} at chance (loss {100 * t['relative_margin']:.1f} % under its chance "
-                f"level; the gate needs {100 * SETTINGS.gate_chance_margin:.0f} %)"
+                f"level; the gate needs {100 * s.gate_chance_margin:.0f} %)"
             )
     for name, t in terms.items():
         if name not in wanted and not t["left_chance"]:
             notes.append(f"{name} at chance (expected for this arm)")
     for name, r in health.get("effective_ranks", {}).items():
-        if r is None or r < SETTINGS.gate_min_effective_rank:
+        if r is None or r < s.gate_min_effective_rank:
             reasons.append(f"collapse: {name} effective rank {r}")
     vmf = health.get("vmf") or {}
     if vmf:
@@ -445,7 +447,7 @@ def gate(arm: Arm, health: dict[str, Any] | None) -> dict[str, Any]:
         if frozen is None:
             msg = "vMF prior never froze (L_kl never acted)"
             (reasons if arm.gate_vmf else notes).append(msg)
-        elif frozen["mu_cos_mean"] > SETTINGS.vmf_freeze_max_cosine + 1e-9:
+        elif frozen["mu_cos_mean"] > s.vmf_freeze_max_cosine + 1e-9:
             reasons.append(f"vMF froze at mean mu cosine {frozen['mu_cos_mean']:.3f}")
     return {"applies": True, "passed": not reasons, "reasons": reasons, "notes": notes}
 
@@ -531,7 +533,7 @@ def run_one(
         rec["curves"] = curves(Path(pre.run_dir))
         rec["pretrain_config"] = config_to_dict(cfg)
         backbone = str(Path(pre.run_dir) / "backbone.pt")
-    rec["gate"] = gate(arm, rec.get("health"))
+    rec["gate"] = gate(arm, rec.get("health"), s)
     probe = probe_config(cfg, "probe", backbone)
     probe_dir = run_root / "probe"
     if probe_dir.exists():
@@ -619,11 +621,26 @@ def outcome(test: dict[str, Any], p_adj: float, gate_ok: bool, s: Settings) -> s
 # table and plots
 
 
+def settings_of(rec: dict[str, Any]) -> Settings:
+    raw = dict(rec["settings"])
+    raw["render_size"] = tuple(raw["render_size"])
+    return Settings(**raw)
+
+
+def regate(rec: dict[str, Any]) -> dict[str, Any]:
+    """The gate recomputed from the stored health summary and the run's own settings (the
+    verdict stored at run time is kept as ``gate_at_run``).
+    """
+    rec["gate_at_run"] = rec.get("gate")
+    rec["gate"] = gate(ARMS[rec["arm"]], rec.get("health"), settings_of(rec))
+    return rec
+
+
 def load_results(work: Path, tag: str) -> dict[str, dict[int, dict[str, Any]]]:
     out: dict[str, dict[int, dict[str, Any]]] = {}
     root = work / "results" / tag
     for path in sorted(root.glob("*/seed*.json")):
-        rec = json.loads(path.read_text())
+        rec = regate(json.loads(path.read_text()))
         out.setdefault(rec["arm"], {})[int(rec["seed"])] = rec
     return out
 
@@ -993,6 +1010,8 @@ def main_jobs(s: Settings, arms: list[str], seeds: list[int]) -> list[Job]:
 def pilot_jobs(s: Settings, stage: str, base_lr: float | None = None) -> list[Job]:
     """The pilot (PROTOCOL.md, "Pilot"): stage 'lr' = the lr sweep; 'vmf' = the guard check."""
     jobs: list[Job] = []
+    # the pilot ran before Amendment 1 changed these: pin its own values so it reruns as it ran
+    s = Settings(**(asdict(s) | {"steps": 64, "vmf_freeze_max_cosine": 0.5}))
     w = s.pilot_world_seed
     if stage == "lr":
         jobs.append(Job(ARMS["random"], 0, w, "pilot", s, "random"))
@@ -1106,7 +1125,7 @@ def pilot_report(work: Path, out_md: Path) -> str:
     ]
     root = work / "results"
     for path in sorted(root.glob("pilot*/**/seed*.json")):
-        r = json.loads(path.read_text())
+        r = regate(json.loads(path.read_text()))
         st = r["settings"]
         h = r.get("health") or {}
         terms = h.get("terms", {})
