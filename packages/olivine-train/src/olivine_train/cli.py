@@ -32,6 +32,7 @@ import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from olivine_train.config import ConfigError, list_configs, load_config
 from olivine_train.recipes.common import NonFiniteLossError
@@ -42,6 +43,16 @@ _OVERRIDES_HELP = (
     "config overrides as dotted key=value pairs, values parsed as YAML "
     "(e.g. optim.lr=0.1 data.batch_size=8 loss.vmf_weight=0 run.resume=auto)"
 )
+
+
+def _config_command(
+    sub: Any, name: str, help: str, description: str, config_help: str
+) -> argparse.ArgumentParser:
+    """A subcommand taking ``CONFIG [key=value ...]``."""
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help, description=description)
+    p.add_argument("config", help=config_help)
+    p.add_argument("overrides", nargs="*", help=_OVERRIDES_HELP)
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,25 +67,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser(
+    _config_command(
+        sub,
         "pretrain",
-        help="pretrain a LiDAR backbone by distilling a frozen image encoder",
-        description="Pretrain a sparse 3D backbone against a frozen 2D teacher. Writes "
-        "<run.out_dir>/<run.name>/{config.yaml,metrics.jsonl,tb/,last.pt,backbone.pt}. "
-        "Resume with run.resume=auto (or a path to last.pt).",
+        "pretrain a LiDAR backbone by distilling a frozen image encoder",
+        "Pretrain a sparse 3D backbone against a frozen 2D teacher. Writes "
+        "<run.out_dir>/<run.name>/{config.yaml,metrics.jsonl,health.json,tb/,last.pt,backbone.pt}"
+        ". Resume with run.resume=auto (or a path to last.pt).",
+        "shipped config name (e.g. olivine_nuscenes) or YAML path",
     )
-    p.add_argument("config", help="shipped config name (e.g. olivine_nuscenes) or YAML path")
-    p.add_argument("overrides", nargs="*", help=_OVERRIDES_HELP)
-
-    p = sub.add_parser(
+    _config_command(
+        sub,
         "finetune",
-        help="fine-tune or linearly probe a backbone for semantic segmentation",
-        description="Downstream semantic segmentation (downstream.mode=finetune|linear_probe), "
+        "fine-tune or linearly probe a backbone for semantic segmentation",
+        "Downstream semantic segmentation (downstream.mode=finetune|linear_probe), "
         "CE + Lovasz-softmax, evaluated by point-level mIoU (class 0 ignored). Load pretrained "
         "weights with downstream.pretrained=<pretrain run>/backbone.pt.",
+        "e.g. finetune_nuscenes_1pct, linear_probe_nuscenes, or a YAML",
     )
-    p.add_argument("config", help="e.g. finetune_nuscenes_1pct, linear_probe_nuscenes, or a YAML")
-    p.add_argument("overrides", nargs="*", help=_OVERRIDES_HELP)
 
     p = sub.add_parser(
         "evaluate",
@@ -125,23 +135,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "demo",
-        help="end-to-end OLIVINE demo on a synthetic world (~1.5 min on 2 CPU cores)",
+        help="end-to-end OLIVINE demo on a synthetic world (~1 min on 2 CPU cores)",
         description="Make a small synthetic nuScenes-format world (unless --world exists), "
-        "pretrain a tiny MinkUNet with OLIVINE against a randomly initialised resnet18_dilated "
-        "teacher, linearly probe the pretrained and a random backbone, print per-class IoU/mIoU.",
+        "pretrain a tiny MinkUNet with OLIVINE against the frozen ImageNet EfficientNet-Lite0 "
+        "teacher, linearly probe the pretrained and a random backbone, print per-class IoU/mIoU "
+        "and the pretraining's health summary.",
     )
     p.add_argument("--out", default="olivine-demo", help="output folder (default %(default)s)")
     p.add_argument("--world", default=None, help="existing synthetic world (default <out>/world)")
     p.add_argument("overrides", nargs="*", help=_OVERRIDES_HELP + " (applied to the demo config)")
 
-    p = sub.add_parser(
+    p = _config_command(
+        sub,
         "validate-config",
-        help="check a config and print the resolved YAML",
-        description="Load a config with overrides, report every problem at once (unknown keys "
+        "check a config and print the resolved YAML",
+        "Load a config with overrides, report every problem at once (unknown keys "
         "with suggestions, wrong types, bad values, missing paths); print the resolved YAML.",
+        "shipped config name or YAML path",
     )
-    p.add_argument("config")
-    p.add_argument("overrides", nargs="*", help=_OVERRIDES_HELP)
     p.add_argument("--no-check-paths", action="store_true", help="do not require paths to exist")
 
     sub.add_parser(

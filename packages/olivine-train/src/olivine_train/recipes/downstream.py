@@ -35,11 +35,7 @@ from olivine_train.recipes.common import (
     SeededDataset,
     StepCallback,
     build_collator,
-    build_optimizer,
     build_sampler,
-    build_scheduler,
-    restore_training_state,
-    training_state,
 )
 from olivine_train.recipes.loop import (
     Counters,
@@ -91,9 +87,7 @@ class Downstream(JobBase):
         self.linear_probe = cfg.downstream.mode == "linear_probe"
         self._build_network()
         self._build_data()
-        self.optimizer = build_optimizer(self._param_groups(), cfg.optim, cfg.data.batch_size)
-        self.scheduler = build_scheduler(self.optimizer, self.total_steps, cfg.optim.scheduler)
-        self.scaler = rt.grad_scaler()
+        self.build_optimisation(self._param_groups())
         self.best: float | None = None
         self.scores: SegmentationScores | None = None
         self.use_cache = (
@@ -284,9 +278,8 @@ class Downstream(JobBase):
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict[str, Any]:
-        return training_state(
+        return self.checkpoint(
             "downstream",
-            self,
             best_metric=self.best,
             vmf=None,
             rng=capture_rng(),
@@ -296,7 +289,7 @@ class Downstream(JobBase):
         ckpt = load_checkpoint(
             path, expect_kind="downstream", expect_model=self.cfg.model.point_encoder
         )
-        restore_training_state(ckpt, path, self)
+        self.restore(ckpt, path)
         self.best = ckpt.get("best_metric")
         if self.rt.dist.rank == 0:
             restore_rng(ckpt["rng"])

@@ -30,7 +30,16 @@ from olivine_train.checkpoint import atomic_save
 from olivine_train.config import Config
 from olivine_train.distributed import cleanup
 from olivine_train.logging import RunLogger
-from olivine_train.recipes.common import Runtime, StepCallback, check_finite, make_runtime
+from olivine_train.recipes.common import (
+    Runtime,
+    StepCallback,
+    build_optimizer,
+    build_scheduler,
+    check_finite,
+    make_runtime,
+    restore_training_state,
+    training_state,
+)
 
 __all__ = [
     "Counters",
@@ -98,9 +107,31 @@ class LoopJob(Protocol):
 
 
 class JobBase:
-    """What the recipes' jobs share: writing their checkpoint and the default hooks."""
+    """What the recipes' jobs share: the optimiser set-up, the checkpoint payload and its
+    restore, writing it, and the default hooks.
+    """
 
+    cfg: Config
     rt: Runtime
+    counters: Counters
+    total_steps: int
+
+    def build_optimisation(self, groups: list[dict[str, Any]]) -> None:
+        """SGD over ``groups`` (lr scaled by the batch when asked), its schedule over the run's
+        steps, and the grad scaler.
+        """
+        o = self.cfg.optim
+        self.optimizer = build_optimizer(groups, o, self.cfg.data.batch_size)
+        self.scheduler = build_scheduler(self.optimizer, self.total_steps, o.scheduler)
+        self.scaler = self.rt.grad_scaler()
+
+    def checkpoint(self, kind: str, **extra: Any) -> dict[str, Any]:
+        """The checkpoint payload (:func:`~.common.training_state`) plus recipe ``extra``."""
+        return training_state(kind, self, **extra)
+
+    def restore(self, ckpt: dict[str, Any], path: str) -> None:
+        """Model, optimiser, scheduler, scaler and counters from a loaded checkpoint."""
+        restore_training_state(ckpt, path, self)
 
     def state(self) -> dict[str, Any]:
         raise NotImplementedError

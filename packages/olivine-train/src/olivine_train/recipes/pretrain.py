@@ -34,12 +34,8 @@ from olivine_train.recipes.common import (
     SeededDataset,
     StepCallback,
     build_collator,
-    build_optimizer,
     build_sampler,
-    build_scheduler,
     lr_scale,
-    restore_training_state,
-    training_state,
 )
 from olivine_train.recipes.loop import (
     Counters,
@@ -169,10 +165,8 @@ class Pretrainer(JobBase):
     def _build_optimisation(self) -> None:
         cfg = self.cfg
         params = [p for p in self.net.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer([{"params": params}], cfg.optim, cfg.data.batch_size)
+        self.build_optimisation([{"params": params}])
         self.lr = cfg.optim.lr * lr_scale(cfg.optim, cfg.data.batch_size)
-        self.scheduler = build_scheduler(self.optimizer, self.total_steps, cfg.optim.scheduler)
-        self.scaler = self.rt.grad_scaler()
 
     def _build_losses(self) -> None:
         from olivine_losses import VMFClassPrior, WeightedSum
@@ -327,9 +321,8 @@ class Pretrainer(JobBase):
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict[str, Any]:
-        return training_state(
+        return self.checkpoint(
             "pretrain",
-            self,
             best_metric=None,
             vmf={k: v.detach().cpu() for k, v in self.prior.state_dict().items()},
             rng=capture_rng({"pairs": self.pair_gen}),
@@ -348,7 +341,7 @@ class Pretrainer(JobBase):
         ckpt = load_checkpoint(
             path, expect_kind="pretrain", expect_model=self.cfg.model.point_encoder
         )
-        restore_training_state(ckpt, path, self)
+        self.restore(ckpt, path)
         load_strict(self.prior, ckpt["vmf"], f"{path}: vMF prior")
         if "health" in ckpt:  # absent in checkpoints written before 0.2
             self.health.load_state_dict(ckpt["health"])
