@@ -5,7 +5,8 @@ the default set that CI runs (`.ci/run`, well under 25 minutes on 2 cores). `nox
 `nox -t matrix`) runs the opt-in Python x torch matrix: `losses_isolated` on CPython 3.10-3.13 x
 torch 2.13.0 / 2.14.1 and the whole suite on 3.12 (`tests-3.12`). Every session installs from
 `testing/constraints.txt`, which pins torch and torchvision together so pip never swaps torch
-behind our back; `testing/stack.py` says which Pythons get which builds.
+behind our back; `testing/stack.py` says which Pythons get which builds. With uv on PATH,
+`nox -fb uv -s matrix` installs through uv instead of pip (faster, hard-linked venvs).
 
 Venvs: each session has its own venv under `.nox/`. Re-running a session reuses it when it exists
 (`--reuse-venv=yes` is the default here); `nox --no-reuse-existing-virtualenvs` rebuilds them.
