@@ -24,8 +24,14 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("OLIVINE_SHARED_DATA", ROOT.parent / "shared" / "data"))
-CAMERAS = ("CAM_FRONT", "CAM_FRONT_LEFT", "CAM_FRONT_RIGHT", "CAM_BACK", "CAM_BACK_LEFT",
-           "CAM_BACK_RIGHT")
+CAMERAS = (
+    "CAM_FRONT",
+    "CAM_FRONT_LEFT",
+    "CAM_FRONT_RIGHT",
+    "CAM_BACK",
+    "CAM_BACK_LEFT",
+    "CAM_BACK_RIGHT",
+)
 SIZE = (224, 416)
 TEACHERS = {  # row name -> (registry name, create_image_encoder keywords)
     "efficientnet_lite0 (pretrained)": ("efficientnet_lite0", {"pretrained": True}),
@@ -42,8 +48,10 @@ def load_images(random_images: bool) -> torch.Tensor:
     for cam in CAMERAS:
         files = sorted((DATA / "nuscenes/mmdet3d-demo/samples" / cam).glob("*.jpg"))
         if len(files) != 1:
-            raise SystemExit(f"expected one {cam} image under {DATA}, found {files} "
-                             "(set OLIVINE_SHARED_DATA or pass --random-images)")
+            raise SystemExit(
+                f"expected one {cam} image under {DATA}, found {files} "
+                "(set OLIVINE_SHARED_DATA or pass --random-images)"
+            )
         img = Image.open(files[0]).convert("RGB").resize((SIZE[1], SIZE[0]), Image.BILINEAR)
         out.append(torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255.0)
     return torch.stack(out)
@@ -52,8 +60,12 @@ def load_images(random_images: bool) -> torch.Tensor:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (1 is fastest on a shared 2-core machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (1 is fastest on a shared 2-core machine)",
+    )
     parser.add_argument("--random-images", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -79,22 +91,44 @@ def main(argv: list[str] | None = None) -> int:
             times[row].append(time.perf_counter() - t0)
     rows: list[dict[str, Any]] = []
     ref = statistics.median(times["resnet18_dilated (random)"])
-    print(f"Teacher forward, 6 cameras x 3 x {SIZE[0]} x {SIZE[1]}, CPU, torch threads "
-          f"{torch.get_num_threads()}, {os.cpu_count()} cores visible, median of {args.repeats}"
-          f"{' (random images)' if args.random_images else ' (real nuScenes cameras)'}\n")
+    print(
+        f"Teacher forward, 6 cameras x 3 x {SIZE[0]} x {SIZE[1]}, CPU, torch threads "
+        f"{torch.get_num_threads()}, {os.cpu_count()} cores visible, median of {args.repeats}"
+        f"{' (random images)' if args.random_images else ' (real nuScenes cameras)'}\n"
+    )
     print("| teacher | params | output | median s | min s | vs resnet18_dilated |")
     print("|---|---:|---|---:|---:|---:|")
     for row in teachers:
         med, low = statistics.median(times[row]), min(times[row])
-        rows.append({"teacher": row, "params": params[row], "output": shapes[row],
-                     "median_s": med, "min_s": low, "speedup_vs_resnet18_dilated": ref / med})
-        print(f"| {row} | {params[row]:,} | {shapes[row]} | {med:.2f} | {low:.2f} | "
-              f"{ref / med:.1f}x faster |" if row.startswith("eff") else
-              f"| {row} | {params[row]:,} | {shapes[row]} | {med:.2f} | {low:.2f} | 1.0x |")
+        rows.append(
+            {
+                "teacher": row,
+                "params": params[row],
+                "output": shapes[row],
+                "median_s": med,
+                "min_s": low,
+                "speedup_vs_resnet18_dilated": ref / med,
+            }
+        )
+        print(
+            f"| {row} | {params[row]:,} | {shapes[row]} | {med:.2f} | {low:.2f} | "
+            f"{ref / med:.1f}x faster |"
+            if row.startswith("eff")
+            else f"| {row} | {params[row]:,} | {shapes[row]} | {med:.2f} | {low:.2f} | 1.0x |"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"size": SIZE, "threads": torch.get_num_threads(),
-                                         "repeats": args.repeats, "rows": rows}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "size": SIZE,
+                    "threads": torch.get_num_threads(),
+                    "repeats": args.repeats,
+                    "rows": rows,
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

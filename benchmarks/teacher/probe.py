@@ -80,8 +80,12 @@ def make_pairs(args: argparse.Namespace) -> Pairs:
     from olivine_data.synthetic.world import seem_labels_of_points
 
     cfg = SyntheticWorldConfig(
-        scenes=args.scenes, samples_per_scene=args.samples_per_scene, seed=args.seed,
-        image_size=args.render, vfm_noise=args.vfm_noise, cameras=CAMERAS,
+        scenes=args.scenes,
+        samples_per_scene=args.samples_per_scene,
+        seed=args.seed,
+        image_size=args.render,
+        vfm_noise=args.vfm_noise,
+        cameras=CAMERAS,
         lidar_azimuth_steps=args.azimuth_steps,
     )
     world = generate_world(cfg)
@@ -95,8 +99,9 @@ def make_pairs(args: argparse.Namespace) -> Pairs:
         projections, sizes = [], []
         for cam in kf.cameras:
             cam_to_global = cam.ego_pose @ cam.sensor_to_ego
-            projections.append(compose_projection(
-                cam.intrinsic, np.linalg.inv(cam_to_global) @ lidar_to_global))
+            projections.append(
+                compose_projection(cam.intrinsic, np.linalg.inv(cam_to_global) @ lidar_to_global)
+            )
             sizes.append(cam.image.shape[:2])
         proj = project_to_cameras(lidar.points[:, :3], np.stack(projections), sizes)
         keep = points_label[proj.point_indices] != UNLABELLED
@@ -107,9 +112,15 @@ def make_pairs(args: argparse.Namespace) -> Pairs:
         labels.append(points_label[proj.point_indices[keep]])
         scenes.append(np.full(int(keep.sum()), kf.scene))
     splits = world.splits
-    return Pairs(images, np.concatenate(idx), np.concatenate(uvs), np.concatenate(labels),
-                 np.concatenate(scenes), [names[n] for n in splits["train"]],
-                 [names[n] for n in splits["val"]])
+    return Pairs(
+        images,
+        np.concatenate(idx),
+        np.concatenate(uvs),
+        np.concatenate(labels),
+        np.concatenate(scenes),
+        [names[n] for n in splits["train"]],
+        [names[n] for n in splits["val"]],
+    )
 
 
 def timm_layout_lite0() -> Any:
@@ -144,8 +155,11 @@ def teacher_features(pairs: Pairs, column: str, size: tuple[int, int], batch: in
         from olivine_models import create_image_encoder
 
         torch.manual_seed(0)
-        encoder = (timm_layout_lite0() if spec[0] == "ablation"
-                   else create_image_encoder(spec[0], **spec[1]))
+        encoder = (
+            timm_layout_lite0()
+            if spec[0] == "ablation"
+            else create_image_encoder(spec[0], **spec[1])
+        )
         out = np.zeros((len(pairs.label), encoder.out_channels), dtype=np.float32)
     for start in range(0, len(pairs.images), batch):
         ids = list(range(start, min(start + batch, len(pairs.images))))
@@ -166,8 +180,9 @@ def teacher_features(pairs: Pairs, column: str, size: tuple[int, int], batch: in
             gx = u / (fw * stride) * 2 - 1
             gy = v / (fh * stride) * 2 - 1
             grid = torch.from_numpy(np.stack([gx, gy], axis=1)).float().view(1, 1, -1, 2)
-            sampled = F.grid_sample(feats[k : k + 1], grid, mode="bilinear",
-                                    align_corners=False, padding_mode="border")
+            sampled = F.grid_sample(
+                feats[k : k + 1], grid, mode="bilinear", align_corners=False, padding_mode="border"
+            )
             out[sel] = sampled[0, :, 0].T.numpy()
     if encoder is None:
         return out  # colour as is (normalising would discard brightness)
@@ -213,15 +228,20 @@ def probe(pairs: Pairs, feats: np.ndarray, max_train: int, seed: int) -> dict[st
     scores = {}
     for lam in LAMBDAS:
         model = fit_ridge(feats[fit_i], pairs.label[fit_i], fit_classes, lam)
-        scores[lam] = balanced_accuracy(pairs.label[hold_i],
-                                        predict(model, feats[hold_i], fit_classes))
+        scores[lam] = balanced_accuracy(
+            pairs.label[hold_i], predict(model, feats[hold_i], fit_classes)
+        )
     lam = max(scores, key=lambda k: scores[k])
     model = fit_ridge(feats[train], pairs.label[train], classes, lam)
     pred = predict(model, feats[val], classes)
-    return {"balanced_accuracy": balanced_accuracy(pairs.label[val], pred),
-            "accuracy": float((pred == pairs.label[val]).mean()), "lambda": lam,
-            "train_pairs": len(train), "val_pairs": len(val),
-            "val_classes": int(len(np.unique(pairs.label[val])))}
+    return {
+        "balanced_accuracy": balanced_accuracy(pairs.label[val], pred),
+        "accuracy": float((pred == pairs.label[val]).mean()),
+        "lambda": lam,
+        "train_pairs": len(train),
+        "val_pairs": len(val),
+        "val_classes": int(len(np.unique(pairs.label[val]))),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,13 +251,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vfm-noise", type=float, default=0.2)
     parser.add_argument("--azimuth-steps", type=int, default=540)
-    parser.add_argument("--render", type=parse_size, default=(400, 225),
-                        help="rendered camera size WIDTHxHEIGHT (default 400x225)")
-    parser.add_argument("--teacher-sizes", default="64x128,192x384",
-                        help="teacher input sizes HEIGHTxWIDTH, comma-separated")
-    parser.add_argument("--teachers", default=",".join(DEFAULT_COLUMNS),
-                        help=f"comma-separated columns among {list(TEACHERS)} (default: the "
-                        "first four)")
+    parser.add_argument(
+        "--render",
+        type=parse_size,
+        default=(400, 225),
+        help="rendered camera size WIDTHxHEIGHT (default 400x225)",
+    )
+    parser.add_argument(
+        "--teacher-sizes",
+        default="64x128,192x384",
+        help="teacher input sizes HEIGHTxWIDTH, comma-separated",
+    )
+    parser.add_argument(
+        "--teachers",
+        default=",".join(DEFAULT_COLUMNS),
+        help=f"comma-separated columns among {list(TEACHERS)} (default: the first four)",
+    )
     parser.add_argument("--max-train-pairs", type=int, default=40000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=6)
@@ -257,10 +286,13 @@ def main(argv: list[str] | None = None) -> int:
     pairs = make_pairs(args)
     t_world = time.perf_counter() - t0
     counts = np.bincount(pairs.label, minlength=17)
-    print(f"world: {args.scenes} scenes x {args.samples_per_scene} keyframes x {len(CAMERAS)} "
-          f"cameras rendered at {args.render[0]}x{args.render[1]} in {t_world:.1f} s; "
-          f"{len(pairs.label)} pairs, train scenes {pairs.train_scenes}, val {pairs.val_scenes}; "
-          f"pairs per class {counts.tolist()}", flush=True)
+    print(
+        f"world: {args.scenes} scenes x {args.samples_per_scene} keyframes x {len(CAMERAS)} "
+        f"cameras rendered at {args.render[0]}x{args.render[1]} in {t_world:.1f} s; "
+        f"{len(pairs.label)} pairs, train scenes {pairs.train_scenes}, val {pairs.val_scenes}; "
+        f"pairs per class {counts.tolist()}",
+        flush=True,
+    )
     results: list[dict[str, Any]] = []
     for size in sizes:
         for column in columns:
@@ -273,8 +305,11 @@ def main(argv: list[str] | None = None) -> int:
             row.update(teacher=column, input=f"{size[0]}x{size[1]}", feature_s=t_feat)
             results.append(row)
             bacc, acc = 100 * row["balanced_accuracy"], 100 * row["accuracy"]
-            print(f"  {row['input']:>8} {column:32s} balanced acc {bacc:5.1f} % "
-                  f"(acc {acc:5.1f} %, lambda {row['lambda']:g}, {t_feat:.0f} s)", flush=True)
+            print(
+                f"  {row['input']:>8} {column:32s} balanced acc {bacc:5.1f} % "
+                f"(acc {acc:5.1f} %, lambda {row['lambda']:g}, {t_feat:.0f} s)",
+                flush=True,
+            )
     print()
     header = "| teacher input | " + " | ".join(c for c in columns) + " |"
     print(header)
@@ -283,17 +318,32 @@ def main(argv: list[str] | None = None) -> int:
         key = f"{size[0]}x{size[1]}"
         cells = []
         for column in columns:
-            hit = [r for r in results if r["teacher"] == column
-                   and (r["input"] == key or TEACHERS[column] is None)]
+            hit = [
+                r
+                for r in results
+                if r["teacher"] == column and (r["input"] == key or TEACHERS[column] is None)
+            ]
             cells.append(f"{100 * hit[0]['balanced_accuracy']:.1f}" if hit else "")
         print(f"| {key} | " + " | ".join(cells) + " |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "label": args.label, "render": args.render, "scenes": args.scenes,
-            "samples_per_scene": args.samples_per_scene, "seed": args.seed,
-            "vfm_noise": args.vfm_noise, "cameras": CAMERAS, "pairs": len(pairs.label),
-            "world_seconds": t_world, "rows": results}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "label": args.label,
+                    "render": args.render,
+                    "scenes": args.scenes,
+                    "samples_per_scene": args.samples_per_scene,
+                    "seed": args.seed,
+                    "vfm_noise": args.vfm_noise,
+                    "cameras": CAMERAS,
+                    "pairs": len(pairs.label),
+                    "world_seconds": t_world,
+                    "rows": results,
+                },
+                indent=2,
+            )
+        )
     return 0
 
 
