@@ -9,7 +9,7 @@ first state, one line per tenth of the work (when the total is known) and the la
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
 from typing import IO, Any
 
 __all__ = ["progress_bar", "is_interactive"]
@@ -39,7 +39,7 @@ def progress_bar(
 
     kwargs.setdefault("disable", not enabled)
     if not is_interactive(kwargs.get("file")):
-        total = kwargs.get("total", len(iterable) if hasattr(iterable, "__len__") else None)
+        total = kwargs.get("total", len(iterable) if isinstance(iterable, Sized) else None)
         kwargs.setdefault("maxinterval", float("inf"))
         if total:  # a line at every tenth of the work
             kwargs.setdefault("mininterval", 0.0)

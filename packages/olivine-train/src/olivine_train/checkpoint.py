@@ -110,7 +110,7 @@ def _atomic_write(path: Path, mode: str, write: Callable[[IO[Any]], object]) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+        with open(tmp, mode, encoding=None if "b" in mode else "utf-8") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())

@@ -77,15 +77,24 @@ class StepOutput:
 class LoopJob(Protocol):
     """What a recipe provides to :func:`run_loop`."""
 
-    cfg: Config
-    rt: Runtime
-    counters: Counters
-    total_steps: int
-    steps_per_epoch: int
-    net: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
+    @property
+    def cfg(self) -> Config: ...
+    @property
+    def rt(self) -> Runtime: ...
+    @property
+    def counters(self) -> Counters: ...
+    @property
+    def total_steps(self) -> int: ...
+    @property
+    def steps_per_epoch(self) -> int: ...
+    @property
+    def net(self) -> nn.Module: ...
+    @property
+    def optimizer(self) -> torch.optim.Optimizer: ...
+    @property
+    def scheduler(self) -> torch.optim.lr_scheduler.LRScheduler: ...
+    @property
+    def scaler(self) -> torch.amp.GradScaler: ...
 
     def start_epoch(self) -> None:
         """Prepare the data of epoch ``counters.epoch`` from step ``counters.step_in_epoch``."""

@@ -266,11 +266,12 @@ class Pretrainer(JobBase):
 
     def after_step(self, out: StepOutput) -> dict[str, float]:
         """Health measures of the step just made, and the pairs image at its cadence."""
-        scalars = self._observe_health(cast(PretrainStepOutput, out))
+        result = cast(PretrainStepOutput, out)
+        scalars = self._observe_health(result)
         every = self.cfg.run.image_log_every
         step = self.counters.step
         if every and (step % every == 0 or step == 1) and self.logger is not None:
-            self.logger.pairs_image(step, out.batch)
+            self.logger.pairs_image(step, result.batch)
         return scalars
 
     def _observe_health(self, result: PretrainStepOutput) -> dict[str, float]:

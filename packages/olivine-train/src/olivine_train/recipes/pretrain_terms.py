@@ -70,6 +70,9 @@ class _Term:
     heads: tuple[str, ...] = ()  # "pp", "sem_3d", "sem_2d"
     needs_labels = False
 
+    def __init__(self, cfg: Config, prior: Any, ignore_index: int | None) -> None:
+        """Built once per run from the config (``prior``: the run's vMF prior)."""
+
     def __call__(self, p: PairBatch) -> TermResult:
         raise NotImplementedError
 
