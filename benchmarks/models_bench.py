@@ -33,16 +33,11 @@ from typing import Any
 
 import numpy as np
 
+from olivine_data import NUSCENES_CAMERAS
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("OLIVINE_SHARED_DATA", ROOT.parent / "shared" / "data"))
-CAMERAS = (
-    "CAM_FRONT",
-    "CAM_FRONT_LEFT",
-    "CAM_FRONT_RIGHT",
-    "CAM_BACK",
-    "CAM_BACK_LEFT",
-    "CAM_BACK_RIGHT",
-)
+CAMERAS = NUSCENES_CAMERAS
 POINT_CASES = ("minkunet34c", "minkunet14", "minkunet_tiny")
 IMAGE_CASES = ("resnet50_dilated", "resnet18_dilated", "dino_vits16")
 SAM_CASES = ("sam_tiny_box", "sam_tiny_refine")

@@ -22,16 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from olivine_data import NUSCENES_CAMERAS
+
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("OLIVINE_SHARED_DATA", ROOT.parent / "shared" / "data"))
-CAMERAS = (
-    "CAM_FRONT",
-    "CAM_FRONT_LEFT",
-    "CAM_FRONT_RIGHT",
-    "CAM_BACK",
-    "CAM_BACK_LEFT",
-    "CAM_BACK_RIGHT",
-)
+CAMERAS = NUSCENES_CAMERAS
 SIZE = (224, 416)
 TEACHERS = {  # row name -> (registry name, create_image_encoder keywords)
     "efficientnet_lite0 (pretrained)": ("efficientnet_lite0", {"pretrained": True}),
