@@ -60,6 +60,15 @@ def test_monitor_verdicts_from_recorded_histories() -> None:
     assert healthy.summary(1, vmf_active=False).healthy
 
 
+def test_monitor_keeps_only_the_final_window_of_a_run_of_known_length() -> None:
+    mon = HealthMonitor(HealthConfig(window=0.25), total_steps=8)
+    for step in range(1, 9):
+        mon.observe_terms(step, {"ppnce": (float(step), 10.0)})
+    assert [t[0] for t in mon.margins["ppnce"]] == [7, 8]  # the checkpoint carries 2 entries
+    s = mon.summary(8, vmf_active=False)
+    assert s.terms["ppnce"]["window_steps"] == 2.0 and s.terms["ppnce"]["loss"] == 7.5
+
+
 def test_guard_that_never_freezes_is_reported() -> None:
     mon = HealthMonitor(HealthConfig())
     stats = {"mu_cos_mean": 0.8, "mu_cos_max": 0.99, "kappa_min": 3.0, "kappa_max": 9.0}

@@ -12,7 +12,7 @@ its features span more than one direction. :class:`HealthMonitor` records, per s
 
 and :meth:`HealthMonitor.summary` turns them into a verdict with warnings:
 
-* ``at_chance``: a term whose mean over the final ``health.window`` of its logged steps is not
+* ``at_chance``: a term whose mean over the final ``health.window`` of the run's steps is not
   below ``chance * (1 - health.chance_margin)``;
 * ``collapsed``: features whose last effective rank is below ``health.min_effective_rank``;
 * ``vmf_collinear``: class directions frozen with a mean cosine above ``health.max_mu_cosine``;
@@ -66,8 +66,10 @@ class HealthSummary:
 class HealthMonitor:
     """Accumulates the per-step health measures of one run (see the module docstring)."""
 
-    def __init__(self, cfg: HealthConfig) -> None:
+    def __init__(self, cfg: HealthConfig, total_steps: int | None = None) -> None:
         self.cfg = cfg
+        # with the run's length known, only the final window is kept (checkpoints stay small)
+        self.keep = None if total_steps is None else max(1, math.ceil(cfg.window * total_steps))
         # term -> list of (step, loss, chance)
         self.margins: dict[str, list[tuple[int, float, float]]] = {}
         # features -> (step, effective rank), last measurement
@@ -80,7 +82,10 @@ class HealthMonitor:
         """Record ``{term: (loss, chance)}``; returns the scalars to log."""
         out: dict[str, float] = {}
         for name, (loss, chance) in terms.items():
-            self.margins.setdefault(name, []).append((step, loss, chance))
+            history = self.margins.setdefault(name, [])
+            history.append((step, loss, chance))
+            if self.keep is not None and len(history) > self.keep:
+                del history[: len(history) - self.keep]
             out[f"health/{name}/chance"] = chance
             out[f"health/{name}/margin"] = loss - chance
         return out
@@ -136,7 +141,8 @@ class HealthMonitor:
             },
         )
         for name, history in self.margins.items():
-            n = max(1, math.ceil(len(history) * c.window))
+            n = self.keep if self.keep is not None else math.ceil(len(history) * c.window)
+            n = max(1, min(n, len(history)))
             tail = history[-n:]
             loss = sum(t[1] for t in tail) / n
             chance = sum(t[2] for t in tail) / n

@@ -113,7 +113,7 @@ class Pretrainer(JobBase):
         self._build_data()
         self._build_optimisation()
         self._build_losses()
-        self.health = HealthMonitor(cfg.health)
+        self.health = HealthMonitor(cfg.health, self.total_steps)
         self.health_every = cfg.health.every or cfg.run.log_every
 
     # ------------------------------------------------------------------ building
