@@ -43,7 +43,7 @@ def progress_bar(
         kwargs.setdefault("maxinterval", float("inf"))
         if total:  # a line at every tenth of the work
             kwargs.setdefault("mininterval", 0.0)
-            kwargs.setdefault("miniters", max(int(total) // 10, 1))
+            kwargs.setdefault("miniters", max(-(-int(total) // 10), 1))  # ceil(total / 10)
         else:
             kwargs.setdefault("mininterval", float("inf"))
     return tqdm(iterable, **kwargs)

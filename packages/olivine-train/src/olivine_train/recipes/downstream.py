@@ -195,7 +195,7 @@ class Downstream(JobBase):
             yield torch.cat([c.features for c in chunk]), torch.cat(labels), len(chunk)
 
     def start_epoch(self) -> None:
-        self.prepare_cache()
+        self.prepare_cache()  # no-op once filled
         self.train_set.set_epoch(self.counters.epoch)
         self.sampler.set_epoch(self.counters.epoch, self.counters.step_in_epoch)
 
@@ -304,6 +304,7 @@ def run_downstream(cfg: Config, callbacks: list[StepCallback] | None = None) -> 
             print(f"[olivine-train] backbone: {job.load_summary}")
             logger.text(0, "backbone", job.load_summary)
         resume_if_asked(job, logger)
+        job.prepare_cache()  # before the loop's progress bar, so their bars do not nest
         run_loop(job, logger, callbacks or [], cfg.downstream.mode)
         if job.scores is not None:
             logger.event(job.counters.step, "final", job.scores.as_dict())
