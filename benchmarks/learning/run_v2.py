@@ -739,7 +739,13 @@ def table(work: Path, tag: str, s: Settings, out_md: Path) -> str:
             f" | {fmt(statistics.mean(sps)) if sps else '—'} |"
         )
     lines.append("\n✗ = that run failed its gate (reasons in the gate table).\n")
-    # comparisons
+    # comparisons. The positive control is judged first: if perfect labels do not beat PPKT, a
+    # "refuted" H2/H3 is downgraded (PROTOCOL.md, "Controls")
+    pos_cmp = compare(res, "olivine_gt", "ppkt", s) if {"olivine_gt", "ppkt"} <= set(res) else None
+    pos_failed = pos_cmp is not None and not outcome(
+        pos_cmp["test"], pos_cmp["test"].get("p", math.nan), pos_cmp["gate_ok"], s
+    ).startswith(("confirmed", "not enough"))
+    insensitive = {("olivine", "ppkt"), ("olivine", "no_sup")}
     verdicts: dict[tuple[str, str], str] = {}
     for title, family, adjust in (
         (
@@ -764,6 +770,8 @@ def table(work: Path, tag: str, s: Settings, out_md: Path) -> str:
         for c, pa in zip(comps, adj):
             t = c["test"]
             v = outcome(t, pa, c["gate_ok"], s)
+            if pos_failed and (c["a"], c["b"]) in insensitive and v.startswith("refuted"):
+                v = f"inconclusive (insensitive: positive control failed; alone: {v})"
             verdicts[(c["a"], c["b"])] = v
             sens = c["sensitivity"]
             sens_txt = (
@@ -926,8 +934,9 @@ def plots(res: dict[str, dict[int, dict[str, Any]]], folder: Path, stem: str) ->
     # 3. loss curves against chance: relative margin (loss - chance) / chance per term, mean
     # over seeds, one panel per term
     terms = ("ppnce", "sup", "superpixel")
-    arm_color = {a: plt.cm.tab20(i % 20) for i, a in enumerate(ARMS)}
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.8))
+    arm_color = {a: plt.cm.tab10(i % 10) for i, a in enumerate(ARMS)}
+    arm_style = {a: ("--" if i >= 10 else "-") for i, a in enumerate(ARMS)}
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4.0))
     for ax, term in zip(axes, terms):
         for a in arms:
             series = []
@@ -941,7 +950,7 @@ def plots(res: dict[str, dict[int, dict[str, Any]]], folder: Path, stem: str) ->
             mean = [statistics.mean(x[i] for x in series) for i in range(n)]
             w = 5  # moving average over 5 steps
             smooth = [statistics.mean(mean[max(0, i - w + 1) : i + 1]) for i in range(n)]
-            ax.plot(range(1, n + 1), smooth, label=a, lw=1, color=arm_color[a])
+            ax.plot(range(1, n + 1), smooth, label=a, lw=1, color=arm_color[a], ls=arm_style[a])
         ax.axhline(0, color="k", lw=0.8)
         ax.axhline(-SETTINGS.gate_chance_margin, color="tab:red", lw=0.6, ls="--")
         ax.set_title(f"{term}: (loss − chance) / chance")
@@ -960,9 +969,10 @@ def plots(res: dict[str, dict[int, dict[str, Any]]], folder: Path, stem: str) ->
             label=a,
             lw=1,
             color=arm_color[a],
+            ls=arm_style[a],
         )
     ax.axhline(SETTINGS.vmf_freeze_max_cosine, color="tab:red", lw=0.6, ls="--")
-    ax.set_title("vMF: mean pairwise μ cosine while updating")
+    ax.set_title("vMF: mean μ cosine until the freeze")
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
