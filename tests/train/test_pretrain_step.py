@@ -118,18 +118,34 @@ def test_terms_switch_off_and_uniform_sampling(
     assert float(out.total.detach()) == pytest.approx(0.5 * float(out.terms["sup"].detach()))
 
 
-def test_teacher_sees_its_own_input_size(
+def test_teacher_sees_its_own_input_size_and_features_stay_on_the_pairing_grid(
     tiny_world: Path, tmp_path: Path, overrides_for: Any
 ) -> None:
-    tr = _trainer(tiny_world, tmp_path, ["model.image_input_size=[48, 96]"], overrides_for)
+    from olivine_train.recipes.pretrain_model import teacher_features
+
+    tr = _trainer(tiny_world, tmp_path, ["model.image_input_size=[64, 128]"], overrides_for)
     seen: list[tuple[int, ...]] = []
     tr.teacher.register_forward_pre_hook(lambda mod, args: seen.append(tuple(args[0].shape)))
     tr.dataset.set_epoch(0)
     tr.sampler.set_epoch(0)
     batch = next(iter(tr.batches()))
-    out = tr.compute(batch)
-    assert seen[0][-2:] == (48, 96)  # the teacher input, resized
     assert tuple(batch.images.shape[-2:]) == (32, 64)  # pairs stay at data.image_size
-    assert torch.isfinite(out.total)
-    plain = _trainer(tiny_world, tmp_path, [], overrides_for)
-    assert plain.teacher_input(batch.images) is batch.images  # null: untouched
+    out = tr.compute(batch)
+    assert seen[0][-2:] == (64, 128) and torch.isfinite(out.total)  # the teacher input, resized
+    # the features are resampled to the stride grid of the pairing size, so that the 2D heads'
+    # upsampled maps line up with the paired pixels (not a top-left crop of a larger map)
+    with torch.no_grad():
+        feats = teacher_features(tr.teacher, batch.images, [64, 128])
+        up = torch.nn.functional.interpolate(
+            batch.images, size=(64, 128), mode="bilinear", align_corners=False
+        )
+        fine = tr.teacher(up)
+    s = int(tr.teacher.stride)
+    assert tuple(feats.shape[-2:]) == (-(-32 // s), -(-64 // s))
+    assert tuple(fine.shape[-2:]) == (2 * feats.shape[-2], 2 * feats.shape[-1])
+    # exact 2x bilinear downsampling is the 2x2 mean: every cell comes from its own teacher cells
+    pooled = torch.nn.functional.avg_pool2d(fine, 2)
+    assert torch.allclose(feats, pooled, atol=1e-5)
+    assert not torch.allclose(feats, fine[..., : feats.shape[-2], : feats.shape[-1]], atol=1e-3)
+    plain = teacher_features(tr.teacher, batch.images, None)
+    assert tuple(plain.shape[-2:]) == tuple(feats.shape[-2:])

@@ -53,7 +53,7 @@ from olivine_train.recipes.pretrain_model import (
     describe_run,
     describe_teacher,
     needed_heads,
-    resize_for_teacher,
+    teacher_features,
     vmf_schedule,
 )
 from olivine_train.recipes.pretrain_terms import PairBatch, build_terms, term_weights
@@ -193,10 +193,6 @@ class Pretrainer(JobBase):
         self.pair_gen = torch.Generator().manual_seed(cfg.run.seed * 1000 + rt.dist.rank)
 
     # ------------------------------------------------------------------ one step
-    def teacher_input(self, images: torch.Tensor) -> torch.Tensor:
-        """The images as the teacher sees them (``model.image_input_size``)."""
-        return resize_for_teacher(images, self.cfg.model.image_input_size)
-
     def compute(self, batch: Any) -> PretrainStepOutput:
         """Forward pass and loss decomposition for one collated :class:`PretrainBatch`."""
         cfg, rt = self.cfg, self.rt
@@ -208,7 +204,9 @@ class Pretrainer(JobBase):
         images = batch.images
         with rt.autocast():
             with torch.no_grad():
-                teacher_feats = self.teacher(self.teacher_input(images))
+                teacher_feats = teacher_features(
+                    self.teacher, images, self.cfg.model.image_input_size
+                )
             out = self.model(
                 batch.voxel_coords,
                 batch.voxel_features,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from olivine_train.config import Config
@@ -22,7 +23,7 @@ __all__ = [
     "describe_teacher",
     "needed_heads",
     "needs_labels",
-    "resize_for_teacher",
+    "teacher_features",
     "vmf_schedule",
 ]
 
@@ -124,17 +125,24 @@ def describe_run(cfg: Config, lr: float, vmf: tuple[int, float] | None) -> str:
     return text
 
 
-def resize_for_teacher(images: torch.Tensor, size: list[int] | None) -> torch.Tensor:
-    """The images at ``size`` = ``model.image_input_size`` (bilinear), or as they are when null.
+def teacher_features(
+    teacher: nn.Module, images: torch.Tensor, input_size: list[int] | None
+) -> torch.Tensor:
+    """The teacher's features of ``images``, on the grid of the pairing resolution.
 
-    The teacher may see a larger input than the pairing resolution ``data.image_size``: its
-    stride-8 maps are then finer, and the 2D heads still upsample to ``data.image_size``.
+    With ``input_size`` (``model.image_input_size``) the teacher sees the images resized to it
+    (bilinear) -- a finer stride-s grid for a small pairing resolution -- and its features are
+    resampled to the ``(ceil(H/s), ceil(W/s))`` grid of the images' own size ``(H, W)``, which the
+    2D heads upsample by ``s`` to the paired pixels. Null: the teacher sees the images as they are.
     """
-    if size is None or tuple(images.shape[-2:]) == tuple(size):
-        return images
-    return nn.functional.interpolate(
-        images, size=(int(size[0]), int(size[1])), mode="bilinear", align_corners=False
-    )
+    h, w = int(images.shape[-2]), int(images.shape[-1])
+    if input_size is None or (int(input_size[0]), int(input_size[1])) == (h, w):
+        return teacher(images)  # type: ignore[no-any-return]
+    size = (int(input_size[0]), int(input_size[1]))
+    feats = teacher(F.interpolate(images, size=size, mode="bilinear", align_corners=False))
+    stride = int(teacher.stride)  # type: ignore[arg-type]
+    grid = (-(-h // stride), -(-w // stride))
+    return F.interpolate(feats, size=grid, mode="bilinear", align_corners=False)
 
 
 def vmf_schedule(cfg: Config, total_steps: int) -> tuple[int, float]:
