@@ -2,8 +2,9 @@
 
 Conventions (the evaluation of the reference code, github.com/Eaphan/OLIVINE and SLidR): class 0
 is *ignore*. Its logit is masked before the argmax (so a point is never predicted as 0),
-ground-truth-0 points are dropped, and IoU/mIoU are over classes ``1..K-1``. A class with an empty union (absent from both prediction and ground truth)
-gets IoU 1.0 like the reference code; :func:`iou_from_confusion` can report NaN instead.
+ground-truth-0 points are dropped, and IoU/mIoU are over classes ``1..K-1``. A class with an
+empty union (absent from both prediction and ground truth) gets IoU 1.0 like the reference code;
+:func:`iou_from_confusion` can report NaN instead.
 """
 
 from __future__ import annotations
