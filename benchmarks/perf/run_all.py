@@ -66,7 +66,11 @@ def time_demo() -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         proc = subprocess.run(
-            ["olivine-train", "demo", "--out", tmp], text=True, capture_output=True, cwd=ROOT
+            # the interpreter running this script, so the demo needs no console script on PATH
+            [sys.executable, "-m", "olivine_train.cli", "demo", "--out", tmp],
+            text=True,
+            capture_output=True,
+            cwd=ROOT,
         )
         wall = time.perf_counter() - start
     if proc.returncode != 0:
