@@ -143,6 +143,11 @@ class JobBase:
         restore_training_state(ckpt, path, self)
 
     def state(self) -> dict[str, Any]:
+        """The checkpoint payload (the recipe's :meth:`checkpoint` with its extras)."""
+        raise NotImplementedError
+
+    def resume(self, path: str) -> None:
+        """Restore the run from the checkpoint at ``path``."""
         raise NotImplementedError
 
     def save(self, name: str = "last.pt") -> None:
@@ -168,7 +173,7 @@ def open_run(cfg: Config, recipe: str) -> Iterator[tuple[Runtime, RunLogger]]:
         cleanup()
 
 
-def resume_if_asked(job: Any, logger: RunLogger) -> str | None:
+def resume_if_asked(job: JobBase, logger: RunLogger) -> str | None:
     """Resume ``job`` from ``run.resume`` (``auto``: ``<run dir>/last.pt`` when it exists) and
     drop the log records after the checkpoint's step; returns the checkpoint used, if any.
     """
@@ -179,7 +184,7 @@ def resume_if_asked(job: Any, logger: RunLogger) -> str | None:
     if resume is not None:
         job.resume(resume)
         logger.resume_at(job.counters.step)
-    return resume  # type: ignore[no-any-return]
+    return resume
 
 
 def _optimise(job: LoopJob, out: StepOutput) -> float:
@@ -201,10 +206,10 @@ def run_loop(
     job: LoopJob, logger: RunLogger, callbacks: list[StepCallback], desc: str
 ) -> dict[str, float]:
     """Train ``job`` until ``job.total_steps``; returns the last step's scalars."""
-    cfg, c = job.cfg, job.counters
-    last: dict[str, float] = {}
     from olivine_data.progress import progress_bar
 
+    cfg, c = job.cfg, job.counters
+    last: dict[str, float] = {}
     bar = progress_bar(
         enabled=job.rt.is_main and cfg.run.progress,
         total=job.total_steps,
