@@ -17,6 +17,7 @@ around it, the same for pretraining and downstream training:
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import time
 from collections.abc import Iterable, Iterator
@@ -115,7 +116,7 @@ class LoopJob(Protocol):
         """Write the checkpoint ``name`` into the run folder (rank 0)."""
 
 
-class JobBase:
+class JobBase(abc.ABC):
     """What the recipes' jobs share: the optimiser set-up, the checkpoint payload and its
     restore, writing it, and the default hooks.
     """
@@ -142,13 +143,13 @@ class JobBase:
         """Model, optimiser, scheduler, scaler and counters from a loaded checkpoint."""
         restore_training_state(ckpt, path, self)
 
+    @abc.abstractmethod
     def state(self) -> dict[str, Any]:
         """The checkpoint payload (the recipe's :meth:`checkpoint` with its extras)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def resume(self, path: str) -> None:
         """Restore the run from the checkpoint at ``path``."""
-        raise NotImplementedError
 
     def save(self, name: str = "last.pt") -> None:
         """Write :meth:`state` atomically to ``<run dir>/<name>`` (rank 0 only)."""

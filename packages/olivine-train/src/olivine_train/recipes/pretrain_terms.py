@@ -18,6 +18,7 @@ term: a class here, an entry in :data:`TERMS` and its ``<name>_weight`` in the c
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,15 +67,18 @@ class TermResult:
     features: dict[str, Tensor] = field(default_factory=dict)
 
 
-class _Term:
+class _Term(abc.ABC):
     heads: tuple[str, ...] = ()  # "pp", "sem_3d", "sem_2d"
     needs_labels = False
 
-    def __init__(self, cfg: Config, prior: Any, ignore_index: int | None) -> None:
-        """Built once per run from the config (``prior``: the run's vMF prior)."""
+    def __init__(self, cfg: Config, prior: Any, ignore_index: int | None) -> None:  # noqa: B027
+        """Built once per run from the config (``prior``: the run's vMF prior); the signature
+        every term is constructed with by :func:`build_terms`.
+        """
 
+    @abc.abstractmethod
     def __call__(self, p: PairBatch) -> TermResult:
-        raise NotImplementedError
+        """The term on this step's pairs."""
 
 
 class PPNCETerm(_Term):
