@@ -116,3 +116,63 @@ def test_load_matching_state_reports_each_tensor() -> None:
     assert "loaded 7 tensors" in text and "vmf_mu" in text and "final.bias" in text
     with pytest.raises(TypeError, match="mapping"):
         load_matching_state(target, [1, 2])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("channels", "upsample", "grid", "crop"),
+    [
+        (472, 8, (4, 6), None),
+        (24, 4, (5, 7), (17, 25)),
+        (6, 1, (9, 11), None),
+        (8, 3, (1, 5), None),
+    ],
+)
+@pytest.mark.parametrize("project_first", [None, True, False])
+def test_image_head_sample_equals_the_full_map_gathered(
+    channels: int,
+    upsample: int,
+    grid: tuple[int, int],
+    crop: tuple[int, int] | None,
+    project_first: bool | None,
+) -> None:
+    torch.manual_seed(0)
+    head = ImageHead(channels, 16, upsample=upsample)
+    x = torch.randn(3, channels, *grid)
+    height, width = crop or (grid[0] * upsample, grid[1] * upsample)
+    px = torch.stack(
+        [
+            torch.randint(0, 3, (200,)),
+            torch.randint(0, height, (200,)),
+            torch.randint(0, width, (200,)),
+        ],
+        1,
+    )
+    px[0] = torch.tensor([2, height - 1, width - 1])  # the last row and column are reached
+    full = head(x, output_size=crop)[px[:, 0], :, px[:, 1], px[:, 2]]
+    sampled = head.sample(x, px, output_size=crop, project_first=project_first)
+    assert sampled.shape == (200, 16)
+    torch.testing.assert_close(sampled, full, rtol=1e-5, atol=1e-6)
+    # gradients reach the head's parameters the same way
+    g_full = torch.autograd.grad(full.square().sum(), list(head.parameters()))
+    g_smp = torch.autograd.grad(
+        head.sample(x, px, output_size=crop, project_first=project_first).square().sum(),
+        list(head.parameters()),
+    )
+    for a, b in zip(g_smp, g_full, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_image_head_sample_rejects_bad_pixels() -> None:
+    head = ImageHead(4, 8, upsample=2)
+    x = torch.randn(2, 4, 3, 5)
+    with pytest.raises(ValueError, match=r"pixels must be \(P, 3\)"):
+        head.sample(x, torch.zeros(4, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="must be integers"):
+        head.sample(x, torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="out of range.*row < 6"):
+        head.sample(x, torch.tensor([[0, 6, 0]]))
+    with pytest.raises(ValueError, match="out of range.*image < 2"):
+        head.sample(x, torch.tensor([[2, 0, 0]]))
+    with pytest.raises(ValueError, match="out of range.*col < 7"):
+        head.sample(x, torch.tensor([[0, 0, 7]]), output_size=(6, 7))
+    assert head.sample(x, torch.zeros(0, 3, dtype=torch.long)).shape == (0, 8)

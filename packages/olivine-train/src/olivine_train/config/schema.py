@@ -65,6 +65,10 @@ class ModelConfig:
     # outputs stay at data.image_size
     image_input_size: list[int] | None = None
     head_dim: int = 64
+    # "pairs": the 2D heads are evaluated at the paired pixels only (ImageHead.sample; exact);
+    # "full_map": full-resolution upsampled maps, then gathered (the reference's way; slower,
+    # memory grows with pixels -- kept for inspection and as the tested reference)
+    image_head: Literal["pairs", "full_map"] = "pairs"
     sync_bn: bool = False
 
 

@@ -56,7 +56,14 @@ from olivine_train.recipes.pretrain_model import (
     teacher_features,
     vmf_schedule,
 )
-from olivine_train.recipes.pretrain_terms import PairBatch, build_terms, term_weights
+from olivine_train.recipes.pretrain_terms import (
+    PairBatch,
+    PixelPlan,
+    build_terms,
+    pixel_features,
+    plan_pixels,
+    term_weights,
+)
 
 __all__ = [
     "PretrainNet",
@@ -202,6 +209,23 @@ class Pretrainer(JobBase):
         step = self.counters.step
         self.pair_gen.manual_seed((cfg.run.seed * 1_000_003 + rt.dist.rank * 7_919 + step) % 2**63)
         images = batch.images
+        num_pairs = int(batch.pair_voxels.shape[0])
+        if num_pairs == 0:
+            raise ValueError(f"batch {batch.tokens}: no point-pixel pairs")
+        pairs = PairBatch(
+            pair_voxels=batch.pair_voxels,
+            pair_pixels=batch.pair_pixels,
+            labels=batch.pair_labels,
+            range_bins=batch.pair_range_bins,
+            m=min(cfg.loss.num_pairs, num_pairs),
+            generator=self.pair_gen,
+            step=step + 1,
+            run_dir=rt.run_dir,
+        )
+        # every term draws its pairs first, so the 2D heads are evaluated at those pixels only
+        draws = {name: term.draw(pairs) for name, term in self.terms.items()}
+        plan = plan_pixels(self.terms, draws, batch.pair_pixels)
+        full_map = cfg.model.image_head == "full_map"
         with rt.autocast():
             with torch.no_grad():
                 teacher_feats = teacher_features(
@@ -214,24 +238,15 @@ class Pretrainer(JobBase):
                 int(batch.batch_size),
                 teacher_feats,
                 (int(images.shape[-2]), int(images.shape[-1])),
+                None if full_map else plan.pixels,
             )
-        out = {k: v.float() for k, v in out.items()}
-        num_pairs = int(batch.pair_voxels.shape[0])
-        if num_pairs == 0:
-            raise ValueError(f"batch {batch.tokens}: no point-pixel pairs")
-        pairs = PairBatch(
-            out=out,
-            pair_voxels=batch.pair_voxels,
-            pair_pixels=batch.pair_pixels,
-            labels=batch.pair_labels,
-            range_bins=batch.pair_range_bins,
-            m=min(cfg.loss.num_pairs, num_pairs),
-            generator=self.pair_gen,
-            step=step + 1,
-            run_dir=rt.run_dir,
-        )
+        pairs.out = {k: v.float() for k, v in out.items()}
         was_frozen = self.prior.frozen
-        results = {name: term(pairs) for name, term in self.terms.items()}
+        results = {
+            name: term(pairs, draws[name], self._term_image(name, pairs, draws[name], plan))
+            for name, term in self.terms.items()
+        }
+        out = pairs.out
         total, parts = self.combine({name: r.loss for name, r in results.items()})
         feats: dict[str, torch.Tensor] = {}
         for r in results.values():  # the first term's features win (L_sup's sem over the vMF's)
@@ -253,6 +268,21 @@ class Pretrainer(JobBase):
             batch=batch,
             vmf_was_frozen=was_frozen,
         )
+
+    def _term_image(
+        self, name: str, pairs: PairBatch, idx: torch.Tensor | None, plan: PixelPlan
+    ) -> torch.Tensor | None:
+        """The features of a term's 2D head at its pairs: its rows of the sampled head output,
+        or (``model.image_head: full_map``) gathered from the full-resolution map.
+        """
+        head = self.terms[name].image_head
+        if head is None:
+            return None
+        q = pairs.out[f"q_{head}"]
+        if self.cfg.model.image_head == "full_map":
+            px = pairs.pair_pixels if idx is None else pairs.pair_pixels[idx]
+            return pixel_features(q, px)
+        return q[plan.rows[name]]
 
     def _vmf_scalars(self, parts: dict[str, torch.Tensor]) -> dict[str, float]:
         if "vmf" not in parts:

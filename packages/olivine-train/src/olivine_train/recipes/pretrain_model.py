@@ -64,17 +64,28 @@ class PretrainNet(nn.Module):
         batch_size: int,
         teacher_feats: torch.Tensor,
         image_size: tuple[int, int],
+        pixels: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Backbone and 3D head voxel features, full-resolution maps of both 2D heads."""
+        """Backbone and 3D head voxel features, and the 2D heads' features.
+
+        ``pixels`` (``{"pp": (P, 3), "sem": (P', 3)}``, ``[image, row, col]``): each 2D head is
+        evaluated at those pixels only (:meth:`olivine_models.ImageHead.sample`), giving
+        ``(P, D)`` rows -- what pretraining uses. ``None``: full-resolution ``(B, D, H, W)`` maps
+        (inspection, and the reference the sampled path is tested against).
+        """
         v = self.backbone(coords, feats, spatial_shape, batch_size)
         out: dict[str, torch.Tensor] = {"backbone": v}
-        if self.point_pp is not None and self.image_pp is not None:
+        if self.point_pp is not None:
             out["k_pp"] = self.point_pp(v)
-            out["q_pp"] = self.image_pp(teacher_feats, output_size=image_size)
         if self.point_sem is not None:
             out["k_sem"] = self.point_sem(v)
-        if self.image_sem is not None:
-            out["q_sem"] = self.image_sem(teacher_feats, output_size=image_size)
+        for name, head in (("pp", self.image_pp), ("sem", self.image_sem)):
+            if head is None:
+                continue
+            if pixels is None:
+                out[f"q_{name}"] = head(teacher_feats, output_size=image_size)
+            elif name in pixels:
+                out[f"q_{name}"] = head.sample(teacher_feats, pixels[name], image_size)
         return out
 
 

@@ -14,6 +14,11 @@ name            what (OLIVINE paper, Sec. 3; reference: github.com/Eaphan/OLIVIN
 A term's weight is ``loss.<name>_weight``; the recipe builds only the terms (and heads) whose
 weight is > 0 and sums them with :class:`olivine_losses.WeightedSum` under these names. Adding a
 term: a class here, an entry in :data:`TERMS` and its ``<name>_weight`` in the config schema.
+
+A step has two phases: every term first draws the pairs it reads (:meth:`_Term.draw`, before the
+forward pass, in :data:`TERMS` order from the step's generator); the network then evaluates each
+2D head only at the pixels of those pairs (:func:`plan_pixels`), and each term computes its loss
+from the features of its own pairs (:meth:`_Term.__call__`).
 """
 
 from __future__ import annotations
@@ -29,7 +34,15 @@ from torch import Tensor
 from olivine_train.config import Config
 from olivine_train.recipes.common import check_finite
 
-__all__ = ["TERMS", "PairBatch", "TermResult", "build_terms", "pixel_features"]
+__all__ = [
+    "TERMS",
+    "PairBatch",
+    "PixelPlan",
+    "TermResult",
+    "build_terms",
+    "pixel_features",
+    "plan_pixels",
+]
 
 
 def pixel_features(maps: Tensor, pixels: Tensor) -> Tensor:
@@ -39,9 +52,10 @@ def pixel_features(maps: Tensor, pixels: Tensor) -> Tensor:
 
 @dataclass
 class PairBatch:
-    """What every term sees at one step: the network outputs and the batch's pairs."""
+    """What every term sees at one step: the batch's pairs and (after the forward pass) the
+    network outputs.
+    """
 
-    out: dict[str, Tensor]  # backbone, k_pp, q_pp, k_sem, q_sem (those that exist)
     pair_voxels: Tensor
     pair_pixels: Tensor
     labels: Tensor | None
@@ -50,6 +64,9 @@ class PairBatch:
     generator: torch.Generator
     step: int  # the step being computed (1-based), for error messages
     run_dir: Path
+    # backbone, k_pp, k_sem (per voxel); q_pp, q_sem: 2D head features, either full maps
+    # (B, D, H, W) or (P, D) rows at the pixels of a PixelPlan. Filled after the draws.
+    out: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def num_pairs(self) -> int:
@@ -67,35 +84,95 @@ class TermResult:
     features: dict[str, Tensor] = field(default_factory=dict)
 
 
+@dataclass
+class PixelPlan:
+    """Which pixels each 2D head is evaluated at this step, and where each term's rows are.
+
+    ``pixels[head]``: ``(P, 3)`` ``[image, row, col]`` of the pairs that the terms reading that
+    head drew, concatenated in term order; ``rows[name]``: the slice of those rows that are the
+    term's own pairs (in the order it drew them).
+    """
+
+    pixels: dict[str, Tensor]
+    rows: dict[str, slice]
+
+
+def plan_pixels(
+    terms: dict[str, _Term], draws: dict[str, Tensor | None], pair_pixels: Tensor
+) -> PixelPlan:
+    """The :class:`PixelPlan` of a step from the terms' draws (``None`` = all pairs)."""
+    parts: dict[str, list[Tensor]] = {}
+    rows: dict[str, slice] = {}
+    for name, term in terms.items():
+        head = term.image_head
+        if head is None:
+            continue
+        idx = draws[name]
+        px = pair_pixels if idx is None else pair_pixels[idx]
+        start = sum(int(t.shape[0]) for t in parts.get(head, []))
+        parts.setdefault(head, []).append(px)
+        rows[name] = slice(start, start + int(px.shape[0]))
+    pixels = {h: (ts[0] if len(ts) == 1 else torch.cat(ts)) for h, ts in parts.items()}
+    return PixelPlan(pixels, rows)
+
+
 class _Term(abc.ABC):
     heads: tuple[str, ...] = ()  # "pp", "sem_3d", "sem_2d"
     needs_labels = False
+    # the 2D head whose features the term reads ("pp" -> q_pp, "sem" -> q_sem), if any
+    image_head: str | None = None
 
     def __init__(self, cfg: Config, prior: Any, ignore_index: int | None) -> None:  # noqa: B027
         """Built once per run from the config (``prior``: the run's vMF prior); the signature
         every term is constructed with by :func:`build_terms`.
         """
 
+    def draw(self, p: PairBatch) -> Tensor | None:
+        """The pairs the term reads this step (indices into the batch's pairs); ``None``: all.
+
+        Called before the forward pass (``p.out`` is empty), in :data:`TERMS` order.
+        """
+        return None
+
     @abc.abstractmethod
-    def __call__(self, p: PairBatch) -> TermResult:
-        """The term on this step's pairs."""
+    def __call__(self, p: PairBatch, idx: Tensor | None, q: Tensor | None) -> TermResult:
+        """The term on the pairs it drew: ``idx`` from :meth:`draw` and ``q``, the features of
+        its 2D head at those pairs' pixels (``None`` when it reads no 2D head).
+        """
+
+
+def _drawn(idx: Tensor | None, name: str) -> Tensor:
+    if idx is None:
+        raise ValueError(f"loss term {name!r}: called without the pair indices it drew")
+    return idx
+
+
+def _image(q: Tensor | None, name: str) -> Tensor:
+    if q is None:
+        raise ValueError(f"loss term {name!r}: no 2D head features were computed for its pairs")
+    return q
 
 
 class PPNCETerm(_Term):
     heads = ("pp",)
+    image_head = "pp"
 
     def __init__(self, cfg: Config, prior: Any, ignore_index: int | None) -> None:
         from olivine_losses import InfoNCELoss
 
         self.loss = InfoNCELoss(temperature=cfg.loss.temperature)
 
-    def __call__(self, p: PairBatch) -> TermResult:
+    def draw(self, p: PairBatch) -> Tensor:
         from olivine_data.sampling import uniform_pairs
+
+        return uniform_pairs(p.num_pairs, p.m, p.generator).to(p.pair_voxels.device)
+
+    def __call__(self, p: PairBatch, idx: Tensor | None, q: Tensor | None) -> TermResult:
         from olivine_losses import info_nce_chance
 
-        idx = uniform_pairs(p.num_pairs, p.m, p.generator).to(p.pair_voxels.device)
+        idx = _drawn(idx, "ppnce")
         k = p.out["k_pp"][p.pair_voxels[idx]]
-        q = pixel_features(p.out["q_pp"], p.pair_pixels[idx])
+        q = _image(q, "ppnce")
         return TermResult(
             self.loss(k, q), info_nce_chance(p.m), idx, {"point_pp": k, "image_pp": q}
         )
@@ -104,6 +181,7 @@ class PPNCETerm(_Term):
 class SupTerm(_Term):
     heads = ("sem_3d", "sem_2d")
     needs_labels = True
+    image_head = "sem"
 
     def __init__(self, cfg: Config, prior: Any, ignore_index: int | None) -> None:
         from olivine_losses import SemanticContrastiveLoss
@@ -114,18 +192,23 @@ class SupTerm(_Term):
             temperature=cfg.loss.temperature, ignore_index=ignore_index
         )
 
-    def __call__(self, p: PairBatch) -> TermResult:
+    def draw(self, p: PairBatch) -> Tensor:
         from olivine_data.sampling import dcas_sample, uniform_pairs
-        from olivine_losses import semantic_contrastive_chance
 
         labels = _labels(p, "loss.sup_weight")
         if self.sampling == "dcas":
             idx = dcas_sample(p.range_bins, labels, p.m, p.generator)
         else:
             idx = uniform_pairs(p.num_pairs, p.m, p.generator)
-        idx = idx.to(p.pair_voxels.device)
+        return idx.to(p.pair_voxels.device)
+
+    def __call__(self, p: PairBatch, idx: Tensor | None, q: Tensor | None) -> TermResult:
+        from olivine_losses import semantic_contrastive_chance
+
+        idx = _drawn(idx, "sup")
+        labels = _labels(p, "loss.sup_weight")
         k = p.out["k_sem"][p.pair_voxels[idx]]
-        q = pixel_features(p.out["q_sem"], p.pair_pixels[idx])
+        q = _image(q, "sup")
         chance = semantic_contrastive_chance(labels[idx], ignore_index=self.ignore_index)
         return TermResult(
             self.loss(k, q, labels[idx]), chance, idx, {"point_sem": k, "image_sem": q}
@@ -139,7 +222,7 @@ class VMFTerm(_Term):
     def __init__(self, cfg: Config, prior: Any, ignore_index: int | None) -> None:
         self.prior = prior
 
-    def __call__(self, p: PairBatch) -> TermResult:
+    def __call__(self, p: PairBatch, idx: Tensor | None, q: Tensor | None) -> TermResult:
         labels = _labels(p, "loss.vmf_weight")
         z = p.out["k_sem"][p.pair_voxels]
         # non-finite features stop the run like a non-finite loss, before the prior sees them
@@ -150,20 +233,21 @@ class VMFTerm(_Term):
 class SuperpixelTerm(_Term):
     heads = ("pp",)
     needs_labels = True
+    image_head = "pp"  # at all pairs (draw() returns None)
 
     def __init__(self, cfg: Config, prior: Any, ignore_index: int | None) -> None:
         from olivine_losses import SuperpixelInfoNCELoss
 
         self.loss = SuperpixelInfoNCELoss(temperature=cfg.loss.temperature)
 
-    def __call__(self, p: PairBatch) -> TermResult:
+    def __call__(self, p: PairBatch, idx: Tensor | None, q: Tensor | None) -> TermResult:
         from olivine_losses import superpixel_chance
 
         labels = _labels(p, "loss.superpixel_weight")
         # superpixel = (image, VFM class) or (image, connected component): see superpixels.py
         seg = p.pair_pixels[:, 0] * (int(labels.max()) + 1) + labels
         k = p.out["k_pp"][p.pair_voxels]
-        q = pixel_features(p.out["q_pp"], p.pair_pixels)
+        q = _image(q, "superpixel")
         return TermResult(self.loss(k, q, seg, seg), superpixel_chance(seg, seg))
 
 
