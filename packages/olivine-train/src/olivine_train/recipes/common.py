@@ -98,6 +98,9 @@ class SeededDataset(torch.utils.data.Dataset[Any]):
     """Wraps a dataset and a transform ``transform(sample, generator)``: sample ``i`` of epoch
     ``e`` is augmented with ``np.random.default_rng([seed, e, i])``, independent of worker count,
     rank and iteration order, so a resumed run sees exactly the same augmented samples.
+
+    The epoch lives in a shared-memory tensor, so that :meth:`set_epoch` in the training process
+    reaches the copies held by persistent DataLoader workers.
     """
 
     def __init__(
@@ -110,11 +113,15 @@ class SeededDataset(torch.utils.data.Dataset[Any]):
         self.base = base
         self.transform = transform
         self.seed = int(seed)
-        self.epoch = 0
+        self._epoch = torch.zeros(1, dtype=torch.long).share_memory_()
         self.limit = limit
 
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch[0])
+
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self._epoch[0] = int(epoch)
 
     def __len__(self) -> int:
         n = len(self.base)

@@ -120,6 +120,7 @@ class Pretrainer(JobBase):
         self._build_data()
         self._build_optimisation()
         self._build_losses()
+        self._loader: torch.utils.data.DataLoader[Any] | None = None
         self.health = HealthMonitor(cfg.health, self.total_steps)
         self.health_every = cfg.health.every or cfg.run.log_every
 
@@ -335,14 +336,25 @@ class Pretrainer(JobBase):
         self.sampler.set_epoch(self.counters.epoch, self.counters.step_in_epoch)
 
     def batches(self) -> torch.utils.data.DataLoader[Any]:
-        return torch.utils.data.DataLoader(
-            self.dataset,
-            batch_size=self.per_rank_batch,
-            sampler=self.sampler,
-            collate_fn=self.collator.pretrain,
-            num_workers=self.cfg.data.num_workers,
-            drop_last=False,
-        )
+        """The run's loader, built once: with ``data.num_workers > 0`` its workers persist
+        across epochs (the sampler and :class:`SeededDataset` take each epoch through
+        ``start_epoch``), pinned memory on CUDA. Augmentation and pair draws are seeded per
+        sample and step, so the batches do not depend on the number of workers.
+        """
+        if self._loader is None:
+            workers = self.cfg.data.num_workers
+            self._loader = torch.utils.data.DataLoader(
+                self.dataset,
+                batch_size=self.per_rank_batch,
+                sampler=self.sampler,
+                collate_fn=self.collator.pretrain,
+                num_workers=workers,
+                persistent_workers=workers > 0,
+                pin_memory=self.rt.device.type == "cuda",
+                generator=torch.Generator().manual_seed(self.cfg.run.seed),
+                drop_last=False,
+            )
+        return self._loader
 
     def end_epoch(self, epoch_done: bool, finished: bool) -> None:
         if self.rt.dist.distributed:
