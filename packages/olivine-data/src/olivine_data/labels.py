@@ -53,6 +53,7 @@ __all__ = [
     "LabelStore",
     "Vocabulary",
     "get_vocabulary",
+    "pair_superpixel_ids",
 ]
 
 
@@ -357,6 +358,32 @@ class LabelStore:
                 "(the size of the camera image it segments)"
             )
         return arr
+
+
+def pair_superpixel_ids(superpixels: np.ndarray, pair_pixels: np.ndarray) -> np.ndarray:
+    """Superpixel id of every point-pixel pair, unique across the cameras of one sample.
+
+    Args:
+        superpixels: ``(C, H, W)`` maps of the sample's cameras (``0`` = unassigned).
+        pair_pixels: ``(P, 3)`` ``[camera, row, col]``.
+
+    Returns:
+        ``(P,)`` int64: segment ``s > 0`` of camera ``c`` becomes ``offset_c + s - 1`` (cameras
+        numbered one after the other, offsets from each map's largest id), unassigned pixels ``-1``
+        (ignored by ``olivine_losses.SuperpixelInfoNCELoss``), as SLidR offsets superpixel ids per
+        image.
+    """
+    sp = np.asarray(superpixels)
+    pix = np.asarray(pair_pixels)
+    if sp.ndim != 3:
+        raise ValueError(f"superpixels: expected (C, H, W), got shape {sp.shape}")
+    if pix.ndim != 2 or pix.shape[1] != 3:
+        raise ValueError(f"pair_pixels: expected (P, 3), got shape {pix.shape}")
+    sizes = sp.reshape(sp.shape[0], -1).max(axis=1).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    cam, row, col = pix.T
+    raw = sp[cam, row, col].astype(np.int64)
+    return np.where(raw > 0, offsets[cam] + raw - 1, -1)  # type: ignore[no-any-return]
 
 
 def _write_png_atomic(path: Path, array: np.ndarray) -> None:
