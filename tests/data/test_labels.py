@@ -7,13 +7,13 @@ import pytest
 from PIL import Image
 
 from olivine_data.labels import (
-    pair_superpixel_ids,
     GSAM14,
     NUSCENES16,
     SEEM17,
     LabelStore,
     Vocabulary,
     get_vocabulary,
+    pair_superpixel_ids,
 )
 
 
