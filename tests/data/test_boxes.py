@@ -60,3 +60,78 @@ def test_real_keyframe_boxes_hold_their_annotated_point_counts(shared_data: Path
     assert np.abs(counts - annotated).max() <= 20
     with pytest.raises(ValueError, match="no data_list entry"):
         read_mmdet3d_boxes(info, "nope")
+
+
+#: detection class -> a nuScenes category of it (inverse of NUSCENES_DETECTION_NAMES, one each)
+_CATEGORY = {
+    "barrier": "movable_object.barrier",
+    "bicycle": "vehicle.bicycle",
+    "bus": "vehicle.bus.rigid",
+    "car": "vehicle.car",
+    "construction_vehicle": "vehicle.construction",
+    "pedestrian": "human.pedestrian.adult",
+    "traffic_cone": "movable_object.trafficcone",
+    "truck": "vehicle.truck",
+}
+
+
+def test_devkit_annotations_read_back_as_the_same_lidar_boxes(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """The real keyframe's boxes written as nuScenes ``sample_annotation`` records (global frame,
+    ``wlh`` sizes, quaternions) come back through nuscenes-devkit as the same LiDAR-frame boxes.
+    """
+    import shutil
+
+    from pyquaternion import Quaternion
+
+    from olivine_data.boxes import NUSCENES_DETECTION_NAMES, read_nuscenes_boxes
+    from olivine_data.datasets.nuscenes_tables import load_nuscenes
+
+    src = shared_data / "nuscenes" / "mmdet3d-demo"
+    root = tmp_path / "nuscenes"
+    shutil.copytree(src / "v1.0-mini", root / "v1.0-mini")
+    (root / "samples").symlink_to(src / "samples")
+    (root / "maps").symlink_to(src / "maps")
+    (info,) = src.glob("mmdet3d_info_*.json")
+    boxes = read_mmdet3d_boxes(info, TOKEN)
+    assert all(NUSCENES_DETECTION_NAMES[_CATEGORY[b.name]] == b.name for b in boxes)
+
+    nusc = load_nuscenes(src, "v1.0-mini")
+    lidar = nusc.get("sample_data", nusc.get("sample", TOKEN)["data"]["LIDAR_TOP"])
+    cs = nusc.get("calibrated_sensor", lidar["calibrated_sensor_token"])
+    ep = nusc.get("ego_pose", lidar["ego_pose_token"])
+    q_cs, q_ep = Quaternion(cs["rotation"]), Quaternion(ep["rotation"])
+    categories, instances, annotations = {}, [], []
+    for i, b in enumerate(boxes):
+        cat = _CATEGORY[b.name]
+        categories.setdefault(
+            cat, {"token": f"cat{len(categories)}", "name": cat, "description": ""}
+        )
+        center = (
+            q_ep.rotate(q_cs.rotate(np.array(b.center)) + cs["translation"]) + ep["translation"]
+        )
+        rot = q_ep * q_cs * Quaternion(axis=[0, 0, 1], angle=b.yaw)
+        instances.append(
+            {"token": f"inst{i}", "category_token": categories[cat]["token"], "nbr_annotations": 1,
+             "first_annotation_token": f"ann{i}", "last_annotation_token": f"ann{i}"}
+        )  # fmt: skip
+        annotations.append(
+            {"token": f"ann{i}", "sample_token": TOKEN, "instance_token": f"inst{i}",
+             "visibility_token": "4", "attribute_tokens": [], "translation": list(center),
+             "size": [b.size[1], b.size[0], b.size[2]], "rotation": list(rot.elements),
+             "prev": "", "next": "", "num_lidar_pts": 1, "num_radar_pts": 0}
+        )  # fmt: skip
+    tables = root / "v1.0-mini"
+    (tables / "category.json").write_text(json.dumps(list(categories.values())))
+    (tables / "instance.json").write_text(json.dumps(instances))
+    (tables / "sample_annotation.json").write_text(json.dumps(annotations))
+
+    back = read_nuscenes_boxes(load_nuscenes(root, "v1.0-mini"), TOKEN)
+    assert len(back) == len(boxes)
+    key = lambda b: b.center  # noqa: E731
+    for got, want in zip(sorted(back, key=key), sorted(boxes, key=key)):
+        assert got.name == want.name
+        np.testing.assert_allclose(got.center, want.center, atol=1e-6)
+        np.testing.assert_allclose(got.size, want.size, atol=1e-9)
+        assert np.cos(got.yaw - want.yaw) == pytest.approx(1.0, abs=1e-9)
