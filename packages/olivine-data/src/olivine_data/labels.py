@@ -29,6 +29,11 @@ Label store
 ``<root>/camseg/<CAMERA>/<image stem>.png`` (the reference layout, where ``samples`` is replaced by
 ``camseg`` and ``.jpg`` by ``.png``). Reads validate every id against the store's vocabulary;
 writes are atomic (temporary file in the same folder, then ``os.replace``).
+
+The same store keeps SAM superpixels next to the labels, one single-channel 16-bit PNG per image
+at ``<root>/superpixels/<CAMERA>/<image stem>.png``: segment ids ``1..N`` and ``0`` for pixels no
+segment covers (Seal's construction from SAM's automatic masks; see
+``olivine_models.vfm.mask_superpixels``).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ __all__ = [
     "LabelStore",
     "Vocabulary",
     "get_vocabulary",
+    "pair_superpixel_ids",
 ]
 
 
@@ -281,8 +287,6 @@ class LabelStore:
         self, camera: str, image_filename: str | os.PathLike[str], labels: np.ndarray
     ) -> Path:
         """Write ``labels`` ((H, W) integer ids of the vocabulary) atomically; return the path."""
-        from PIL import Image
-
         p = self.path(camera, image_filename)
         arr = np.asarray(labels)
         if arr.ndim != 2:
@@ -290,14 +294,109 @@ class LabelStore:
         if not np.issubdtype(arr.dtype, np.integer):
             raise TypeError(f"{p}: labels must have an integer dtype, got {arr.dtype}")
         self.vocabulary.validate_ids(arr, str(p))
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=".png.tmp", dir=p.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                Image.fromarray(arr.astype(np.uint8)).save(fh, format="PNG")
-            os.replace(tmp, p)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        _write_png_atomic(p, arr.astype(np.uint8))
         return p
+
+    def superpixel_path(self, camera: str, image_filename: str | os.PathLike[str]) -> Path:
+        """``<root>/superpixels/<camera>/<stem of image_filename>.png``."""
+        label = self.path(camera, image_filename)
+        return self.root / "superpixels" / camera / label.name
+
+    def has_superpixels(self, camera: str, image_filename: str | os.PathLike[str]) -> bool:
+        """Whether the superpixel PNG of this image exists."""
+        return self.superpixel_path(camera, image_filename).is_file()
+
+    def write_superpixels(
+        self, camera: str, image_filename: str | os.PathLike[str], segments: np.ndarray
+    ) -> Path:
+        """Write ``(H, W)`` segment ids (0 = unassigned) atomically as a 16-bit PNG."""
+        p = self.superpixel_path(camera, image_filename)
+        arr = np.asarray(segments)
+        if arr.ndim != 2:
+            raise ValueError(f"{p}: superpixels must be a 2-D (H, W) array, got shape {arr.shape}")
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"{p}: superpixels must have an integer dtype, got {arr.dtype}")
+        if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 65535):
+            raise ValueError(
+                f"{p}: superpixel ids must be in 0..65535, got {int(arr.min())}..{int(arr.max())}"
+            )
+        _write_png_atomic(p, arr.astype(np.uint16))
+        return p
+
+    def read_superpixels(
+        self,
+        camera: str,
+        image_filename: str | os.PathLike[str],
+        expected_shape: tuple[int, int] | None = None,
+    ) -> np.ndarray:
+        """Read the ``(H, W)`` uint16 superpixel map (0 = unassigned).
+
+        Raises:
+            FileNotFoundError: no superpixel file for this image (the message names the path).
+            ValueError: not a single-channel 16-bit PNG, or the wrong ``expected_shape``.
+        """
+        from PIL import Image
+
+        p = self.superpixel_path(camera, image_filename)
+        if not p.is_file():
+            raise FileNotFoundError(
+                f"SAM superpixel file not found: {p} (made by `olivine-train make-labels "
+                "--mode refine`)"
+            )
+        try:
+            with Image.open(p) as im:
+                if im.mode not in ("I;16", "I"):
+                    raise ValueError(
+                        f"{p}: expected a single-channel 16-bit PNG (mode I;16), got mode {im.mode}"
+                    )
+                arr = np.array(im).astype(np.uint16)
+        except OSError as exc:
+            raise ValueError(f"{p}: cannot decode superpixel PNG ({exc})") from exc
+        if expected_shape is not None and arr.shape != tuple(expected_shape):
+            raise ValueError(
+                f"{p}: superpixel image has shape {arr.shape}, expected {tuple(expected_shape)} "
+                "(the size of the camera image it segments)"
+            )
+        return arr
+
+
+def pair_superpixel_ids(superpixels: np.ndarray, pair_pixels: np.ndarray) -> np.ndarray:
+    """Superpixel id of every point-pixel pair, unique across the cameras of one sample.
+
+    Args:
+        superpixels: ``(C, H, W)`` maps of the sample's cameras (``0`` = unassigned).
+        pair_pixels: ``(P, 3)`` ``[camera, row, col]``.
+
+    Returns:
+        ``(P,)`` int64: segment ``s > 0`` of camera ``c`` becomes ``offset_c + s - 1`` (cameras
+        numbered one after the other, offsets from each map's largest id), unassigned pixels ``-1``
+        (ignored by ``olivine_losses.SuperpixelInfoNCELoss``), as SLidR offsets superpixel ids per
+        image.
+    """
+    sp = np.asarray(superpixels)
+    pix = np.asarray(pair_pixels)
+    if sp.ndim != 3:
+        raise ValueError(f"superpixels: expected (C, H, W), got shape {sp.shape}")
+    if pix.ndim != 2 or pix.shape[1] != 3:
+        raise ValueError(f"pair_pixels: expected (P, 3), got shape {pix.shape}")
+    sizes = sp.reshape(sp.shape[0], -1).max(axis=1).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    cam, row, col = pix.T
+    raw = sp[cam, row, col].astype(np.int64)
+    return np.where(raw > 0, offsets[cam] + raw - 1, -1)  # type: ignore[no-any-return]
+
+
+def _write_png_atomic(path: Path, array: np.ndarray) -> None:
+    """Save a uint8 (mode L) or uint16 (mode I;16) array as PNG via a temporary file."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            Image.fromarray(array).save(fh, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["refine", "box"],
         default="refine",
         help="refine: SAM automatic masks vote the majority class of existing coarse labels "
-        "(--coarse-root); box: SAM masks from fixed boxes (--boxes-json)",
+        "(--coarse-root) and SAM superpixels are written; box: SAM masks from box prompts "
+        "(--boxes-json or --boxes-3d)",
     )
     p.add_argument("--coarse-root", default=None, help="label store with coarse labels (refine)")
     p.add_argument(
@@ -123,10 +124,31 @@ def build_parser() -> argparse.ArgumentParser:
         help='box mode: JSON list of {"box": [x0, y0, x1, y1], "class_id": k, "score": s}',
     )
     p.add_argument(
-        "--points-per-side", type=int, default=32, help="refine mode: SAM point grid (default 32)"
+        "--boxes-3d",
+        default=None,
+        help="box mode: 3D boxes projected into every image as prompts: 'annotations' (nuScenes "
+        "sample_annotation) or an mmdetection3d info JSON",
     )
-    p.add_argument("--sam-variant", default="vit_b", help="vit_b | vit_l | vit_h | tiny")
-    p.add_argument("--sam-checkpoint", default=None, help="SAM weights (None: random init)")
+    p.add_argument(
+        "--preset",
+        choices=["cpu", "gpu"],
+        default="cpu",
+        help="SAM settings: cpu (default: MobileSAM, 16x16 grid at 800 px) or gpu (32x32 grid, "
+        "full resolution); the options below override single settings",
+    )
+    p.add_argument(
+        "--sam-variant", default=None, help="vit_t (MobileSAM, default) | vit_b | vit_l | vit_h"
+    )
+    p.add_argument(
+        "--sam-checkpoint", default=None, help="SAM weights (default: packaged MobileSAM weights)"
+    )
+    p.add_argument("--image-size", type=int, default=None, help="vit_t encoder input side")
+    p.add_argument("--points-per-side", type=int, default=None, help="refine: SAM point grid")
+    p.add_argument("--max-side", type=int, default=None, help="refine: mask image longest side")
+    p.add_argument("--vote", choices=["masks", "superpixels"], default=None, help="refine vote")
+    p.add_argument(
+        "--no-superpixels", action="store_true", help="refine: do not write SAM superpixels"
+    )
     p.add_argument("--vocabulary", default="seem17", help="label vocabulary (default %(default)s)")
     p.add_argument("--shard", default="0/1", help="i/n: this process's shard (default %(default)s)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
@@ -260,11 +282,14 @@ def _cmd_make_labels(args: argparse.Namespace) -> int:
     shard = _parse_shard(args.shard)
     options = (
         "root", "version", "split", "scenes", "cameras", "out", "mode", "coarse_root",
-        "boxes_json", "sam_variant", "sam_checkpoint", "vocabulary", "device",
-        "points_per_side", "limit",
+        "boxes_json", "boxes_3d", "sam_variant", "sam_checkpoint", "vocabulary", "device",
+        "points_per_side", "image_size", "max_side", "vote", "limit", "preset",
     )  # fmt: skip
     summary = run_make_labels(
-        shard=shard, progress=not args.no_progress, **{k: getattr(args, k) for k in options}
+        shard=shard,
+        progress=not args.no_progress,
+        superpixels=False if args.no_superpixels else None,
+        **{k: getattr(args, k) for k in options},
     )
     print(f"[olivine-train] make-labels shard {shard[0]}/{shard[1]}: {summary}")
     return 0
