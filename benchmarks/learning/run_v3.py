@@ -491,7 +491,8 @@ def mde(sd_diff: float, n: int, alpha: float, power: float) -> float:
     """Minimum detectable mean paired difference (one-sided paired t, normal-t approximation)."""
     from scipy import stats
 
-    return (stats.t.ppf(1 - alpha, n - 1) + stats.t.ppf(power, n - 1)) * sd_diff / math.sqrt(n)
+    t = stats.t.ppf(1 - alpha, n - 1) + stats.t.ppf(power, n - 1)
+    return float(t) * sd_diff / math.sqrt(n)
 
 
 def range_decision(work: Path, s: Settings) -> dict[str, Any]:
@@ -520,7 +521,7 @@ def range_decision(work: Path, s: Settings) -> dict[str, Any]:
                 "range": statistics.mean(d),
                 "sd_diff": statistics.stdev(d),
                 "mde": m,
-                "ok": statistics.mean(d) >= s.range_factor * m,
+                "ok": bool(statistics.mean(d) >= s.range_factor * m),
                 "mean_run_s": statistics.mean(times),
             }
         )
