@@ -87,3 +87,74 @@ def test_slidr_superpixel_method_runs(
     (rec,) = read_jsonl(tmp_path / "slidr" / "metrics.jsonl", kind="train")
     assert set(k for k in rec if k.startswith("loss/")) == {"loss/superpixel", "loss/total"}
     assert math.isfinite(rec["loss/superpixel"]) and rec["loss/total"] == rec["loss/superpixel"]
+
+
+def test_slidr_on_sam_superpixels_from_the_label_store(
+    tiny_world: Path, tmp_path: Path, overrides_for: Any
+) -> None:
+    """``loss.superpixel_source=sam`` reads the superpixel maps make-labels writes; pairs on
+    pixels no mask covers get id -1 and are ignored.
+    """
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    from olivine_data.labels import LabelStore, pair_superpixel_ids
+    from olivine_train.config import load_config
+    from olivine_train.recipes.pretrain_model import build_pretrain_dataset
+    from olivine_train.superpixels import SamSuperpixels
+
+    store_root = tmp_path / "store"
+    shutil.copytree(tiny_world / "camseg", store_root / "camseg")
+    store = LabelStore(store_root)
+    for png in sorted((store_root / "camseg").rglob("*.png")):
+        h, w = np.array(Image.open(png)).shape
+        rows, cols = np.meshgrid(np.arange(h) // 8, np.arange(w) // 16, indexing="ij")
+        seg = (rows * (w // 16 + 1) + cols + 1).astype(np.uint16)
+        seg[: h // 3] = 0  # the top third: no SAM mask
+        store.write_superpixels(png.parent.name, png.name, seg)
+    args = overrides_for(tiny_world, tmp_path, "slidr_sam") + [
+        "loss.superpixel_source=sam",
+        f"data.label_root={store_root}",
+        "method=slidr",
+        "loss.ppnce_weight=0",
+        "loss.sup_weight=0",
+        "loss.vmf_weight=0",
+        "loss.superpixel_weight=1",
+        "optim.max_steps=2",
+    ]
+    cfg = load_config("demo", args)
+    base = build_pretrain_dataset(cfg)
+    sample = SamSuperpixels(base)[0]
+    raw = base[0]
+    maps = np.stack(
+        [
+            store.read_superpixels(cam, Path(f).name)
+            for cam, f in zip(raw.camera_names, _filenames(base, raw), strict=True)
+        ]
+    )
+    expected = pair_superpixel_ids(maps, raw.pair_pixels)
+    np.testing.assert_array_equal(sample.pair_labels, expected)
+    assert (expected == -1).any() and (expected >= 0).any()
+    assert main(["pretrain", "demo", *args]) == 0
+    recs = read_jsonl(tmp_path / "slidr_sam" / "metrics.jsonl", kind="train")
+    assert len(recs) == 2 and all(math.isfinite(r["loss/superpixel"]) for r in recs)
+
+
+def _filenames(base: Any, sample: Any) -> list[str]:
+    record = base.nusc.get("sample", sample.token)
+    return [
+        base.nusc.get("sample_data", record["data"][cam])["filename"] for cam in sample.camera_names
+    ]
+
+
+def test_sam_superpixels_exclude_class_losses() -> None:
+    from olivine_train.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="'sam' replaces the VFM class labels"):
+        load_config(
+            "slidr_nuscenes",
+            ["loss.superpixel_source=sam", "loss.sup_weight=0.5"],
+            check_paths=False,
+        )

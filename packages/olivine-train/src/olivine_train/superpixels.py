@@ -10,6 +10,12 @@ prior (the config validation says so).
 
 ``vfm_labels`` (no wrapper): a superpixel is the set of pairs of one image sharing a VFM class.
 
+``sam``: the SAM superpixels that ``olivine-train make-labels --mode refine`` writes into the label
+store (every automatic mask a segment, smaller masks over larger ones, as Seal builds them;
+``LabelStore.read_superpixels``). :class:`SamSuperpixels` replaces ``pair_labels`` by the segment
+id of the paired pixel (unique within the sample, ``-1`` for pixels no mask covers, which the
+loss ignores); like ``vfm_components`` it cannot be combined with ``L_sup`` or the vMF prior.
+
 SLIC superpixels (SLidR's original) can be computed offline, e.g. with scikit-image
 ``slic(image, n_segments=150, compactness=6)``, and stored as label maps in a separate folder.
 """
@@ -21,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ComponentSuperpixels", "label_components"]
+__all__ = ["ComponentSuperpixels", "SamSuperpixels", "label_components"]
 
 
 def label_components(label_map: np.ndarray) -> tuple[np.ndarray, int]:
@@ -44,18 +50,57 @@ def label_components(label_map: np.ndarray) -> tuple[np.ndarray, int]:
     return ids, offset
 
 
+def _check_base(base: Any, source: str) -> None:
+    for attr in ("nusc", "label_store", "cameras", "sample_tokens"):
+        if not hasattr(base, attr):
+            raise ValueError(
+                f"loss.superpixel_source={source!r} needs a nuScenes pretraining dataset "
+                f"(missing attribute {attr!r} on {type(base).__name__}); use 'vfm_labels'"
+            )
+    if base.label_store is None:
+        raise ValueError(f"loss.superpixel_source={source!r} needs a label store (data.label_root)")
+
+
+def _image_names(base: Any, sample: Any) -> list[tuple[str, str]]:
+    """``(camera, image file name)`` of each camera of a nuScenes pretraining sample."""
+    nusc = base.nusc
+    record = nusc.get("sample", sample.token)
+    out = []
+    for cam in sample.camera_names:
+        filename = nusc.get("sample_data", record["data"][cam])["filename"]
+        out.append((cam, filename.rsplit("/", 1)[-1]))
+    return out
+
+
+class SamSuperpixels:
+    """Dataset wrapper: ``pair_labels`` := SAM superpixel id of the paired pixel (``-1``: none)."""
+
+    def __init__(self, base: Any) -> None:
+        _check_base(base, "sam")
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> Any:
+        from olivine_data.labels import pair_superpixel_ids
+
+        sample = self.base[index]
+        store = self.base.label_store
+        h, w = sample.images.shape[1:3]
+        maps = [
+            store.read_superpixels(cam, name, expected_shape=(h, w))
+            for cam, name in _image_names(self.base, sample)
+        ]
+        ids = pair_superpixel_ids(np.stack(maps), sample.pair_pixels)
+        return replace(sample, pair_labels=ids.astype(np.int64))
+
+
 class ComponentSuperpixels:
     """Dataset wrapper: ``pair_labels`` := connected-component id of the paired pixel."""
 
     def __init__(self, base: Any) -> None:
-        for attr in ("nusc", "label_store", "cameras", "sample_tokens"):
-            if not hasattr(base, attr):
-                raise ValueError(
-                    "loss.superpixel_source='vfm_components' needs a nuScenes pretraining dataset "
-                    f"(missing attribute {attr!r} on {type(base).__name__}); use 'vfm_labels'"
-                )
-        if base.label_store is None:
-            raise ValueError("superpixels from VFM labels need a label store (data.label_root)")
+        _check_base(base, "vfm_components")
         self.base = base
 
     def __len__(self) -> int:
@@ -63,14 +108,11 @@ class ComponentSuperpixels:
 
     def __getitem__(self, index: int) -> Any:
         sample = self.base[index]
-        nusc, store = self.base.nusc, self.base.label_store
-        record = nusc.get("sample", sample.token)
+        store = self.base.label_store
         h, w = sample.images.shape[1:3]
         per_camera = []
         offset = 0
-        for cam in sample.camera_names:
-            filename = nusc.get("sample_data", record["data"][cam])["filename"]
-            name = filename.rsplit("/", 1)[-1]
+        for cam, name in _image_names(self.base, sample):
             ids, count = label_components(store.read(cam, name, expected_shape=(h, w)))
             per_camera.append(ids + offset)
             offset += count

@@ -115,12 +115,13 @@ def _check_loss(cfg: Config, p: _Problems) -> None:
         )
     if (
         lo.superpixel_weight > 0
-        and lo.superpixel_source == "vfm_components"
+        and lo.superpixel_source in ("vfm_components", "sam")
         and (lo.sup_weight > 0 or lo.vmf_weight > 0)
     ):
         p.append(
-            "loss.superpixel_source: 'vfm_components' replaces the VFM class labels by component "
-            "ids, so loss.sup_weight and loss.vmf_weight must be 0 (or use 'vfm_labels')"
+            f"loss.superpixel_source: {lo.superpixel_source!r} replaces the VFM class labels by "
+            "superpixel ids, so loss.sup_weight and loss.vmf_weight must be 0 (or use "
+            "'vfm_labels')"
         )
     if cfg.method == "slidr" and lo.superpixel_weight <= 0:
         p.append("loss.superpixel_weight: method 'slidr' needs a superpixel weight > 0")

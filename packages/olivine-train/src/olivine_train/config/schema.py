@@ -96,7 +96,9 @@ class LossConfig:
     # GSAM14: 0) are neither L_sup anchors/positives nor vMF classes. False = the reference, which
     # treats that id as one more class.
     ignore_unlabelled: bool = False
-    superpixel_source: Literal["vfm_components", "vfm_labels"] = "vfm_labels"
+    # vfm_labels: (image, VFM class); vfm_components: connected components of the VFM label map;
+    # sam: the SAM superpixels make-labels --mode refine writes into the label store
+    superpixel_source: Literal["vfm_components", "vfm_labels", "sam"] = "vfm_labels"
 
 
 @dataclass

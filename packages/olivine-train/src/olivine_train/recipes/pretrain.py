@@ -163,6 +163,10 @@ class Pretrainer(JobBase):
             from olivine_train.superpixels import ComponentSuperpixels
 
             base = ComponentSuperpixels(base)
+        elif lo.superpixel_weight > 0 and lo.superpixel_source == "sam":
+            from olivine_train.superpixels import SamSuperpixels
+
+            base = SamSuperpixels(base)
         self.dataset = SeededDataset(
             base, build_pretrain_transform(cfg), seed=cfg.run.seed, limit=cfg.data.max_samples
         )

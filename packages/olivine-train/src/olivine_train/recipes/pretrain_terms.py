@@ -244,8 +244,10 @@ class SuperpixelTerm(_Term):
         from olivine_losses import superpixel_chance
 
         labels = _labels(p, "loss.superpixel_weight")
-        # superpixel = (image, VFM class) or (image, connected component): see superpixels.py
+        # superpixel = (image, VFM class), (image, connected component) or (image, SAM segment):
+        # see superpixels.py; negative ids (pixels no SAM mask covers) stay negative = ignored
         seg = p.pair_pixels[:, 0] * (int(labels.max()) + 1) + labels
+        seg = torch.where(labels >= 0, seg, torch.full_like(seg, -1))
         k = p.out["k_pp"][p.pair_voxels]
         q = _image(q, "superpixel")
         return TermResult(self.loss(k, q, seg, seg), superpixel_chance(seg, seg))
