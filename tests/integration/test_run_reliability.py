@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -205,7 +206,8 @@ def _signalled_run(
 
 
 def _losses(run: Path) -> list[tuple[int, float, float]]:
-    return [(r["step"], r["loss/total"], r["lr"]) for r in read_jsonl(run / "metrics.jsonl", "train")]
+    records = read_jsonl(run / "metrics.jsonl", kind="train")
+    return [(r["step"], r["loss/total"], r["lr"]) for r in records]
 
 
 @pytest.fixture(scope="module")
@@ -340,3 +342,38 @@ def test_resume_refuses_config_drift_unless_allowed_and_records_it(
     lrs = {r["step"]: r["lr"] for r in read_jsonl(run / "metrics.jsonl", kind="train")}
     assert lrs == {1: 0.5, 2: 0.5, 4: 0.25}  # log_every=2 after the resume; the new lr is used
     assert torch.load(run / "last.pt", weights_only=True)["step"] == 4
+
+
+# ----------------------------------------------------------------------------- damaged checkpoint
+
+
+def damage_middle_of_largest_record(path: Path) -> str:
+    """Invert 16 bytes in the middle of the largest record of a torch zip file (directory and
+    headers intact, as with a bad disk block); return the record's name.
+    """
+    with zipfile.ZipFile(path) as zf:
+        info = max(zf.infolist(), key=lambda i: i.file_size)
+    data = bytearray(path.read_bytes())
+    off = info.header_offset
+    name_len = int.from_bytes(data[off + 26 : off + 28], "little")
+    extra_len = int.from_bytes(data[off + 28 : off + 30], "little")
+    middle = off + 30 + name_len + extra_len + info.file_size // 2
+    data[middle : middle + 16] = bytes(b ^ 0xFF for b in data[middle : middle + 16])
+    path.write_bytes(bytes(data))
+    return info.filename
+
+
+def test_resume_from_a_checkpoint_damaged_in_its_middle_exits_1_naming_it(
+    tiny_world: Path, tmp_path: Path, overrides_for: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [*overrides_for(tiny_world, tmp_path, "z"), "optim.max_steps=1", "run.num_threads=1"]
+    assert main(["pretrain", "demo", *args]) == 0
+    last = tmp_path / "z" / "last.pt"
+    record = damage_middle_of_largest_record(last)
+    capsys.readouterr()
+    assert main(["pretrain", "demo", *args, "run.resume=auto"]) == 1
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line == (
+        f"olivine-train: error: CheckpointError: {last}: cannot read the checkpoint: record "
+        f"{record!r} does not match its CRC-32 checksum: the file is damaged"
+    )

@@ -29,12 +29,18 @@ Label store
 ``<root>/camseg/<CAMERA>/<image stem>.png`` (the reference layout, where ``samples`` is replaced by
 ``camseg`` and ``.jpg`` by ``.png``). Reads validate every id against the store's vocabulary;
 writes are atomic (temporary file in the same folder, then ``os.replace``).
+
+The temporary file of a write is ``.<stem>.png.<pid>@<host>.tmp``: after a ``kill -9`` it says
+which process left it, so :meth:`LabelStore.remove_stale_temp_files` (called by ``make-labels``
+at start) deletes only those of processes of this host that no longer run, never the file that a
+live shard on this or another host is writing.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -210,6 +216,25 @@ def get_vocabulary(name: str | Vocabulary) -> Vocabulary:
         raise ValueError(f"unknown vocabulary {name!r}; known: {sorted(VOCABULARIES)}") from None
 
 
+#: ``.<stem>.png.<pid>@<host>.tmp``: the temporary file of :meth:`LabelStore.write`
+_TEMP_NAME = re.compile(r"^\.(?P<stem>.+)\.png\.(?P<pid>\d+)@(?P<host>[^/]+)\.tmp$")
+
+
+def _host() -> str:
+    """This host's name, reduced to characters safe in a file name."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "unknown-host"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
 class LabelStore:
     """One uint8 PNG of VFM class ids per camera image, under ``<root>/camseg/<CAMERA>/``.
 
@@ -291,7 +316,8 @@ class LabelStore:
             raise TypeError(f"{p}: labels must have an integer dtype, got {arr.dtype}")
         self.vocabulary.validate_ids(arr, str(p))
         p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=".png.tmp", dir=p.parent)
+        tmp = p.parent / f".{p.stem}.png.{os.getpid()}@{_host()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             with os.fdopen(fd, "wb") as fh:
                 Image.fromarray(arr.astype(np.uint8)).save(fh, format="PNG")
@@ -301,3 +327,29 @@ class LabelStore:
                 os.unlink(tmp)
             raise
         return p
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Delete the temporary files of :meth:`write` left under ``<root>/camseg/*/`` by
+        processes of this host that no longer run (a ``kill -9`` mid-write); return them.
+
+        Files of live processes (another shard writing now) and of other hosts (whose processes
+        cannot be checked from here) are kept, as are files not named by this version.
+        """
+        removed: list[Path] = []
+        camseg = self.root / "camseg"
+        if not camseg.is_dir():
+            return removed
+        host = _host()
+        for folder in sorted(camseg.iterdir()):
+            if not folder.is_dir():
+                continue
+            for entry in sorted(folder.iterdir()):
+                m = _TEMP_NAME.match(entry.name)
+                if m is None or m["host"] != host or _pid_alive(int(m["pid"])):
+                    continue
+                try:
+                    entry.unlink()
+                except FileNotFoundError:  # removed concurrently by another shard
+                    continue
+                removed.append(entry)
+        return removed

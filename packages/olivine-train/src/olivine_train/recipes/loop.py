@@ -189,7 +189,7 @@ def open_run(cfg: Config, recipe: str) -> Iterator[tuple[Runtime, RunLogger]]:
     4. a resume compares the config with the checkpoint's (refusing result-changing
        differences not named in ``run.allow_changes``);
     5. ``config.yaml`` is written for a new run and kept as it is on resume (accepted changes
-       go to ``config.resume-<step>.yaml``);
+       go to ``config.resume-<step>.yaml``, written by :func:`resume_if_asked`);
     6. the logger.
 
     Closes the logger, releases the lock and the process group on any exit.
@@ -203,18 +203,12 @@ def open_run(cfg: Config, recipe: str) -> Iterator[tuple[Runtime, RunLogger]]:
             stack.enter_context(RunLock(rt.run_dir))
         stack.enter_context(stop_signals())
         rt.resume_from = _resume_path(cfg)
-        step = 0
         if rt.resume_from is not None:
-            ckpt = load_checkpoint(rt.resume_from, expect_kind=recipe)
-            step = int(ckpt["step"])
-            rt.resume_changes = tuple(check_resume_config(ckpt["config"], cfg, str(rt.resume_from)))
-            del ckpt
-        if rt.is_main:
-            original = rt.run_dir / "config.yaml"
-            if rt.resume_from is None or not original.is_file():
-                save_config(cfg, original)
-            if rt.resume_changes:
-                save_config(cfg, rt.run_dir / f"config.resume-{step}.yaml")
+            stored = load_checkpoint(rt.resume_from, expect_kind=recipe)["config"]
+            rt.resume_changes = tuple(check_resume_config(stored, cfg, str(rt.resume_from)))
+        original = rt.run_dir / "config.yaml"
+        if rt.is_main and (rt.resume_from is None or not original.is_file()):
+            save_config(cfg, original)
         logger = RunLogger(rt.run_dir, enabled=rt.is_main)
         stack.callback(logger.close)
         yield rt, logger
@@ -233,6 +227,8 @@ def resume_if_asked(job: JobBase, logger: RunLogger) -> str | None:
     step = job.counters.step
     logger.resume_at(step)
     if job.rt.resume_changes:
+        if job.rt.is_main:
+            save_config(job.cfg, job.rt.run_dir / f"config.resume-{step}.yaml")
         logger.event(
             step,
             "resume_changes",
