@@ -33,7 +33,7 @@ from torch import nn
 
 from olivine_train.checkpoint import atomic_save, load_checkpoint
 from olivine_train.config import Config, check_resume_config, save_config
-from olivine_train.distributed import cleanup
+from olivine_train.distributed import barrier, cleanup
 from olivine_train.logging import RunLogger
 from olivine_train.preemption import Preempted, requested_stop, stop_signals
 from olivine_train.recipes.common import (
@@ -253,6 +253,7 @@ def _stop_if_asked(job: LoopJob, logger: RunLogger) -> None:
     path = job.rt.run_dir / "last.pt"
     logger.event(job.counters.step, "preempted", {"signal": name, "checkpoint": str(path)})
     logger.flush()
+    barrier()  # no rank leaves (and makes torchrun stop the others) before last.pt is written
     raise Preempted(name, job.counters.step, path)
 
 
