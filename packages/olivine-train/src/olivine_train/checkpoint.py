@@ -223,7 +223,7 @@ def zip_damage(path: str | Path) -> str | None:
     return None
 
 
-def _read(path: Path, what: str) -> Any:
+def _read(path: Path, what: str, mmap: bool = False) -> Any:
     """``torch.load(weights_only=True)`` of ``path`` after checking its zip checksums
     (:func:`zip_damage`); a :class:`CheckpointError` naming ``what`` and the file when it is
     missing, damaged or unreadable.
@@ -234,7 +234,8 @@ def _read(path: Path, what: str) -> Any:
     if damage is not None:
         raise CheckpointError(f"{path}: cannot read the {what}: {damage}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        mmap = mmap and zipfile.is_zipfile(path)  # the legacy format cannot be mapped
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot read the {what} ({exc})") from exc
 
@@ -244,10 +245,13 @@ def load_checkpoint(
     *,
     expect_kind: str | None = None,
     expect_model: str | None = None,
+    mmap: bool = False,
 ) -> dict[str, Any]:
-    """Load a training checkpoint (``weights_only=True``) and check its kind and model name."""
+    """Load a training checkpoint (``weights_only=True``) and check its kind and model name;
+    ``mmap`` maps the tensors instead of reading them (for a look at the stored config).
+    """
     path = Path(path)
-    ckpt = _read(path, "checkpoint")
+    ckpt = _read(path, "checkpoint", mmap=mmap)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         fmt = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(

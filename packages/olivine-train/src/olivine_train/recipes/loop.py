@@ -204,7 +204,8 @@ def open_run(cfg: Config, recipe: str) -> Iterator[tuple[Runtime, RunLogger]]:
         stack.enter_context(stop_signals())
         rt.resume_from = _resume_path(cfg)
         if rt.resume_from is not None:
-            stored = load_checkpoint(rt.resume_from, expect_kind=recipe)["config"]
+            # mmap: the tensors are not read, only the stored config is needed here
+            stored = load_checkpoint(rt.resume_from, expect_kind=recipe, mmap=True)["config"]
             rt.resume_changes = tuple(check_resume_config(stored, cfg, str(rt.resume_from)))
         original = rt.run_dir / "config.yaml"
         if rt.is_main and (rt.resume_from is None or not original.is_file()):
