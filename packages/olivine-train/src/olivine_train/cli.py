@@ -79,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         "pretrain a LiDAR backbone by distilling a frozen image encoder",
         "Pretrain a sparse 3D backbone against a frozen 2D teacher. Writes "
         "<run.out_dir>/<run.name>/{config.yaml,metrics.jsonl,health.json,tb/,last.pt,backbone.pt}"
-        ". Resume with run.resume=auto (or a path to last.pt).",
+        ". Resume with run.resume=auto (or a path to last.pt); a resume refuses config changes "
+        "that alter the result unless named in run.allow_changes=[...]. SIGTERM/SIGINT/SIGUSR1 "
+        "stop after the current step with last.pt written (exit 7).",
         "shipped config name (e.g. olivine_nuscenes) or YAML path",
     )
     _config_command(
