@@ -285,6 +285,65 @@ def test_sigterm_at_an_epoch_end_of_finetuning_then_resume_is_exact(
     assert got == want
 
 
+# after step 1 (mid-epoch: the data-loader workers are alive and prefetching) the run says so in
+# a marker file and waits until a stop signal arrives; the test then signals the whole group
+_WAIT_AFTER_STEP_1 = """
+import sys, time
+import olivine_train.recipes.pretrain as recipe
+from olivine_train import cli
+from olivine_train.preemption import requested_stop
+
+real = recipe.run_pretrain
+marker = sys.argv[1]
+
+def wait_for_a_signal(step, scalars):
+    if step == 1:
+        open(marker, "w").close()
+        deadline = time.monotonic() + 120
+        while requested_stop() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+recipe.run_pretrain = lambda cfg, callbacks=None: real(cfg, callbacks=[wait_for_a_signal])
+sys.exit(cli.main(sys.argv[2:]))
+"""
+
+
+def test_sigterm_to_the_whole_process_group_with_data_loader_workers_stops_cleanly(
+    tiny_world: Path, tmp_path: Path, overrides_for: Any
+) -> None:
+    """Schedulers signal every process of the job, the data-loader workers too. torch's workers
+    die on a SIGTERM that their parent did not send, which failed the run (exit 5).
+    """
+    args = [
+        *overrides_for(tiny_world, tmp_path, "w"),
+        "data.batch_size=1",  # 4 steps per epoch
+        "data.num_workers=2",
+        "optim.max_steps=3",
+        "run.num_threads=1",
+    ]
+    marker = tmp_path / "after-step-1"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WAIT_AFTER_STEP_1, str(marker), "pretrain", "demo", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        start_new_session=True,  # its own process group, as a job step
+    )
+    try:
+        _wait_for(marker.exists, proc, "step 1")
+        os.killpg(proc.pid, signal.SIGTERM)  # from outside: the run and its workers
+        _, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 7, err
+    (line,) = _error_lines(err)
+    run = tmp_path / "w"
+    assert line.startswith(f"olivine-train: error: preempted by SIGTERM after step 1: {run}")
+    assert torch.load(run / "last.pt", weights_only=True)["step"] == 1
+
+
 # ----------------------------------------------------------------------------- config drift
 
 

@@ -10,6 +10,11 @@ signals only *records* the request; the training loop finishes the step it is in
 continues exactly where the run stopped. A second signal of the same kind stops at once (SIGINT:
 ``KeyboardInterrupt``; SIGTERM/SIGUSR1: the default action), without a new checkpoint.
 
+Schedulers signal every process of a job, data-loader workers included; torch's workers die on a
+SIGTERM that their parent did not send, which failed the step in progress. The training data
+loaders therefore start their workers with :func:`worker_ignores_stop_signals`: the main process
+decides when to stop and shuts its workers down itself.
+
 Under ``torchrun`` every rank checks the request after each step with one all-reduce (MAX), so all
 ranks stop after the same step even if only one of them was signalled.
 """
@@ -27,7 +32,13 @@ from typing import Any
 
 import torch
 
-__all__ = ["STOP_SIGNALS", "Preempted", "requested_stop", "stop_signals"]
+__all__ = [
+    "STOP_SIGNALS",
+    "Preempted",
+    "requested_stop",
+    "stop_signals",
+    "worker_ignores_stop_signals",
+]
 
 #: the signals that ask a run to stop after the current step
 STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
@@ -105,3 +116,11 @@ def requested_stop(distributed: bool = False, device: torch.device | None = None
     dist.all_reduce(code, op=dist.ReduceOp.MAX)
     value = int(code.item())
     return STOP_SIGNALS[value - 1].name if value else None
+
+
+def worker_ignores_stop_signals(worker_id: int) -> None:
+    """``worker_init_fn`` of the training data loaders: a worker ignores the stop signals (its
+    main process finishes the step, writes ``last.pt`` and shuts the workers down).
+    """
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)

@@ -29,6 +29,7 @@ from olivine_train.config import Config
 from olivine_train.distributed import broadcast_buffers
 from olivine_train.health import HealthMonitor, HealthSummary, format_summary, write_summary
 from olivine_train.logging import RunLogger
+from olivine_train.preemption import worker_ignores_stop_signals
 from olivine_train.recipes.common import (
     Runtime,
     SeededDataset,
@@ -312,6 +313,7 @@ class Pretrainer(JobBase):
             collate_fn=self.collator.pretrain,
             num_workers=self.cfg.data.num_workers,
             drop_last=False,
+            worker_init_fn=worker_ignores_stop_signals,
         )
 
     def end_epoch(self, epoch_done: bool, finished: bool) -> None:
