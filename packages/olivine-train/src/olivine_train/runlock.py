@@ -12,11 +12,15 @@ A second run into a locked folder raises :class:`RunFolderLockedError` (one line
 and the holder; the CLI exits with code 6). Under ``torchrun`` rank 0 holds the lock.
 
 ``flock`` is reliable on local file systems; on network file systems that do not forward it (some
-NFS set-ups) two hosts may both get it, and the holder line is then the only witness.
+NFS set-ups) two hosts may both get it, and the holder line is then the only witness. Where the
+file system refuses ``flock`` altogether (``ENOLCK``, ``EOPNOTSUPP``, ``ENOSYS``), the run goes on
+without the guarantee and says so on stderr.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import os
 import socket
@@ -29,6 +33,9 @@ __all__ = ["LOCK_NAME", "LockHolder", "RunFolderLockedError", "RunLock"]
 
 #: name of the lock file inside a run folder
 LOCK_NAME = ".olivine-run.lock"
+
+#: ``flock`` errors of a file system without locks (the run goes on, with a warning)
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
 
 
 class RunFolderLockedError(RuntimeError):
@@ -101,6 +108,15 @@ class RunLock:
                 f"{self.run_dir}: the run folder is in use by another run ({who}; lock file "
                 f"{self.path}); wait for it to finish or choose another run.name / run.out_dir"
             ) from None
+        except OSError as exc:
+            if exc.errno not in _NO_LOCKS:
+                os.close(fd)
+                raise
+            print(
+                f"[olivine-train] WARNING: {self.path}: the file system does not support file "
+                f"locks ({exc.strerror}); running without the one-run-per-folder guarantee",
+                file=sys.stderr,
+            )
         except BaseException:
             os.close(fd)
             raise
@@ -127,7 +143,8 @@ class RunLock:
         try:
             os.ftruncate(fd, 0)
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            with contextlib.suppress(OSError):  # not locked where the file system has no locks
+                fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
     def __enter__(self) -> RunLock:
