@@ -121,12 +121,18 @@ def test_resume_with_other_model_is_a_clear_error(
     pretrain_run: Path, tiny_world: Path, overrides_for: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = overrides_for(tiny_world, pretrain_run.parent, "p") + [
+        "optim.max_steps=3",
         "model.point_encoder=minkunet14",
         f"run.resume={pretrain_run / 'last.pt'}",
     ]
-    assert main(["pretrain", "demo", *args]) == 1
+    # a changed model is config drift (exit 2); allowed, the checkpoint still does not fit (1)
+    assert main(["pretrain", "demo", *args]) == 2
+    err = capsys.readouterr().err
+    assert "model.point_encoder: 'minkunet_tiny' (stored) -> 'minkunet14' (now)" in err
+    assert main(["pretrain", "demo", *args, "run.allow_changes=[model.point_encoder]"]) == 1
     err = capsys.readouterr().err
     assert "'minkunet_tiny', but the config asks for 'minkunet14'" in err
+    assert not list(pretrain_run.glob("config.resume-*.yaml"))  # the failed resume left none
 
 
 def test_validate_config_reports_everything(capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from olivine_train.checkpoint import (
     load_strict,
     restore_rng,
     save_backbone,
+    zip_damage,
 )
 
 
@@ -108,3 +110,41 @@ def test_backbone_export_and_training_checkpoint_prefix(tmp_path: Path) -> None:
     )
     state, name = load_backbone_state(tmp_path / "last.pt")
     assert list(state) == ["weight"] and torch.equal(state["weight"], net.weight.detach())
+
+
+def damage_middle_of_largest_record(path: Path) -> str:
+    """Invert 16 bytes in the middle of the largest record of a torch zip file (its directory
+    and headers stay intact, as with a bad disk block); return the record's name.
+    """
+    with zipfile.ZipFile(path) as zf:
+        info = max(zf.infolist(), key=lambda i: i.file_size)
+    data = bytearray(path.read_bytes())
+    off = info.header_offset
+    name_len = int.from_bytes(data[off + 26 : off + 28], "little")
+    extra_len = int.from_bytes(data[off + 28 : off + 30], "little")
+    middle = off + 30 + name_len + extra_len + info.file_size // 2
+    data[middle : middle + 16] = bytes(b ^ 0xFF for b in data[middle : middle + 16])
+    path.write_bytes(bytes(data))
+    return info.filename
+
+
+def test_checkpoint_damaged_in_its_middle_is_refused_naming_the_file(tmp_path: Path) -> None:
+    """Issue 23, item 7: ``torch.load`` does not check the zip records' CRC-32, so a checkpoint
+    damaged in its middle loaded with wrong values; now every load checks them.
+    """
+    path = tmp_path / "last.pt"
+    weights = torch.arange(50_000, dtype=torch.float32)
+    atomic_save({"format": CHECKPOINT_FORMAT, "kind": "pretrain", "model": {"w": weights}}, path)
+    assert zip_damage(path) is None
+    assert torch.equal(load_checkpoint(path)["model"]["w"], weights)
+    record = damage_middle_of_largest_record(path)
+    bad = torch.load(path, weights_only=True)["model"]["w"]  # torch alone does not notice
+    assert not torch.equal(bad, weights)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert str(info.value) == (
+        f"{path}: cannot read the checkpoint: record {record!r} does not match its CRC-32 "
+        "checksum: the file is damaged"
+    )
+    with pytest.raises(CheckpointError, match=f"^{path}: cannot read the pretrained weights"):
+        load_backbone_state(path)

@@ -94,3 +94,36 @@ def test_non_finite_loss_names_last_pt_only_if_it_exists(tmp_path: Path) -> None
     (tmp_path / "last.pt").write_bytes(b"x")
     with pytest.raises(NonFiniteLossError, match=r"the last good checkpoint is .*last\.pt"):
         check_finite(7, parts, tmp_path)
+
+
+# ----------------------------------------------------------------------------- issue 23, item 4
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("data.image_size=[0,256]", "data.image_size[0]: must be > 0, got 0"),
+        ("data.image_size=[224,-8]", "data.image_size[1]: must be > 0, got -8"),
+        ("demo.image_size=[0,112]", "demo.image_size[0]: must be > 0, got 0"),
+        ("model.image_input_size=[0,0]", "model.image_input_size[0]: must be > 0, got 0"),
+    ],
+)
+def test_validate_config_rejects_non_positive_image_sizes(
+    override: str, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from olivine_train.cli import main
+
+    assert main(["validate-config", "demo", override, "--no-check-paths"]) == 2
+    err = capsys.readouterr().err
+    assert expected in err, err
+    assert "OK" not in err
+
+
+def test_allow_changes_names_known_fields_only() -> None:
+    load_config("demo", ["run.allow_changes=[optim.lr, loss]"], check_paths=False)
+    with pytest.raises(ConfigError) as info:
+        load_config("demo", ["run.allow_changes=[optim.lrr]"], check_paths=False)
+    assert (
+        "run.allow_changes[0]: unknown config field 'optim.lrr'; did you mean 'optim.lr'?"
+        in str(info.value)
+    )

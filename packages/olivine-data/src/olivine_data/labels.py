@@ -34,12 +34,18 @@ The same store keeps SAM superpixels next to the labels, one single-channel 16-b
 at ``<root>/superpixels/<CAMERA>/<image stem>.png``: segment ids ``1..N`` and ``0`` for pixels no
 segment covers (Seal's construction from SAM's automatic masks; see
 ``olivine_models.vfm.mask_superpixels``).
+
+The temporary file of a write is ``.<stem>.png.<pid>@<host>.tmp``: after a ``kill -9`` it says
+which process left it, so :meth:`LabelStore.remove_stale_temp_files` (called by ``make-labels``
+at start) deletes only those of processes of this host that no longer run, never the file that a
+live shard on this or another host is writing.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -216,6 +222,25 @@ def get_vocabulary(name: str | Vocabulary) -> Vocabulary:
         raise ValueError(f"unknown vocabulary {name!r}; known: {sorted(VOCABULARIES)}") from None
 
 
+#: ``.<stem>.png.<pid>@<host>.tmp``: the temporary file of :meth:`LabelStore.write`
+_TEMP_NAME = re.compile(r"^\.(?P<stem>.+)\.png\.(?P<pid>\d+)@(?P<host>[^/]+)\.tmp$")
+
+
+def _host() -> str:
+    """This host's name, reduced to characters safe in a file name."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "unknown-host"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
 class LabelStore:
     """One uint8 PNG of VFM class ids per camera image, under ``<root>/camseg/<CAMERA>/``.
 
@@ -296,6 +321,36 @@ class LabelStore:
         self.vocabulary.validate_ids(arr, str(p))
         _write_png_atomic(p, arr.astype(np.uint8))
         return p
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Delete the temporary files of :meth:`write` and :meth:`write_superpixels` left under
+        ``<root>/camseg/*/`` and ``<root>/superpixels/*/`` by processes of this host that no
+        longer run (a ``kill -9`` mid-write); return them.
+
+        Files of live processes (another shard writing now) and of other hosts (whose processes
+        cannot be checked from here) are kept, as are files not named by this version.
+        """
+        removed: list[Path] = []
+        host = _host()
+        folders = [
+            folder
+            for top in (self.root / "camseg", self.root / "superpixels")
+            if top.is_dir()
+            for folder in sorted(top.iterdir())
+        ]
+        for folder in folders:
+            if not folder.is_dir():
+                continue
+            for entry in sorted(folder.iterdir()):
+                m = _TEMP_NAME.match(entry.name)
+                if m is None or m["host"] != host or _pid_alive(int(m["pid"])):
+                    continue
+                try:
+                    entry.unlink()
+                except FileNotFoundError:  # removed concurrently by another shard
+                    continue
+                removed.append(entry)
+        return removed
 
     def superpixel_path(self, camera: str, image_filename: str | os.PathLike[str]) -> Path:
         """``<root>/superpixels/<camera>/<stem of image_filename>.png``."""
@@ -391,7 +446,10 @@ def _write_png_atomic(path: Path, array: np.ndarray) -> None:
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
+    # named by its writer, so that LabelStore.remove_stale_temp_files can tell a dead writer's
+    # file from a live one's after a kill -9
+    tmp = path.parent / f".{path.stem}.png.{os.getpid()}@{_host()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         with os.fdopen(fd, "wb") as fh:
             Image.fromarray(array).save(fh, format="PNG")

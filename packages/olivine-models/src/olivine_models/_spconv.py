@@ -7,6 +7,7 @@ backbone so that ``import olivine_models`` stays light.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from types import ModuleType
 from typing import Any
@@ -19,6 +20,28 @@ _SPCONV_HINT = (
 )
 
 
+class _FxTracingNotice(logging.Filter):
+    """Drops torch's ``is_fx_tracing will return true for both fx.symbolic_trace and
+    torch.export ...`` notice, and nothing else.
+
+    spconv gives ``SparseConvTensor`` torch.fx's ``ProxyableClassMeta`` metaclass, whose
+    ``__call__`` asks the deprecated ``torch.fx._symbolic_trace.is_fx_tracing()`` on every
+    construction; that function logs the notice (a ``logging`` warning, not a
+    ``warnings.warn``, so warning filters cannot catch it) the first time, i.e. at the first
+    step of every run. It is advice to spconv's authors and says nothing to our users.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("is_fx_tracing will return true")
+
+
+def _silence_fx_tracing_notice() -> None:
+    """Install :class:`_FxTracingNotice` on the logger that emits it (once)."""
+    logger = logging.getLogger("torch.fx._symbolic_trace")
+    if not any(isinstance(f, _FxTracingNotice) for f in logger.filters):
+        logger.addFilter(_FxTracingNotice())
+
+
 def require_spconv() -> ModuleType:
     """Return the ``spconv.pytorch`` module or raise an ImportError with install instructions."""
     try:
@@ -28,6 +51,7 @@ def require_spconv() -> ModuleType:
             import spconv.pytorch as spconv_pytorch
     except ImportError as exc:  # pragma: no cover - depends on the platform
         raise ImportError(f"{_SPCONV_HINT} (import error: {exc})") from exc
+    _silence_fx_tracing_notice()  # spconv's SparseConvTensor triggers it (see the filter)
     return spconv_pytorch
 
 

@@ -21,6 +21,10 @@ Every failure is one ``olivine-train: error: ...`` line on stderr (no traceback)
     3  a loss became NaN/inf (training stopped; the message says which checkpoint survives)
     4  the file system refused a write or read: permission denied, read-only folder, disk full
     5  an unexpected error (a bug: set OLIVINE_TRACEBACK=1 to see the traceback)
+    6  the run folder is in use by another run (the message names the holder: pid, host)
+    7  preempted: SIGTERM, SIGINT or SIGUSR1 stopped the run after a step; last.pt holds that
+       step; continue with run.resume=auto
+  130  a second SIGINT (Ctrl-C) stopped the run at once, without writing a checkpoint
 
 docs/failure-modes.md lists the known failures, their messages and what survives them.
 """
@@ -35,7 +39,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from olivine_train.config import ConfigError, list_configs, load_config
+from olivine_train.preemption import Preempted
 from olivine_train.recipes.common import NonFiniteLossError
+from olivine_train.runlock import RunFolderLockedError
 
 __all__ = ["build_parser", "main"]
 
@@ -73,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         "pretrain a LiDAR backbone by distilling a frozen image encoder",
         "Pretrain a sparse 3D backbone against a frozen 2D teacher. Writes "
         "<run.out_dir>/<run.name>/{config.yaml,metrics.jsonl,health.json,tb/,last.pt,backbone.pt}"
-        ". Resume with run.resume=auto (or a path to last.pt).",
+        ". Resume with run.resume=auto (or a path to last.pt); a resume refuses config changes "
+        "that alter the result unless named in run.allow_changes=[...]. SIGTERM/SIGINT/SIGUSR1 "
+        "stop after the current step with last.pt written (exit 7).",
         "shipped config name (e.g. olivine_nuscenes) or YAML path",
     )
     _config_command(
@@ -336,6 +344,10 @@ def _failure(exc: BaseException) -> tuple[int, str]:
         return 2, str(exc)
     if isinstance(exc, NonFiniteLossError):
         return 3, str(exc)
+    if isinstance(exc, RunFolderLockedError):
+        return 6, str(exc)
+    if isinstance(exc, Preempted):
+        return 7, str(exc)
     if isinstance(exc, (ValueError, FileNotFoundError, KeyError)):
         return 1, f"{type(exc).__name__}: {exc}"
     if isinstance(exc, OSError):  # permission denied, read-only folder, disk full
@@ -354,6 +366,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return handler(args)
+    except KeyboardInterrupt:  # the second Ctrl-C (the first stops after the step, exit 7)
+        _print_err("interrupted twice: stopped at once without writing a checkpoint")
+        return 130
     except Exception as exc:  # one line, not a traceback; OLIVINE_TRACEBACK=1 shows bugs
         code, line = _failure(exc)
         if code == 5 and os.environ.get("OLIVINE_TRACEBACK"):

@@ -14,13 +14,21 @@ with :func:`load_config` unchanged.
 
 Modules: :mod:`.schema` (the dataclasses; every paper constant a named default), :mod:`.files`
 (YAML, ``extends:``, overrides, saving), :mod:`.coerce` (dict -> dataclasses, type checks,
-did-you-mean) and :mod:`.checks` (value checks per section, :func:`validate`).
+did-you-mean), :mod:`.checks` (value checks per section, :func:`validate`) and :mod:`.drift`
+(what a resume may change: :func:`check_resume_config`).
 """
 
 from __future__ import annotations
 
 from olivine_train.config.checks import DATASET_CAMERAS, validate
 from olivine_train.config.coerce import config_to_dict, did_you_mean
+from olivine_train.config.drift import (
+    NEUTRAL_FIELDS,
+    ConfigChange,
+    ResumeConfigError,
+    check_resume_config,
+    config_changes,
+)
 from olivine_train.config.files import (
     list_configs,
     load_config,
@@ -44,8 +52,10 @@ from olivine_train.config.schema import (
 
 __all__ = [
     "DATASET_CAMERAS",
+    "NEUTRAL_FIELDS",
     "NUSCENES_CAMERAS",
     "Config",
+    "ConfigChange",
     "ConfigError",
     "DataConfig",
     "DemoConfig",
@@ -54,7 +64,10 @@ __all__ = [
     "LossConfig",
     "ModelConfig",
     "OptimConfig",
+    "ResumeConfigError",
     "RunConfig",
+    "check_resume_config",
+    "config_changes",
     "config_to_dict",
     "did_you_mean",
     "list_configs",

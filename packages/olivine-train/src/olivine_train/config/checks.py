@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from olivine_train.config.coerce import build, did_you_mean
+from olivine_train.config.drift import config_field_names
 from olivine_train.config.schema import NUSCENES_CAMERAS, Config, ConfigError
 
 __all__ = ["DATASET_CAMERAS", "validate"]
@@ -61,8 +62,7 @@ def _check_data(cfg: Config, p: _Problems) -> None:
     p.positive("data.skip", d.skip)
     p.positive("data.batch_size", d.batch_size)
     p.positive("data.num_workers", d.num_workers, strict=False)
-    if isinstance(d.image_size, list) and len(d.image_size) != 2:
-        p.append(f"data.image_size: expected [height, width], got {d.image_size!r}")
+    p.pair("data.image_size", d.image_size)
     if isinstance(d.voxel_size, list):
         if len(d.voxel_size) != 3:
             p.append(f"data.voxel_size: expected 3 values, got {d.voxel_size!r}")
@@ -127,6 +127,18 @@ def _check_loss(cfg: Config, p: _Problems) -> None:
         p.append("loss.superpixel_weight: method 'slidr' needs a superpixel weight > 0")
 
 
+def _check_demo(cfg: Config, p: _Problems) -> None:
+    d = cfg.demo
+    if isinstance(d.image_size, list):
+        if len(d.image_size) != 2:
+            p.append(f"demo.image_size: expected [width, height], got {d.image_size!r}")
+        for i, v in enumerate(d.image_size):
+            p.positive(f"demo.image_size[{i}]", v)
+    p.positive("demo.scenes", d.scenes)
+    p.positive("demo.samples_per_scene", d.samples_per_scene)
+    p.positive("demo.lidar_azimuth_steps", d.lidar_azimuth_steps)
+
+
 def _check_health(cfg: Config, p: _Problems) -> None:
     h = cfg.health
     p.positive_if_set("health", h, ("every",))
@@ -170,6 +182,14 @@ def _check_run(cfg: Config, p: _Problems) -> None:
         p.append(f"run.device: expected auto, cpu, cuda or cuda:N, got {r.device!r}")
     if isinstance(r.name, str) and (not r.name or "/" in r.name):
         p.append(f"run.name: must be a non-empty folder name without '/', got {r.name!r}")
+    if isinstance(r.allow_changes, list):
+        known = config_field_names()
+        for i, name in enumerate(r.allow_changes):
+            if isinstance(name, str) and name not in known:
+                p.append(
+                    f"run.allow_changes[{i}]: unknown config field {name!r}"
+                    f"{did_you_mean(name, known)} (a dotted field such as optim.lr, or a section)"
+                )
 
 
 def _check_paths(cfg: Config, p: _Problems) -> None:
@@ -214,6 +234,11 @@ def _torch_file_problem(path: Path) -> str | None:
             return f"is a truncated or corrupt PyTorch (zip) checkpoint ({exc})"
         if not any(n.endswith("data.pkl") for n in names):
             return "is a zip archive but not a PyTorch checkpoint (no data.pkl inside)"
+        from olivine_train.checkpoint import zip_damage
+
+        damage = zip_damage(path)
+        if damage is not None:
+            return f"is a damaged PyTorch (zip) checkpoint: {damage}"
         return None
     if head[0] == 0x80:  # a pickle (the legacy torch.save format)
         return None
@@ -244,6 +269,7 @@ _SECTIONS = (
     _check_optim,
     _check_downstream,
     _check_run,
+    _check_demo,
 )
 
 

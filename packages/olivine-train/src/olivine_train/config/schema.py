@@ -148,6 +148,9 @@ class RunConfig:
     image_log_every: int = 500
     checkpoint_every: int = 0  # steps; 0 = only at epoch ends
     resume: str | None = None  # path to last.pt or "auto" (= <run dir>/last.pt if present)
+    # fields (optim.lr) or sections (optim) a resume may change; any other change of a field
+    # that changes the result is refused (see olivine_train.config.drift)
+    allow_changes: list[str] = field(default_factory=list)
     progress: bool = True
     deterministic: bool = False
     num_threads: int | None = None  # torch intra-op threads (None = torch default)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from olivine_train.checkpoint import CHECKPOINT_FORMAT, load_strict
-from olivine_train.config import Config, OptimConfig, config_to_dict, save_config
+from olivine_train.config import Config, ConfigChange, OptimConfig, config_to_dict
 from olivine_train.distributed import DistInfo, ResumableSampler, resolve_dtype, setup
 
 __all__ = [
@@ -54,6 +54,10 @@ class Runtime:
     device: torch.device
     amp_dtype: torch.dtype | None
     run_dir: Path
+    #: the checkpoint this run resumes from (``run.resume`` resolved by ``loop.open_run``)
+    resume_from: Path | None = None
+    #: the result-changing config changes the resume was allowed (``run.allow_changes``)
+    resume_changes: tuple[ConfigChange, ...] = ()
 
     @property
     def is_main(self) -> bool:
@@ -79,7 +83,9 @@ def seed_everything(seed: int) -> None:
 
 
 def make_runtime(cfg: Config) -> Runtime:
-    """Process group (under torchrun), device, dtype, seeds; rank 0 writes ``config.yaml``."""
+    """Process group (under torchrun), device, dtype, seeds; rank 0 creates the run folder
+    (``loop.open_run`` locks it and writes ``config.yaml``).
+    """
     if cfg.run.num_threads is not None:
         torch.set_num_threads(cfg.run.num_threads)
     info = setup(cfg.run.device)
@@ -90,7 +96,6 @@ def make_runtime(cfg: Config) -> Runtime:
     run_dir = cfg.run_dir
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
     return Runtime(dist=info, device=info.device, amp_dtype=amp, run_dir=run_dir)
 
 
@@ -264,13 +269,40 @@ def restore_training_state(ckpt: dict[str, Any], path: str, job: Any) -> None:
     The caller restores what is recipe-specific (vMF prior, RNG, best metric).
     """
     load_strict(job.net, ckpt["model"], f"{path}: model")
+    configured = [{k: v for k, v in g.items() if k != "params"} for g in job.optimizer.param_groups]
     job.optimizer.load_state_dict(ckpt["optimizer"])
     job.scheduler.load_state_dict(ckpt["scheduler"])
+    _keep_configured_hyperparameters(job.optimizer, job.scheduler, configured)
     if ckpt.get("scaler") is not None:
         job.scaler.load_state_dict(ckpt["scaler"])
     job.counters.step = int(ckpt["step"])
     job.counters.epoch = int(ckpt["epoch"])
     job.counters.step_in_epoch = int(ckpt["step_in_epoch"])
+
+
+def _keep_configured_hyperparameters(
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    configured: list[dict[str, Any]],
+) -> None:
+    """Put the config's optimiser hyperparameters back after a checkpoint's state was loaded.
+
+    ``Optimizer.load_state_dict`` restores the *stored* lr, momentum, dampening and weight decay,
+    and the scheduler its stored base lrs, so a resume that was allowed to change ``optim.*``
+    (``run.allow_changes``) would silently keep the old values. When the config's values equal
+    the stored ones (every plain resume) nothing changes, bit for bit.
+    """
+    lambdas = getattr(scheduler, "lr_lambdas", None)
+    for i, (group, conf) in enumerate(zip(optimizer.param_groups, configured)):
+        for key in ("momentum", "dampening", "weight_decay", "initial_lr"):
+            if key in conf and group.get(key) != conf[key]:
+                group[key] = conf[key]
+        if "initial_lr" in group and lambdas is not None:
+            scheduler.base_lrs[i] = group["initial_lr"]
+            lr = group["initial_lr"] * lambdas[i](scheduler.last_epoch)
+            if group["lr"] != lr:  # a new base lr or a new run length (cosine over max_steps)
+                group["lr"] = lr
+    scheduler._last_lr = [float(g["lr"]) for g in optimizer.param_groups]  # type: ignore[attr-defined]
 
 
 def nuscenes_scenes(cfg: Config, split: str) -> tuple[list[str] | None, str | None]:

@@ -30,6 +30,7 @@ from olivine_train.config import Config, validate
 from olivine_train.distributed import cleanup, resolve_dtype, setup
 from olivine_train.logging import RunLogger
 from olivine_train.metrics import ConfusionMatrix, SegmentationScores, cross_entropy_lovasz
+from olivine_train.preemption import worker_ignores_stop_signals
 from olivine_train.recipes.common import (
     Runtime,
     SeededDataset,
@@ -209,6 +210,7 @@ class Downstream(JobBase):
             sampler=self.sampler,
             collate_fn=self.collator.seg,
             num_workers=self.cfg.data.num_workers,
+            worker_init_fn=worker_ignores_stop_signals,
         )
 
     def val_loader(self) -> Any:
@@ -224,6 +226,7 @@ class Downstream(JobBase):
             shuffle=False,
             collate_fn=self.collator.seg,
             num_workers=self.cfg.data.num_workers,
+            worker_init_fn=worker_ignores_stop_signals,
         )
 
     # ------------------------------------------------------------------ step and evaluation

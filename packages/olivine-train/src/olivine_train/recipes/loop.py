@@ -11,8 +11,11 @@ around it, the same for pretraining and downstream training:
   ``epoch`` and whatever the job adds, logged every ``run.log_every`` steps and at step 1;
 * ``last.pt`` every ``run.checkpoint_every`` steps and at every epoch end, the progress bar and
   the step callbacks;
-* around the loop: :func:`open_run` (runtime, logger, clean-up) and :func:`resume_if_asked`
-  (``run.resume``, dropping the log records after the checkpoint).
+* a stop signal (SIGTERM, SIGINT, SIGUSR1; :mod:`olivine_train.preemption`): after the step in
+  progress, ``last.pt``, a ``preempted`` record and :class:`~olivine_train.preemption.Preempted`;
+* around the loop: :func:`open_run` (runtime, the run folder's lock, the stop signals, the
+  resume's config check, ``config.yaml``, logger, clean-up) and :func:`resume_if_asked`
+  (``run.resume``, dropping the log records after the checkpoint, recording accepted changes).
 """
 
 from __future__ import annotations
@@ -22,15 +25,17 @@ import contextlib
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from olivine_train.checkpoint import atomic_save
-from olivine_train.config import Config
-from olivine_train.distributed import cleanup
+from olivine_train.checkpoint import atomic_save, load_checkpoint
+from olivine_train.config import Config, check_resume_config, save_config
+from olivine_train.distributed import barrier, cleanup
 from olivine_train.logging import RunLogger
+from olivine_train.preemption import Preempted, requested_stop, stop_signals
 from olivine_train.recipes.common import (
     Runtime,
     StepCallback,
@@ -41,6 +46,7 @@ from olivine_train.recipes.common import (
     restore_training_state,
     training_state,
 )
+from olivine_train.runlock import RunLock
 
 __all__ = [
     "Counters",
@@ -160,32 +166,96 @@ class JobBase(abc.ABC):
         return {}
 
 
+def _resume_path(cfg: Config) -> Path | None:
+    """``run.resume`` resolved: ``auto`` is ``<run dir>/last.pt`` when it exists, else None."""
+    resume = cfg.run.resume
+    if resume == "auto":
+        last = cfg.run_dir / "last.pt"
+        return last if last.is_file() else None
+    return Path(resume) if resume is not None else None
+
+
 @contextlib.contextmanager
 def open_run(cfg: Config, recipe: str) -> Iterator[tuple[Runtime, RunLogger]]:
-    """The runtime and logger of a run of ``recipe``; closes the logger and the process group."""
+    """The runtime and logger of a run of ``recipe``.
+
+    In this order:
+
+    1. the runtime (process group, device, seeds, the run folder);
+    2. rank 0 takes the run folder's exclusive lock (:class:`~olivine_train.runlock.RunLock`;
+       a second run into the folder fails, exit code 6), held until the block ends;
+    3. SIGTERM / SIGINT / SIGUSR1 are recorded instead of killing the process
+       (:func:`~olivine_train.preemption.stop_signals`; :func:`run_loop` acts on them);
+    4. a resume compares the config with the checkpoint's (refusing result-changing
+       differences not named in ``run.allow_changes``);
+    5. ``config.yaml`` is written for a new run and kept as it is on resume (accepted changes
+       go to ``config.resume-<step>.yaml``, written by :func:`resume_if_asked`);
+    6. the logger.
+
+    Closes the logger, releases the lock and the process group on any exit.
+    """
     if cfg.recipe != recipe:
         raise ValueError(f"recipe: expected {recipe!r}, got {cfg.recipe!r}")
     rt = make_runtime(cfg)
-    logger = RunLogger(rt.run_dir, enabled=rt.is_main)
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(cleanup)
+        if rt.is_main:
+            stack.enter_context(RunLock(rt.run_dir))
+        stack.enter_context(stop_signals())
+        rt.resume_from = _resume_path(cfg)
+        if rt.resume_from is not None:
+            # mmap: the tensors are not read, only the stored config is needed here
+            stored = load_checkpoint(rt.resume_from, expect_kind=recipe, mmap=True)["config"]
+            rt.resume_changes = tuple(check_resume_config(stored, cfg, str(rt.resume_from)))
+        original = rt.run_dir / "config.yaml"
+        if rt.is_main and (rt.resume_from is None or not original.is_file()):
+            save_config(cfg, original)
+        logger = RunLogger(rt.run_dir, enabled=rt.is_main)
+        stack.callback(logger.close)
         yield rt, logger
-    finally:
-        logger.close()
-        cleanup()
 
 
 def resume_if_asked(job: JobBase, logger: RunLogger) -> str | None:
-    """Resume ``job`` from ``run.resume`` (``auto``: ``<run dir>/last.pt`` when it exists) and
-    drop the log records after the checkpoint's step; returns the checkpoint used, if any.
+    """Resume ``job`` from ``run.resume`` (``auto``: ``<run dir>/last.pt`` when it exists, as
+    resolved by :func:`open_run`), drop the log records after the checkpoint's step and record
+    the config changes the resume was allowed (a ``resume_changes`` record in
+    ``metrics.jsonl``); returns the checkpoint used, if any.
     """
-    resume = job.cfg.run.resume
-    if resume == "auto":
-        last = job.rt.run_dir / "last.pt"
-        resume = str(last) if last.is_file() else None
-    if resume is not None:
-        job.resume(resume)
-        logger.resume_at(job.counters.step)
-    return resume
+    path = job.rt.resume_from
+    if path is None:
+        return None
+    job.resume(str(path))
+    step = job.counters.step
+    logger.resume_at(step)
+    if job.rt.resume_changes:
+        if job.rt.is_main:
+            save_config(job.cfg, job.rt.run_dir / f"config.resume-{step}.yaml")
+        logger.event(
+            step,
+            "resume_changes",
+            {
+                "checkpoint": str(path),
+                "config": f"config.resume-{step}.yaml",
+                "changes": {c.field: [c.stored, c.new] for c in job.rt.resume_changes},
+            },
+        )
+        if job.rt.is_main:
+            listed = "; ".join(c.describe() for c in job.rt.resume_changes)
+            print(f"[olivine-train] resuming at step {step} with allowed changes: {listed}")
+    return str(path)
+
+
+def _stop_if_asked(job: LoopJob, logger: RunLogger) -> None:
+    """After a stop signal (on any rank): write ``last.pt``, log it, raise :class:`Preempted`."""
+    name = requested_stop(job.rt.dist.distributed, job.rt.device)
+    if name is None:
+        return
+    job.save("last.pt")
+    path = job.rt.run_dir / "last.pt"
+    logger.event(job.counters.step, "preempted", {"signal": name, "checkpoint": str(path)})
+    logger.flush()
+    barrier()  # no rank leaves (and makes torchrun stop the others) before last.pt is written
+    raise Preempted(name, job.counters.step, path)
 
 
 def _optimise(job: LoopJob, out: StepOutput) -> float:
@@ -220,6 +290,7 @@ def run_loop(
     )
     try:
         while c.step < job.total_steps:
+            _stop_if_asked(job, logger)  # a signal before the first step or at an epoch's end
             job.start_epoch()
             t_last = time.perf_counter()
             for batch in job.batches():
@@ -247,7 +318,8 @@ def run_loop(
                 for cb in callbacks:
                     cb(c.step, scalars)
                 if c.step >= job.total_steps:
-                    break
+                    break  # a signal now lets the run finish: only the epoch's end is left
+                _stop_if_asked(job, logger)
             epoch_done = c.step_in_epoch >= job.steps_per_epoch
             if epoch_done:
                 c.epoch += 1

@@ -425,6 +425,7 @@ def run_make_labels(
     items = list_camera_images(root_p, version, split, scenes, cameras)
     mine = shard_items(items, *shard)
     store = LabelStore(out, get_vocabulary(vocabulary))
+    store.remove_stale_temp_files()  # of shards of this host killed mid-write
     todo = pending_items(mine, store)
     if todo and labeler is None:
         labeler = build_labeler(

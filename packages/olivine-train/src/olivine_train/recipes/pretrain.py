@@ -29,6 +29,7 @@ from olivine_train.config import Config
 from olivine_train.distributed import broadcast_buffers
 from olivine_train.health import HealthMonitor, HealthSummary, format_summary, write_summary
 from olivine_train.logging import RunLogger
+from olivine_train.preemption import worker_ignores_stop_signals
 from olivine_train.recipes.common import (
     Runtime,
     SeededDataset,
@@ -357,6 +358,7 @@ class Pretrainer(JobBase):
                 pin_memory=self.rt.device.type == "cuda",
                 generator=torch.Generator().manual_seed(self.cfg.run.seed),
                 drop_last=False,
+                worker_init_fn=worker_ignores_stop_signals,
             )
         return self._loader
 
