@@ -158,3 +158,32 @@ def test_unknown_model_reported_next_to_type_errors() -> None:
     text = str(info.value)
     assert "data.batch_size: expected int" in text
     assert "model.point_encoder: unknown 'minkunet35c'; did you mean 'minkunet34c'?" in text
+
+
+def test_sparse_backend_defaults_to_auto_and_lists_the_allowed_values() -> None:
+    from typing import get_args, get_type_hints
+
+    from olivine_models.point.backends import SPARSE_BACKENDS
+    from olivine_train.config.schema import ModelConfig
+
+    assert load_config("olivine_nuscenes", check_paths=False).model.sparse_backend == "auto"
+    allowed = get_args(get_type_hints(ModelConfig)["sparse_backend"])
+    assert allowed == SPARSE_BACKENDS  # the schema and olivine_models agree
+    cfg = load_config("demo", ["model.sparse_backend=torch"], check_paths=False)
+    assert cfg.model.sparse_backend == "torch"
+    with pytest.raises(ConfigError) as info:
+        load_config("demo", ["model.sparse_backend=minkowski"], check_paths=False)
+    assert (
+        "model.sparse_backend: expected one of 'auto', 'spconv', 'torch', got 'minkowski'"
+        in str(info.value)
+    )
+
+
+def test_sparse_backend_spconv_without_spconv_is_a_config_problem() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("spconv") is not None:
+        assert load_config("demo", ["model.sparse_backend=spconv"], check_paths=False)
+        return
+    with pytest.raises(ConfigError, match="'spconv' but spconv is not installed here"):
+        load_config("demo", ["model.sparse_backend=spconv"], check_paths=False)
