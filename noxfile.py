@@ -156,6 +156,35 @@ def tests_312(session: nox.Session) -> None:
     _pytest(session, "tests-3.12", "tests", "-m", "not gpu")
 
 
+@nox.session(name="no_spconv")
+def no_spconv(session: nox.Session) -> None:
+    """Models, training and CLI tests with spconv NOT installed (PyTorch-only sparse backend).
+
+    The four packages go in editable without olivine-models' spconv requirement
+    (``stack.install_plan(..., spconv=False)``); torch 2.14.1 + torchvision from the constraints.
+    Tests that need spconv skip with a reason; every MinkUNet built with ``backend="auto"`` runs
+    on ``olivine_models.point.sparse_torch``.
+    """
+    for args in stack.install_plan(SUITE, _session_python(session), spconv=False):
+        session.install(*args)
+    _pip(session, *TEST_DEPS)
+    session.run(
+        "python",
+        "-c",
+        "import importlib.util, sys; sys.exit('spconv is importable in the no_spconv venv' "
+        "if importlib.util.find_spec('spconv') or importlib.util.find_spec('cumm') else 0)",
+    )
+    _pytest(
+        session,
+        "no_spconv",
+        "tests/models",
+        "tests/train",
+        "tests/integration",
+        "-m",
+        "not gpu",
+    )
+
+
 @nox.session(name="tests-losses")
 def tests_losses(session: nox.Session) -> None:
     """olivine-losses tests with only olivine-losses installed (editable)."""
