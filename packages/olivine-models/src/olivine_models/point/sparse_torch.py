@@ -44,13 +44,20 @@ import torch
 from torch import nn
 
 __all__ = [
+    "KERNEL_MAP_LABEL",
     "KernelMap",
     "SparseConvTensor",
     "SparseConv3d",
     "SparseInverseConv3d",
     "SubMConv3d",
+    "downsample_kernel_map",
     "sparse_conv",
+    "submanifold_kernel_map",
 ]
+
+
+KERNEL_MAP_LABEL = "sparse_torch.kernel_map"
+"""``torch.profiler`` label around kernel-map building (``benchmarks/sparse_backend_bench.py``)."""
 
 
 @dataclass(eq=False)
@@ -132,55 +139,59 @@ def _offset_grid(kernel: tuple[int, int, int], device: torch.device) -> torch.Te
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
 
 
-def _group(
-    found: torch.Tensor, in_rows: torch.Tensor, out_rows: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, list[int], list[int]]:
-    """Compact ``(K, N)`` candidate pairs to the found ones, grouped by offset (row of ``found``)."""
-    counts = found.sum(dim=1).tolist()  # one host sync per map
-    offsets = [k for k, n in enumerate(counts) if n > 0]
-    bounds = [0]
-    for k in offsets:
-        bounds.append(bounds[-1] + int(counts[k]))
-    return in_rows[found], out_rows[found], offsets, bounds
-
-
 def submanifold_kernel_map(
     indices: torch.Tensor, spatial_shape: Sequence[int], kernel_size: tuple[int, int, int]
 ) -> KernelMap:
     """Kernel map of a submanifold convolution (outputs = inputs, odd kernel, centred).
 
-    All neighbour keys of all offsets are looked up in one ``searchsorted`` over the sorted site
-    keys; neighbours outside the grid are masked before lookup (packed keys would wrap).
+    Sites are packed into int64 keys on the grid grown by a margin of ``(k - 1) / 2`` cells on
+    every side, so a neighbour key never wraps into another row of the grid and out-of-grid
+    neighbours are simply absent. The keys are sorted once; for each offset ``d`` of one half of
+    the kernel the sorted keys shifted by ``d`` (still sorted) are looked up in one
+    ``searchsorted``. A pair found at ``+d`` (output ``o``, input ``o + d``) is also the pair of the
+    mirrored offset ``-d`` with the roles swapped, so only half of the offsets are searched.
     """
     if any(k % 2 == 0 for k in kernel_size):
         raise ValueError(f"a submanifold convolution needs an odd kernel, got {kernel_size}")
     device = indices.device
     n = int(indices.shape[0])
-    shape = [int(s) for s in spatial_shape]
-    keys = _pack(indices, shape)
-    sorted_keys, order = torch.sort(keys)
-    grid = _offset_grid(kernel_size, device)
-    centre = torch.tensor([(k - 1) // 2 for k in kernel_size], device=device)
-    delta = grid - centre  # (K, 3) neighbour = site + delta
-    volume = int(grid.shape[0])
-    identity = int(((volume - 1) // 2))  # the all-zero delta in row-major order of an odd kernel
-    non_centre = torch.arange(volume, device=device) != identity
-    delta = delta[non_centre]
-    key_step = (delta[:, 0] * shape[1] + delta[:, 1]) * shape[2] + delta[:, 2]
-    spatial = indices[:, 1:].to(torch.int64)
-    neighbour = spatial.unsqueeze(0) + delta.unsqueeze(1)  # (K-1, N, 3)
-    bound = torch.tensor(shape, device=device)
-    inside = ((neighbour >= 0) & (neighbour < bound)).all(dim=-1)
-    query = keys.unsqueeze(0) + key_step.unsqueeze(1)
+    half = [(k - 1) // 2 for k in kernel_size]
+    grown = [int(s) + 2 * h for s, h in zip(spatial_shape, half)]
+    shifted = indices.to(torch.int64) + torch.tensor([0, *half], device=device)
+    sorted_keys, order = torch.sort(_pack(shifted, grown))
+    volume = kernel_size[0] * kernel_size[1] * kernel_size[2]
+    identity = (volume - 1) // 2  # the all-zero offset in row-major order of an odd kernel
+    grid = _offset_grid(kernel_size, device)[:identity]  # the first half; mirrors: volume-1-k
+    delta = grid - torch.tensor(half, device=device)
+    step = (delta[:, 0] * grown[1] + delta[:, 1]) * grown[2] + delta[:, 2]  # (H,)
+    query = sorted_keys.unsqueeze(0) + step.unsqueeze(1)  # (H, N), each row sorted
     pos = torch.searchsorted(sorted_keys, query).clamp_(max=max(n - 1, 0))
-    found = inside & (sorted_keys[pos] == query)
-    rows = torch.arange(n, device=device).expand(volume - 1, n)
-    in_rows, out_rows, groups, bounds = _group(found, order[pos], rows)
-    offset_ids = torch.arange(volume)[non_centre.cpu()].tolist()
+    found = sorted_keys[pos] == query
+    counts = found.sum(dim=1).tolist()  # one host sync per map
+    neighbour = order[pos][found]  # input rows of offset k (= output rows of its mirror)
+    centre = order.expand(identity, n)[found]
+    offsets: list[int] = []
+    bounds = [0]
+    for k in range(identity):
+        if counts[k]:
+            offsets.append(k)
+            bounds.append(bounds[-1] + int(counts[k]))
+    for k in reversed(range(identity)):  # mirrored offsets, volume - 1 - k, from the same pairs
+        if counts[k]:
+            offsets.append(volume - 1 - k)
+            bounds.append(bounds[-1] + int(counts[k]))
+    # mirrored half: the same pairs with input/output swapped, rows in reversed offset order
+    starts = [0]
+    for c in counts:
+        starts.append(starts[-1] + int(c))
+    rev = [torch.arange(starts[k], starts[k + 1], device=device) for k in reversed(range(identity))]
+    perm = torch.cat(rev) if rev else torch.zeros(0, dtype=torch.int64, device=device)
+    in_rows = torch.cat([neighbour, centre[perm]])
+    out_rows = torch.cat([centre, neighbour[perm]])
     return KernelMap(
         in_rows=in_rows,
         out_rows=out_rows,
-        offsets=[int(offset_ids[g]) for g in groups],
+        offsets=offsets,
         bounds=bounds,
         num_in=n,
         num_out=n,
@@ -483,7 +494,8 @@ class SubMConv3d(_SparseConvBase):
                 )
             kmap = record.kernel_map
         else:
-            kmap = submanifold_kernel_map(x.indices, x.spatial_shape, self.kernel_size)
+            with torch.profiler.record_function(KERNEL_MAP_LABEL):
+                kmap = submanifold_kernel_map(x.indices, x.spatial_shape, self.kernel_size)
             if self.indice_key is not None:
                 x.indice_dict[self.indice_key] = _SubmRecord(kmap, self.kernel_size, n)
         return x.replace_feature(self._apply_conv(x.features, kmap))
@@ -521,9 +533,10 @@ class SparseConv3d(_SparseConvBase):
                 f"SparseConv3d: spatial_shape {shape} must be a multiple of the stride "
                 f"{self.kernel_size} (pad it)"
             )
-        kmap, out_indices, out_shape = downsample_kernel_map(
-            x.indices, shape, self.kernel_size
-        )
+        with torch.profiler.record_function(KERNEL_MAP_LABEL):
+            kmap, out_indices, out_shape = downsample_kernel_map(
+                x.indices, shape, self.kernel_size
+            )
         if self.indice_key is not None:
             x.indice_dict[self.indice_key] = _DownRecord(
                 kmap, self.kernel_size, x.indices, (shape[0], shape[1], shape[2])
