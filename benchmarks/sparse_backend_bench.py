@@ -195,7 +195,8 @@ def table(rows: list[dict[str, Any]], backends: list[str]) -> str:
         if both:
             line += (
                 f" {r['spconv_median_s']:.3f} | {r['torch_median_s']:.3f} | "
-                f"{r['ratio_torch_over_spconv']:.2f} | {r.get('spconv_rss_mib', float('nan')):.0f} | "
+                f"{r['ratio_torch_over_spconv']:.2f} | "
+                f"{r.get('spconv_rss_mib', float('nan')):.0f} | "
                 f"{r.get('torch_rss_mib', float('nan')):.0f} |"
             )
         else:

@@ -394,7 +394,7 @@ def bench_minkunet(bench: Bench) -> dict[str, Any]:
         model.load_state_dict(state)  # the same weights on every backend
         model.to(bench.device)
 
-        def step(dtype: Any = dtype) -> None:
+        def step(dtype: Any = dtype, model: Any = model) -> None:
             model.zero_grad(set_to_none=True)
             with torch.autocast(
                 bench.device.type, dtype=dtype or torch.float32, enabled=dtype is not None

@@ -79,7 +79,9 @@ def test_cpu_quick_run_covers_every_section(tmp_path: Path, shared_data: Path) -
     mink = result["sections"]["minkunet"]["rows"]
     assert mink[0]["precision"] == "fp32" and mink[0]["batch"] == 2
     # the PyTorch-only sparse backend is always measured (alone when spconv is absent), with bf16
-    torch_rows = {r["precision"] for r in mink if r["backend"] == "torch" and "unsupported" not in r}
+    torch_rows = {
+        r["precision"] for r in mink if r["backend"] == "torch" and "unsupported" not in r
+    }
     assert torch_rows == {"fp32", "bf16 autocast"}, mink
     assert result["env"]["sparse_backend"] == (
         "spconv" if importlib.util.find_spec("spconv") else "torch"

@@ -73,12 +73,12 @@ def test_torch_backend_cpu_and_gpu_agree_and_bf16_autocast_trains(nuscenes_sweep
     out.float().square().mean().backward()
     assert feats.grad is not None and torch.isfinite(feats.grad).all()
     grads = [p.grad for p in model.parameters()]
-    assert all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+    assert all(
+        g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads
+    )
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("spconv") is None, reason="needs spconv"
-)
+@pytest.mark.skipif(importlib.util.find_spec("spconv") is None, reason="needs spconv")
 def test_torch_backend_matches_spconv_on_gpu(nuscenes_sweep) -> None:  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     ref = create_point_encoder("minkunet34c", backend="spconv").eval().cuda()

@@ -123,7 +123,9 @@ def test_eval_forward_backward_parity_float32(case: str, nuscenes_sweep, kitti_s
     _assert_parity(ref, new, out_tol=1e-4, grad_tol=1e-3)
 
 
-TRAIN_CASES: dict[str, tuple[str, Callable[[VoxelisedSweep, VoxelisedSweep, int | None], Batch]]] = {
+TRAIN_CASES: dict[
+    str, tuple[str, Callable[[VoxelisedSweep, VoxelisedSweep, int | None], Batch]]
+] = {
     "34c-nuscenes": ("minkunet34c", lambda nu, ki, n: _single(nu, n)),
     "14-kitti": ("minkunet14", lambda nu, ki, n: _single(ki, n)),
     "tiny-batch2": ("minkunet_tiny", lambda nu, ki, n: _pair_batch(nu, ki, n)),

@@ -82,9 +82,7 @@ def test_inverse_conv_equals_dense_transposed_conv_on_the_fine_sites() -> None:
         coarse = down(st.SparseConvTensor(feats, coords, padded, 1))
         fine = up(coarse)
         w = up.weight.permute(4, 0, 1, 2, 3).contiguous()  # (in, out, kd, kh, kw), no flip
-        dense = F.conv_transpose3d(
-            _dense(coarse.indices, coarse.features, (5, 5, 6)), w, stride=2
-        )
+        dense = F.conv_transpose3d(_dense(coarse.indices, coarse.features, (5, 5, 6)), w, stride=2)
     assert torch.equal(fine.indices, coords)  # the fine sites, in their original order
     assert tuple(fine.spatial_shape) == padded
     c = coords.long()
@@ -105,7 +103,9 @@ def test_kernel_map_matches_a_naive_neighbour_search() -> None:
     g = torch.Generator().manual_seed(4)
     coords, _ = _random_sparse(g, 120, 1, (6, 5, 7))
     # two batch elements with overlapping spatial sites: neighbours never cross batches
-    coords = torch.cat([coords, coords[:60] * torch.tensor([0, 1, 1, 1]) + torch.tensor([1, 0, 0, 0])])
+    coords = torch.cat(
+        [coords, coords[:60] * torch.tensor([0, 1, 1, 1]) + torch.tensor([1, 0, 0, 0])]
+    )
     coords = coords.to(torch.int32)
     kmap = st.submanifold_kernel_map(coords, (6, 5, 7), (3, 3, 3))
     got = set()

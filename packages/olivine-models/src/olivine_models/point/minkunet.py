@@ -26,10 +26,10 @@ Row order: submanifold convolutions keep their input sites in order, and an inve
 returns exactly the site list (and order) that entered its paired down convolution. The output of
 the network therefore has one row per input voxel, in the order of ``coords``.
 
-Algorithm choice (spconv backend): spconv's CPU path implements only ``ConvAlgo.Native``. Every forward call picks
-the algorithm from the device of its input (Native on CPU, ``MaskImplicitGemm`` on CUDA by default)
-and sets it on all sparse layers; weights are stored in one layout for all algorithms (spconv >=
-2.2, KRSC), so the same state dict runs on both.
+Algorithm choice (spconv backend): spconv's CPU path implements only ``ConvAlgo.Native``. Every
+forward call picks the algorithm from the device of its input (Native on CPU,
+``MaskImplicitGemm`` on CUDA by default) and sets it on all sparse layers; weights are stored in
+one layout for all algorithms (spconv >= 2.2, KRSC), so the same state dict runs on both.
 """
 
 from __future__ import annotations

@@ -205,7 +205,8 @@ def downsample_kernel_map(
 ) -> tuple[KernelMap, torch.Tensor, tuple[int, int, int]]:
     """Kernel map of a convolution whose stride equals its kernel (no padding, no dilation).
 
-    Every input site ``x`` feeds exactly one output site ``x // s`` through offset ``x - s (x // s)``,
+    Every input site ``x`` feeds exactly one output site ``x // s`` through the offset
+    ``x - s (x // s)``,
     so the output sites are the distinct parents of the input sites (MinkowskiEngine's and
     spconv's strided ``k = s`` convolution). Returns the map, the ``(N_out, 4)`` int32 output
     indices (sorted by packed key) and the output spatial shape.
@@ -252,7 +253,7 @@ def downsample_kernel_map(
 
 
 class _GatherGemmScatter(torch.autograd.Function):
-    """``out[o] = sum_(i, o, k) W_k^T f[i]`` over the pairs of a kernel map, with saved-input backward."""
+    """``out[o] = sum over pairs (i, o, k) of W_k^T f[i]``; backward regathers from saved inputs."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -534,9 +535,7 @@ class SparseConv3d(_SparseConvBase):
                 f"{self.kernel_size} (pad it)"
             )
         with torch.profiler.record_function(KERNEL_MAP_LABEL):
-            kmap, out_indices, out_shape = downsample_kernel_map(
-                x.indices, shape, self.kernel_size
-            )
+            kmap, out_indices, out_shape = downsample_kernel_map(x.indices, shape, self.kernel_size)
         if self.indice_key is not None:
             x.indice_dict[self.indice_key] = _DownRecord(
                 kmap, self.kernel_size, x.indices, (shape[0], shape[1], shape[2])
