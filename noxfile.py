@@ -174,12 +174,14 @@ def no_spconv(session: nox.Session) -> None:
         "import importlib.util, sys; sys.exit('spconv is importable in the no_spconv venv' "
         "if importlib.util.find_spec('spconv') or importlib.util.find_spec('cumm') else 0)",
     )
+    # Alphabetical, as `pytest tests` collects them: tests/integration imports names from the
+    # root conftest, which must not have been shadowed by tests/models/conftest.py yet.
     _pytest(
         session,
         "no_spconv",
+        "tests/integration",
         "tests/models",
         "tests/train",
-        "tests/integration",
         "-m",
         "not gpu",
     )
