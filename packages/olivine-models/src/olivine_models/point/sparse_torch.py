@@ -322,6 +322,20 @@ def _gemm_forward(
     return out
 
 
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The autocast dtype active for ``device_type``, or None (torch >= 2.4 API, older fallback)."""
+    try:
+        if not torch.is_autocast_enabled(device_type):
+            return None
+        return torch.get_autocast_dtype(device_type)
+    except (TypeError, AttributeError, RuntimeError):  # torch < 2.4: per-device functions
+        if device_type == "cuda" and torch.is_autocast_enabled():
+            return torch.get_autocast_gpu_dtype()
+        if device_type == "cpu" and torch.is_autocast_cpu_enabled():
+            return torch.get_autocast_cpu_dtype()
+        return None
+
+
 def sparse_conv(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
     """Apply a sparse convolution with a KRSC weight ``(out, kD, kH, kW, in)`` over a kernel map.
 
@@ -344,10 +358,7 @@ def sparse_conv(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> t
             f"kernel map has {kmap.kernel_volume}"
         )
     device_type = feats.device.type
-    if torch.is_autocast_enabled(device_type):
-        dtype = torch.get_autocast_dtype(device_type)
-    else:
-        dtype = torch.promote_types(feats.dtype, weight.dtype)
+    dtype = _autocast_dtype(device_type) or torch.promote_types(feats.dtype, weight.dtype)
     with torch.autocast(device_type, enabled=False):
         out: torch.Tensor = _GatherGemmScatter.apply(feats, weight, kmap, dtype)
     return out
