@@ -235,18 +235,26 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown model(s) {unknown}; known: {list(MODELS)}")
     t0 = time.perf_counter()
-    result = run(args.repeats, args.threads, models)
+    # Memory first, while this process is still small: a child's ru_maxrss starts at its parent's
+    # RSS at fork time (Linux keeps it across exec), so it must be forked before torch is loaded.
+    memory: dict[str, dict[str, float]] = {}
+    backends = ["spconv", "torch"] if importlib.util.find_spec("spconv") else ["torch"]
     if not args.no_memory:
         with tempfile.TemporaryDirectory() as tmp:
-            for row in result["rows"]:
-                for b in result["backends"]:
-                    out = Path(tmp) / f"{row['model']}-{b}.json"
-                    cmd = [sys.executable, __file__, "--memory-child", f"{row['model']}:{b}"]
+            for name in models:
+                for b in backends:
+                    out = Path(tmp) / f"{name}-{b}.json"
+                    cmd = [sys.executable, __file__, "--memory-child", f"{name}:{b}"]
                     cmd += ["--threads", str(args.threads), "--child-out", str(out)]
                     subprocess.run(cmd, check=True)
-                    mem = json.loads(out.read_text())
-                    row[f"{b}_rss_mib"] = mem["rss_peak_mib"] - mem["rss_base_mib"]
-                    row[f"{b}_rss_peak_mib"] = mem["rss_peak_mib"]
+                    memory[f"{name}:{b}"] = json.loads(out.read_text())
+    result = run(args.repeats, args.threads, models)
+    for row in result["rows"]:
+        for b in result["backends"]:
+            mem = memory.get(f"{row['model']}:{b}")
+            if mem is not None:
+                row[f"{b}_rss_mib"] = mem["rss_peak_mib"] - mem["rss_base_mib"]
+                row[f"{b}_rss_peak_mib"] = mem["rss_peak_mib"]
     import torch
 
     result.update(
