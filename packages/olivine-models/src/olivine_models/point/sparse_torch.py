@@ -252,8 +252,46 @@ def downsample_kernel_map(
     return kmap, out_indices, out_shape
 
 
+def _chunks(kmap: KernelMap) -> list[tuple[int, int, list[tuple[int, int, int]]]]:
+    """Consecutive offset groups batched into chunks of about ``max(num_in, num_out)`` pairs.
+
+    Each chunk is ``(start, end, [(k, s, e), ...])`` with pair ranges relative to ``start``: one
+    gather, a GEMM per offset and one scatter per chunk keep the number of small ops low while the
+    transient buffers stay the size of the layer's own input/output (not of all its pairs).
+    """
+    cap = max(kmap.num_in, kmap.num_out, 4096)
+    chunks: list[tuple[int, int, list[tuple[int, int, int]]]] = []
+    start = 0
+    groups: list[tuple[int, int, int]] = []
+    for gi, k in enumerate(kmap.offsets):
+        s, e = kmap.bounds[gi], kmap.bounds[gi + 1]
+        if groups and e - start > cap:
+            chunks.append((start, s, groups))
+            start, groups = s, []
+        groups.append((k, s - start, e - start))
+    if groups:
+        chunks.append((start, kmap.bounds[-1], groups))
+    return chunks
+
+
+def _gemm_forward(x: torch.Tensor, w: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
+    """``out[o] += x[i] @ w[k]`` over the pairs ``(i, o, k)``: gather, GEMM per offset, scatter."""
+    c_out = int(w.shape[2])
+    if kmap.identity_offset is not None:
+        out = torch.mm(x, w[kmap.identity_offset])
+    else:
+        out = x.new_zeros(kmap.num_out, c_out)
+    for start, end, groups in _chunks(kmap):
+        src = x.index_select(0, kmap.in_rows[start:end])
+        prod = x.new_empty(end - start, c_out)
+        for k, s, e in groups:
+            torch.mm(src[s:e], w[k], out=prod[s:e])
+        out.index_add_(0, kmap.out_rows[start:end], prod)
+    return out
+
+
 class _GatherGemmScatter(torch.autograd.Function):
-    """``out[o] = sum over pairs (i, o, k) of W_k^T f[i]``; backward regathers from saved inputs."""
+    """Sparse convolution over a kernel map; saves only its inputs, regathers in backward."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -280,46 +318,37 @@ class _GatherGemmScatter(torch.autograd.Function):
         kmap: KernelMap = ctx.kmap
         feats_dtype, weight_dtype = ctx.dtypes
         g = grad_out.to(w.dtype).contiguous()
+        need_x, need_w = bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1])
         grad_x: torch.Tensor | None = None
         grad_w: torch.Tensor | None = None
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        gathered_g = g.index_select(0, kmap.out_rows) if kmap.offsets else g[:0]
         if need_x:
-            grad_x = _gemm_forward(g, w.transpose(1, 2), kmap.transposed(), gathered_g)
-            grad_x = grad_x.to(feats_dtype)
+            if kmap.identity_offset is not None:
+                grad_x = torch.mm(g, w[kmap.identity_offset].t())
+            else:
+                grad_x = x.new_zeros(x.shape)
         if need_w:
-            grad_w = torch.zeros_like(w)
-            gathered_x = x.index_select(0, kmap.in_rows) if kmap.offsets else x[:0]
-            for gi, k in enumerate(kmap.offsets):
-                s, e = kmap.bounds[gi], kmap.bounds[gi + 1]
-                torch.mm(gathered_x[s:e].t(), gathered_g[s:e], out=grad_w[k])
+            grad_w = torch.zeros(w.shape, dtype=w.dtype, device=w.device)
             if kmap.identity_offset is not None:
                 torch.mm(x.t(), g, out=grad_w[kmap.identity_offset])
-            grad_w = grad_w.permute(2, 0, 1).reshape(ctx.weight_shape).to(weight_dtype)
-        return grad_x, grad_w, None, None
-
-
-def _gemm_forward(
-    x: torch.Tensor,
-    w: torch.Tensor,
-    kmap: KernelMap,
-    gathered: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Gather rows of ``x`` by ``kmap.in_rows``, multiply per offset by ``w[k]``, scatter-add."""
-    c_out = int(w.shape[2])
-    if kmap.identity_offset is not None:
-        out = torch.mm(x, w[kmap.identity_offset])
-    else:
-        out = x.new_zeros(kmap.num_out, c_out)
-    if not kmap.offsets:
-        return out
-    src = x.index_select(0, kmap.in_rows) if gathered is None else gathered
-    prod = x.new_empty(int(kmap.bounds[-1]), c_out)
-    for gi, k in enumerate(kmap.offsets):
-        s, e = kmap.bounds[gi], kmap.bounds[gi + 1]
-        torch.mm(src[s:e], w[k], out=prod[s:e])
-    out.index_add_(0, kmap.out_rows, prod)
-    return out
+        for start, end, groups in _chunks(kmap):
+            gathered_g = g.index_select(0, kmap.out_rows[start:end])
+            if grad_w is not None:
+                gathered_x = x.index_select(0, kmap.in_rows[start:end])
+                for k, s, e in groups:
+                    torch.mm(gathered_x[s:e].t(), gathered_g[s:e], out=grad_w[k])
+                del gathered_x
+            if grad_x is not None:
+                prod = x.new_empty(end - start, x.shape[1])
+                for k, s, e in groups:
+                    torch.mm(gathered_g[s:e], w[k].t(), out=prod[s:e])
+                grad_x.index_add_(0, kmap.in_rows[start:end], prod)
+        out_x = grad_x.to(feats_dtype) if grad_x is not None else None
+        out_w = (
+            grad_w.permute(2, 0, 1).reshape(ctx.weight_shape).to(weight_dtype)
+            if grad_w is not None
+            else None
+        )
+        return out_x, out_w, None, None
 
 
 def _autocast_dtype(device_type: str) -> torch.dtype | None:
