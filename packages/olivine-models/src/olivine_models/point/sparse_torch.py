@@ -19,19 +19,23 @@ the same weight layout, so one state dict loads into either backend:
   ``SparseInverseConv3d``; MinkowskiEngine's ``MinkowskiConvolutionTranspose`` on the coordinate
   map of the finer level).
 
+* a 1x1x1 convolution reads its ``(out, 1, 1, 1, in)`` weight memory as an ``(in, out)`` matrix,
+  as spconv 2.3 does (``torch.mm(features, weight.view(in, out))`` in ``spconv/pytorch/conv.py``).
+
 Kernel maps (for every kernel offset, the pairs ``(input row, output row)``) are built with
 vectorised torch operations: coordinates are packed into one int64 key per site, the keys are
-sorted once, and all neighbour keys of all offsets are looked up together with
-``torch.searchsorted`` — no Python loop over sites. A map is stored in the tensor's
-``indice_dict`` under the layer's ``indice_key`` and is shared by every later tensor of the same
-forward pass, as in spconv, so each resolution is hashed once.
+sorted once, and the shifted keys of half of the submanifold offsets are looked up together with
+``torch.searchsorted`` (the other half are the same pairs mirrored) — no Python loop over sites.
+A map is stored in the tensor's ``indice_dict`` under the layer's ``indice_key`` and is shared by
+every later tensor of the same forward pass, as in spconv, so each resolution is hashed once.
 
 The convolution itself is gather -> per-offset GEMM -> scatter-add (``index_select``, ``mm``,
 ``index_add_``; the "Native" algorithm of spconv and the gather-scatter dataflow of TorchSparse,
-Tang et al., MLSys 2022). It is a :class:`torch.autograd.Function` that saves only its input
-features and weight and regathers in backward, so activation memory stays that of a dense layer.
-Under ``torch.autocast`` the GEMMs run in the autocast dtype (e.g. bfloat16) and the layer returns
-that dtype; gradients come back in the dtype of each input.
+Tang et al., MLSys 2022), in chunks of about one layer's size. It is a
+:class:`torch.autograd.Function` that saves only its input features and weight and regathers in
+backward, so activation memory stays close to spconv's. Under ``torch.autocast`` the GEMMs run in
+the autocast dtype (e.g. bfloat16) and the layer returns that dtype; gradients come back in the
+dtype of each input.
 """
 
 from __future__ import annotations
@@ -206,9 +210,8 @@ def downsample_kernel_map(
     """Kernel map of a convolution whose stride equals its kernel (no padding, no dilation).
 
     Every input site ``x`` feeds exactly one output site ``x // s`` through the offset
-    ``x - s (x // s)``,
-    so the output sites are the distinct parents of the input sites (MinkowskiEngine's and
-    spconv's strided ``k = s`` convolution). Returns the map, the ``(N_out, 4)`` int32 output
+    ``x - s (x // s)``, so the output sites are the distinct parents of the input sites
+    (MinkowskiEngine's and spconv's strided ``k = s`` convolution). Returns the map, the ``(N_out, 4)`` int32 output
     indices (sorted by packed key) and the output spatial shape.
     """
     shape = [int(s) for s in spatial_shape]
