@@ -211,8 +211,8 @@ def downsample_kernel_map(
 
     Every input site ``x`` feeds exactly one output site ``x // s`` through the offset
     ``x - s (x // s)``, so the output sites are the distinct parents of the input sites
-    (MinkowskiEngine's and spconv's strided ``k = s`` convolution). Returns the map, the ``(N_out, 4)`` int32 output
-    indices (sorted by packed key) and the output spatial shape.
+    (MinkowskiEngine's and spconv's strided ``k = s`` convolution). Returns the map, the
+    ``(N_out, 4)`` int32 output indices (sorted by packed key) and the output spatial shape.
     """
     shape = [int(s) for s in spatial_shape]
     out_shape = (
