@@ -65,7 +65,7 @@ nox.options.sessions = [
     "tests",
     f"losses_isolated-{HOST_PYTHON if HOST_PYTHON in ISOLATED_PYTHONS else '3.11'}",
     "build",
-    # ~5 min warm / ~8 min with a cold venv on 2 loaded cores: the default run stays < 25 min
+    # 2.5-5 min with its venv built (+3 min to build it) on 2 shared cores: default run < 25 min
     "no_spconv",
 ]
 nox.options.reuse_venv = "yes"
