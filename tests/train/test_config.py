@@ -187,3 +187,15 @@ def test_sparse_backend_spconv_without_spconv_is_a_config_problem() -> None:
         return
     with pytest.raises(ConfigError, match="'spconv' but spconv is not installed here"):
         load_config("demo", ["model.sparse_backend=spconv"], check_paths=False)
+
+
+def test_recipes_name_the_sparse_backend_they_run_on() -> None:
+    from olivine_models import create_point_encoder
+    from olivine_train.recipes.common import describe_student
+
+    cfg = load_config("demo", ["model.sparse_backend=torch"], check_paths=False)
+    backbone = create_point_encoder(cfg.model.point_encoder, backend=cfg.model.sparse_backend)
+    assert describe_student(cfg, backbone) == "student: minkunet_tiny on the torch sparse backend"
+    auto = load_config("demo", check_paths=False)
+    line = describe_student(auto, create_point_encoder("minkunet_tiny", backend="torch"))
+    assert line.endswith("on the torch sparse backend (auto)")
