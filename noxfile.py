@@ -65,6 +65,8 @@ nox.options.sessions = [
     "tests",
     f"losses_isolated-{HOST_PYTHON if HOST_PYTHON in ISOLATED_PYTHONS else '3.11'}",
     "build",
+    # 2.5-5 min with its venv built (+3 min to build it) on 2 shared cores: default run < 25 min
+    "no_spconv",
 ]
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
@@ -154,6 +156,37 @@ def tests_312(session: nox.Session) -> None:
     _install_local(session, SUITE)
     _pip(session, *TEST_DEPS)
     _pytest(session, "tests-3.12", "tests", "-m", "not gpu")
+
+
+@nox.session(name="no_spconv")
+def no_spconv(session: nox.Session) -> None:
+    """Models, training, CLI and root tests with spconv NOT installed (PyTorch-only backend).
+
+    The four packages go in editable without olivine-models' spconv requirement
+    (``stack.install_plan(..., spconv=False)``); torch 2.14.1 + torchvision from the constraints.
+    Tests that need spconv skip with a reason; every MinkUNet built with ``backend="auto"`` runs
+    on ``olivine_models.point.sparse_torch``.
+    """
+    for args in stack.install_plan(SUITE, _session_python(session), spconv=False):
+        session.install(*args)
+    _pip(session, *TEST_DEPS)
+    session.run(
+        "python",
+        "-c",
+        "import importlib.util, sys; sys.exit('spconv is importable in the no_spconv venv' "
+        "if importlib.util.find_spec('spconv') or importlib.util.find_spec('cumm') else 0)",
+    )
+    # Collected from `tests` (minus the folders that do not touch olivine-models): naming
+    # tests/models on the command line would load its conftest.py before tests/integration imports
+    # names from the root conftest. The root-level tests (layering, versions, GPU plan) come along.
+    _pytest(
+        session,
+        "no_spconv",
+        "tests",
+        *(f"--ignore=tests/{d}" for d in ("losses", "data", "synthetic")),
+        "-m",
+        "not gpu",
+    )
 
 
 @nox.session(name="tests-losses")

@@ -19,6 +19,14 @@ CUDA build). Wheels too large for one transfer can be
 carried split (``split -b 60m X.whl X.whl.part``); the pieces are joined before the install.
 ``--reuse`` keeps an existing venv (a second run then starts in seconds).
 
+Without spconv: ``--no-spconv`` installs the four packages without spconv/cumm and runs every
+MinkUNet on olivine-models' PyTorch-only sparse backend (``run_gpu.py --sparse-backend torch``).
+It is chosen automatically for an offline install from a ``--wheelhouse`` that holds no spconv
+wheel. So an air-gapped machine with torch preinstalled (e.g. torch 2.11 + CUDA 13 on Python
+3.12, where spconv publishes no wheel) runs with ``--system-torch --wheelhouse DIR`` and only the
+four packages' wheels (plus whatever of their requirements the machine lacks) in ``DIR``. With
+spconv installed, the benchmark still falls back to the torch backend if spconv does not import.
+
 Exit codes: 0 done; 1 a benchmark section failed; 2 no usable GPU (or bad arguments);
 3 the install failed.
 """
@@ -76,6 +84,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="use the machine's torch/torchvision (venv with --system-site-packages)",
     )
     p.add_argument("--reuse", action="store_true", help="keep an existing venv at --venv")
+    p.add_argument(
+        "--no-spconv",
+        action="store_true",
+        help="install no spconv; MinkUNet on the PyTorch-only backend (automatic where spconv "
+        "has no wheel: see the module docstring)",
+    )
     p.add_argument("--install-only", action="store_true", help="stop after the install")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     args = p.parse_args(argv)
@@ -136,7 +150,20 @@ def join_parts(wheelhouse: Path) -> list[Path]:
     return joined
 
 
-def pip_commands(args: argparse.Namespace, py: str, constraints: Path) -> list[list[str]]:
+def spconv_plan(args: argparse.Namespace) -> tuple[bool, str]:
+    """Whether the install includes spconv, and why (one line for the plan and the report)."""
+    if args.no_spconv:
+        return False, "--no-spconv"
+    if args.wheelhouse is not None and args.wheelhouse.is_dir():
+        names = [p.name.lower() for p in args.wheelhouse.iterdir()]
+        if not any(n.startswith("spconv") and ".whl" in n for n in names):
+            return False, f"no spconv wheel in --wheelhouse {args.wheelhouse}"
+    return True, "spconv from the pinned stack; torch backend if it does not import"
+
+
+def pip_commands(
+    args: argparse.Namespace, py: str, constraints: Path, spconv: bool = True
+) -> list[list[str]]:
     """Every pip command of the install, in order (arguments after ``python -m pip install``)."""
     source = ["--no-index", "--find-links", str(args.wheelhouse)] if args.wheelhouse else []
     common = ["--disable-pip-version-check", "--no-input", "--progress-bar", "off", *source]
@@ -144,7 +171,10 @@ def pip_commands(args: argparse.Namespace, py: str, constraints: Path) -> list[l
     if not args.system_torch:
         # torch and torchvision in one command, pinned together: pip never swaps torch later.
         cmds.append([*common, "-c", str(constraints), "torch", "torchvision"])
-    for step in stack.install_plan(stack.SUITE, py, editable=False, constraints=constraints):
+    plan = stack.install_plan(
+        stack.SUITE, py, editable=False, constraints=constraints, spconv=spconv
+    )
+    for step in plan:
         cmds.append([*common, *step])
     cmds.append([*common, "-c", str(constraints), *EXTRA])
     return cmds
@@ -177,10 +207,14 @@ info = {"torch": torch.__version__, "cuda": torch.version.cuda,
 if info["available"]:
     info["card"] = torch.cuda.get_device_name(0)
     info["capability"] = list(torch.cuda.get_device_capability(0))
-import spconv, olivine_losses, olivine_data, olivine_models, olivine_train  # noqa: F401
+import olivine_losses, olivine_data, olivine_models, olivine_train  # noqa: F401
 import numpy
 info["numpy"] = numpy.__version__
-info["spconv"] = getattr(spconv, "__version__", "?")
+from olivine_models.point.backends import resolve_sparse_backend
+info["sparse_backend"] = resolve_sparse_backend(sys.argv[2])
+if info["sparse_backend"] == "spconv":
+    import spconv
+    info["spconv"] = getattr(spconv, "__version__", "?")
 print(json.dumps(info))
 sys.exit(0 if info["available"] or not dev.startswith("cuda") else 2)
 """
@@ -203,18 +237,26 @@ def main(argv: list[str] | None = None) -> int:
         "wheelhouse": str(args.wheelhouse) if args.wheelhouse else None,
         "steps": [],
     }
+    with_spconv, why = spconv_plan(args)
+    backend = "auto" if with_spconv else "torch"
+    report["sparse_backend"] = backend
+    report["sparse_backend_reason"] = why
     with tempfile.TemporaryDirectory(prefix="olivine-gpu-run-") as tmp:
         constraints = constraints_for(args, Path(tmp))
-        cmds = pip_commands(args, py, constraints)
+        cmds = pip_commands(args, py, constraints, spconv=with_spconv)
         vpy = venv_python(args.venv)
         if args.dry_run:
             print(f"# Python {py}; venv {args.venv}; deadline {args.deadline_s:.0f} s")
+            print(f"# sparse backend: {backend} ({why})")
             venv_flags = " --system-site-packages" if args.system_torch else ""
             print(f"{args.python} -m venv{venv_flags} {args.venv}")
             for c in cmds:
                 print(f"{vpy} -m pip install " + shlex.join(c))
             bench = RUN_GPU.relative_to(ROOT)
-            print(f"{vpy} {bench} --device {args.device} --json ... --budget-s ...")
+            print(
+                f"{vpy} {bench} --device {args.device} --sparse-backend {backend} "
+                "--json ... --budget-s ..."
+            )
             return 0
 
         if args.device.startswith("cuda") and shutil.which("nvidia-smi") is None:
@@ -246,7 +288,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     check = subprocess.run(
-        [str(vpy), "-c", GPU_CHECK, args.device], capture_output=True, text=True, cwd=ROOT
+        [str(vpy), "-c", GPU_CHECK, args.device, backend],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
     print(check.stdout.strip() or check.stderr.strip()[-2000:], flush=True)
     if check.returncode == 0 and check.stdout.strip():
@@ -269,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         str(RUN_GPU),
         "--device",
         args.device,
+        "--sparse-backend",
+        backend,
         "--budget-s",
         f"{budget:.0f}",
         "--json",

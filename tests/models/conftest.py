@@ -53,6 +53,31 @@ def nuscenes_sweep(shared_data: Path) -> VoxelisedSweep:
     )
 
 
+def voxelised(points: np.ndarray, feature_column: int) -> VoxelisedSweep:
+    """Cylindrical voxels of one real scan (batch index 0), first point's feature per voxel."""
+    grid, first = cylindrical_voxelise(points)
+    coords = np.concatenate([np.zeros((len(grid), 1), np.int64), grid], axis=1).astype(np.int32)
+    shape = tuple(int(s) for s in grid.max(axis=0) + 1)
+    col = feature_column
+    return VoxelisedSweep(
+        points=points,
+        coords=torch.from_numpy(coords),
+        feats=torch.from_numpy(points[first, col : col + 1].copy()),
+        spatial_shape=(shape[0], shape[1], shape[2]),
+    )
+
+
+@pytest.fixture(scope="session")
+def kitti_scan(shared_data: Path) -> VoxelisedSweep:
+    """The real SemanticKITTI scan (seq 07, 000964; x, y, z, remission), every 4th point.
+
+    Subsampled (~30k of ~120k points) to keep the CPU parity tests of the large MinkUNet short.
+    """
+    path = shared_data / "semantickitti/keonhee-han-KI_DT/sequences/07/velodyne/000964.bin"
+    points = np.fromfile(path, dtype=np.float32).reshape(-1, 4)
+    return voxelised(np.ascontiguousarray(points[::4]), 3)
+
+
 @pytest.fixture(autouse=True)
 def _one_torch_thread():  # type: ignore[no-untyped-def]
     """Run each models test single-threaded (restored afterwards).

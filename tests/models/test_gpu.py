@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -51,3 +53,39 @@ def test_sam_box_labeler_on_gpu_fp16() -> None:
     out = labeler.label_batch([image, image])
     assert out[0].shape == (90, 160) and out[0].dtype == np.uint8
     assert set(np.unique(out[0]).tolist()) <= {0, 3}
+
+
+def test_torch_backend_cpu_and_gpu_agree_and_bf16_autocast_trains(nuscenes_sweep) -> None:  # type: ignore[no-untyped-def]
+    """The PyTorch-only backend on CUDA: same numbers as on CPU; bf16 autocast forward+backward."""
+    torch.manual_seed(0)
+    model = create_point_encoder("minkunet34c", backend="torch").eval()
+    s = nuscenes_sweep
+    with torch.no_grad():
+        cpu = model(s.coords, s.feats, s.spatial_shape, 1)
+        model.cuda()
+        gpu = model(s.coords.cuda(), s.feats.cuda(), s.spatial_shape, 1).cpu()
+    torch.testing.assert_close(gpu, cpu, rtol=1e-3, atol=1e-3)
+    model.train()
+    feats = s.feats.cuda().requires_grad_(True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model(s.coords.cuda(), feats, s.spatial_shape, 1)
+    assert out.dtype == torch.bfloat16
+    out.float().square().mean().backward()
+    assert feats.grad is not None and torch.isfinite(feats.grad).all()
+    grads = [p.grad for p in model.parameters()]
+    assert all(
+        g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads
+    )
+
+
+@pytest.mark.skipif(importlib.util.find_spec("spconv") is None, reason="needs spconv")
+def test_torch_backend_matches_spconv_on_gpu(nuscenes_sweep) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    ref = create_point_encoder("minkunet34c", backend="spconv").eval().cuda()
+    new = create_point_encoder("minkunet34c", backend="torch").eval().cuda()
+    new.load_state_dict(ref.state_dict())
+    s = nuscenes_sweep
+    with torch.no_grad():
+        a = ref(s.coords.cuda(), s.feats.cuda(), s.spatial_shape, 1)
+        b = new(s.coords.cuda(), s.feats.cuda(), s.spatial_shape, 1)
+    assert float((a - b).abs().max() / a.abs().max()) < 1e-3  # TF32/implicit GEMM on both sides

@@ -1,6 +1,12 @@
-"""MinkUNet on spconv: real-sweep forward/backward, layout arithmetic, row order, errors."""
+"""MinkUNet: real-sweep forward/backward, layout arithmetic, row order, errors.
+
+The models are built with ``backend="auto"``: spconv where it is installed, the PyTorch-only
+backend in the no_spconv session, so the same checks cover both.
+"""
 
 from __future__ import annotations
+
+import importlib.util
 
 import pytest
 import torch
@@ -130,6 +136,10 @@ def test_batch_elements_are_independent(nuscenes_sweep) -> None:  # type: ignore
     assert not torch.allclose(both[coords.shape[0] :], single)
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("spconv") is None,
+    reason="spconv is not installed: the CUDA algorithm switch is spconv's",
+)
 def test_state_dict_is_algorithm_independent() -> None:
     """The CUDA algorithm uses the same parameter names/shapes; CPU forward switches back."""
     model = create_point_encoder("minkunet_tiny")

@@ -6,10 +6,19 @@ CPU): submanifold k=3 (blocks), strided k=2/s=2 (down) and the inverse k=2 (up).
 
 from __future__ import annotations
 
+import importlib.util
+
+import pytest
 import torch
 import torch.nn.functional as F
 
 from olivine_models._spconv import require_spconv
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("spconv") is None,
+    reason="spconv is not installed (e.g. the no_spconv session); test_sparse_torch.py checks "
+    "the PyTorch-only layers the same way",
+)
 
 SHAPE = (9, 10, 11)  # deliberately not a multiple of the stride
 

@@ -158,3 +158,44 @@ def test_unknown_model_reported_next_to_type_errors() -> None:
     text = str(info.value)
     assert "data.batch_size: expected int" in text
     assert "model.point_encoder: unknown 'minkunet35c'; did you mean 'minkunet34c'?" in text
+
+
+def test_sparse_backend_defaults_to_auto_and_lists_the_allowed_values() -> None:
+    from typing import get_args, get_type_hints
+
+    from olivine_models.point.backends import SPARSE_BACKENDS
+    from olivine_train.config.schema import ModelConfig
+
+    assert load_config("olivine_nuscenes", check_paths=False).model.sparse_backend == "auto"
+    allowed = get_args(get_type_hints(ModelConfig)["sparse_backend"])
+    assert allowed == SPARSE_BACKENDS  # the schema and olivine_models agree
+    cfg = load_config("demo", ["model.sparse_backend=torch"], check_paths=False)
+    assert cfg.model.sparse_backend == "torch"
+    with pytest.raises(ConfigError) as info:
+        load_config("demo", ["model.sparse_backend=minkowski"], check_paths=False)
+    assert (
+        "model.sparse_backend: expected one of 'auto', 'spconv', 'torch', got 'minkowski'"
+        in str(info.value)
+    )
+
+
+def test_sparse_backend_spconv_without_spconv_is_a_config_problem() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("spconv") is not None:
+        assert load_config("demo", ["model.sparse_backend=spconv"], check_paths=False)
+        return
+    with pytest.raises(ConfigError, match="'spconv' but spconv is not installed here"):
+        load_config("demo", ["model.sparse_backend=spconv"], check_paths=False)
+
+
+def test_recipes_name_the_sparse_backend_they_run_on() -> None:
+    from olivine_models import create_point_encoder
+    from olivine_train.recipes.common import describe_student
+
+    cfg = load_config("demo", ["model.sparse_backend=torch"], check_paths=False)
+    backbone = create_point_encoder(cfg.model.point_encoder, backend=cfg.model.sparse_backend)
+    assert describe_student(cfg, backbone) == "student: minkunet_tiny on the torch sparse backend"
+    auto = load_config("demo", check_paths=False)
+    line = describe_student(auto, create_point_encoder("minkunet_tiny", backend="torch"))
+    assert line.endswith("on the torch sparse backend (auto)")

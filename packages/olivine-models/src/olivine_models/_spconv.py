@@ -1,8 +1,8 @@
 """Lazy, guarded import of ``spconv.pytorch`` and the CPU/GPU algorithm choice.
 
 spconv-cu120 ships Linux x86-64 wheels only; elsewhere the import fails and we raise an
-ImportError that says which build to install. The import is deferred to the first use of a sparse
-backbone so that ``import olivine_models`` stays light.
+ImportError that says which build to install, or to use the PyTorch-only backend. The import is
+deferred to the first use of a spconv backbone so that ``import olivine_models`` stays light.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from typing import Any
 import torch
 
 _SPCONV_HINT = (
-    "olivine-models needs spconv: on this platform install `spconv` (CPU) or the spconv-cuXXX "
-    "wheel matching your CUDA (e.g. `pip install spconv-cu120`); never install both."
+    "the spconv backend needs spconv: on this platform install `spconv` (CPU) or the spconv-cuXXX "
+    "wheel matching your CUDA (e.g. `pip install spconv-cu120`); never install both. Or use "
+    "backend='torch' / 'auto' (model.sparse_backend), the PyTorch-only backend: same weights."
 )
 
 

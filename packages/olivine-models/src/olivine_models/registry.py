@@ -33,12 +33,18 @@ def list_image_encoders() -> list[str]:
     return sorted(IMAGE_ENCODER_SPECS)
 
 
-def create_point_encoder(name: str, in_channels: int = 1, **kw: Any) -> MinkUNet:
+def create_point_encoder(
+    name: str, in_channels: int = 1, backend: str = "auto", **kw: Any
+) -> MinkUNet:
     """Build a sparse 3D backbone by name.
 
     Args:
         name: one of :func:`list_point_encoders` (``"minkunet34c"`` is the OLIVINE backbone).
         in_channels: input features per voxel (1 = intensity).
+        backend: sparse-convolution backend, one of
+            :data:`~olivine_models.point.backends.SPARSE_BACKENDS`: ``"auto"`` (spconv when it
+            imports, else the PyTorch-only backend; the choice is logged and is the model's
+            ``sparse_backend``), ``"spconv"`` or ``"torch"``. Both share one state-dict layout.
         **kw: ``bn_momentum`` (torch convention, default 0.05), ``gpu_algo`` (spconv algorithm
             name for CUDA inputs), or layout overrides ``layers``, ``planes``, ``init_dim``,
             ``kernel_size``.
@@ -46,6 +52,8 @@ def create_point_encoder(name: str, in_channels: int = 1, **kw: Any) -> MinkUNet
     Raises:
         KeyError: unknown name (the message lists the known ones).
         TypeError: unknown keyword argument.
+        ValueError: unknown ``backend`` (the message lists the allowed values).
+        ImportError: ``backend="spconv"`` without a working spconv.
     """
     if name not in MINKUNET_CONFIGS:
         raise KeyError(
@@ -64,7 +72,7 @@ def create_point_encoder(name: str, in_channels: int = 1, **kw: Any) -> MinkUNet
             if key in overrides:
                 overrides[key] = tuple(int(v) for v in overrides[key])
         config = replace(config, **overrides)
-    return MinkUNet(in_channels=in_channels, config=config, name=name, **kw)
+    return MinkUNet(in_channels=in_channels, config=config, name=name, backend=backend, **kw)
 
 
 def create_image_encoder(

@@ -1,7 +1,9 @@
-"""MinkUNet (Res16UNet) sparse 3D backbones on spconv.
+"""MinkUNet (Res16UNet) sparse 3D backbones on spconv or on PyTorch alone.
 
 The layout follows MinkowskiEngine's ``Res16UNetBase`` as used by PointContrast, SLidR and OLIVINE
-(``model/res16unet.py``), rewritten with spconv 2.x layers:
+(``model/res16unet.py``), rewritten with spconv 2.x layers. ``backend="torch"`` builds the same
+network from :mod:`olivine_models.point.sparse_torch` (same layer classes, arguments, indice keys
+and weight layout, PyTorch operations only), so one state dict loads into both backends:
 
 =============================  =====================================================================
 MinkowskiEngine                here (spconv)
@@ -24,10 +26,10 @@ Row order: submanifold convolutions keep their input sites in order, and an inve
 returns exactly the site list (and order) that entered its paired down convolution. The output of
 the network therefore has one row per input voxel, in the order of ``coords``.
 
-Algorithm choice: spconv's CPU path implements only ``ConvAlgo.Native``. Every forward call picks
-the algorithm from the device of its input (Native on CPU, ``MaskImplicitGemm`` on CUDA by default)
-and sets it on all sparse layers; weights are stored in one layout for all algorithms (spconv >=
-2.2, KRSC), so the same state dict runs on both.
+Algorithm choice (spconv backend): spconv's CPU path implements only ``ConvAlgo.Native``. Every
+forward call picks the algorithm from the device of its input (Native on CPU,
+``MaskImplicitGemm`` on CUDA by default) and sets it on all sparse layers; weights are stored in
+one layout for all algorithms (spconv >= 2.2, KRSC), so the same state dict runs on both.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ import torch
 from torch import nn
 
 from olivine_models._spconv import conv_algo_for, require_spconv
+from olivine_models.point import sparse_torch
+from olivine_models.point.backends import SparseBackend, resolve_sparse_backend
 
 __all__ = ["MinkUNet", "MinkUNetConfig", "MINKUNET_CONFIGS", "validate_sparse_input"]
 
@@ -184,15 +188,15 @@ class _BasicBlock(nn.Module):
         kernel_size: int,
         indice_key: str,
         bn_momentum: float,
-        algo: Any,
+        conv_kw: dict[str, Any],
     ) -> None:
         super().__init__()
         self.conv1 = spconv.SubMConv3d(
-            inplanes, planes, kernel_size, bias=False, indice_key=indice_key, algo=algo
+            inplanes, planes, kernel_size, bias=False, indice_key=indice_key, **conv_kw
         )
         self.norm1 = nn.BatchNorm1d(planes, momentum=bn_momentum)
         self.conv2 = spconv.SubMConv3d(
-            planes, planes, kernel_size, bias=False, indice_key=indice_key, algo=algo
+            planes, planes, kernel_size, bias=False, indice_key=indice_key, **conv_kw
         )
         self.norm2 = nn.BatchNorm1d(planes, momentum=bn_momentum)
         self.relu = nn.ReLU(inplace=True)
@@ -201,7 +205,7 @@ class _BasicBlock(nn.Module):
             # ME: conv(kernel_size=1, bias=False) + BN. A 1x1 submanifold conv is a per-site matmul.
             self.downsample = nn.ModuleList(
                 [
-                    spconv.SubMConv3d(inplanes, planes, 1, bias=False, algo=algo),
+                    spconv.SubMConv3d(inplanes, planes, 1, bias=False, **conv_kw),
                     nn.BatchNorm1d(planes, momentum=bn_momentum),
                 ]
             )
@@ -218,14 +222,18 @@ class _BasicBlock(nn.Module):
 
 
 class MinkUNet(nn.Module):
-    """Res16UNet-style sparse UNet (spconv).
+    """Res16UNet-style sparse UNet (spconv or the PyTorch-only backend).
 
     Args:
         in_channels: number of input features per voxel (1 = lidar intensity in the reference).
         config: the layout; see :data:`MINKUNET_CONFIGS`.
         bn_momentum: BatchNorm momentum in torch's convention (0.05 as in the reference).
-        gpu_algo: spconv algorithm used for CUDA inputs (CPU always uses ``Native``).
+        gpu_algo: spconv algorithm used for CUDA inputs (CPU always uses ``Native``); unused by
+            the torch backend.
         name: model name used in error messages.
+        backend: ``"auto"`` (spconv when it imports, else torch; logged), ``"spconv"`` or
+            ``"torch"`` (:mod:`olivine_models.point.sparse_torch`, never imports spconv). The
+            chosen one is :attr:`sparse_backend`.
 
     ``forward(coords, feats, spatial_shape, batch_size)`` returns ``(V, out_channels)`` features,
     one row per input voxel in the order of ``coords``.
@@ -238,9 +246,20 @@ class MinkUNet(nn.Module):
         bn_momentum: float = DEFAULT_BN_MOMENTUM,
         gpu_algo: str = "MaskImplicitGemm",
         name: str = "minkunet",
+        backend: str = "auto",
     ) -> None:
         super().__init__()
-        spconv = require_spconv()
+        self.sparse_backend: SparseBackend = resolve_sparse_backend(backend)
+        spconv: Any
+        conv_kw: dict[str, Any]
+        if self.sparse_backend == "spconv":
+            spconv = require_spconv()
+            algo: Any = spconv.ConvAlgo.Native
+            conv_kw = {"algo": algo}
+        else:
+            spconv = sparse_torch
+            algo = None
+            conv_kw = {}
         if int(in_channels) < 1:
             raise ValueError(f"{name}: in_channels must be >= 1, got {in_channels}")
         if not 0.0 < bn_momentum < 1.0:
@@ -252,8 +271,8 @@ class MinkUNet(nn.Module):
         self.out_channels = int(cfg.planes[7])
         self.bn_momentum = float(bn_momentum)
         self.gpu_algo = gpu_algo
-        algo = spconv.ConvAlgo.Native
         self._algo = algo
+        self._conv_kw = conv_kw
         k = cfg.kernel_size
         planes, layers = cfg.planes, cfg.layers
         m = self.bn_momentum
@@ -263,7 +282,7 @@ class MinkUNet(nn.Module):
 
         self.inplanes = cfg.init_dim
         self.conv0p1s1 = spconv.SubMConv3d(
-            self.in_channels, cfg.init_dim, k, bias=False, indice_key="subm1", algo=algo
+            self.in_channels, cfg.init_dim, k, bias=False, indice_key="subm1", **conv_kw
         )
         self.bn0 = bn(cfg.init_dim)
         # Encoder: four stride-2 stages (ME kernel_size=2, stride=2, no bias).
@@ -279,7 +298,7 @@ class MinkUNet(nn.Module):
                     stride=2,
                     bias=False,
                     indice_key=f"down{level + 1}",
-                    algo=algo,
+                    **conv_kw,
                 )
             )
             self.down_bns.append(bn(self.inplanes))
@@ -297,7 +316,7 @@ class MinkUNet(nn.Module):
             width = planes[4 + j]
             self.up_convs.append(
                 spconv.SparseInverseConv3d(
-                    self.inplanes, width, 2, bias=False, indice_key=f"down{level}", algo=algo
+                    self.inplanes, width, 2, bias=False, indice_key=f"down{level}", **conv_kw
                 )
             )
             self.up_bns.append(bn(width))
@@ -320,13 +339,15 @@ class MinkUNet(nn.Module):
                     self.config.kernel_size,
                     indice_key,
                     bn_momentum,
-                    self._algo,
+                    self._conv_kw,
                 )
             )
             self.inplanes = planes
         return layer
 
     def _set_algo(self, device: torch.device) -> None:
+        if self.sparse_backend != "spconv":
+            return
         algo = conv_algo_for(device, self.gpu_algo)
         if algo == self._algo:
             return
@@ -361,7 +382,7 @@ class MinkUNet(nn.Module):
         mult = 2**NUM_LEVELS
         padded = [((s + mult - 1) // mult) * mult for s in shape]
         self._set_algo(feats.device)
-        spconv = require_spconv()
+        spconv = require_spconv() if self.sparse_backend == "spconv" else sparse_torch
         x = spconv.SparseConvTensor(
             feats.contiguous(), coords.contiguous(), padded, int(batch_size)
         )
@@ -389,5 +410,6 @@ class MinkUNet(nn.Module):
         return (
             f"name={self.name!r}, in_channels={self.in_channels}, "
             f"out_channels={self.out_channels}, layers={self.config.layers}, "
-            f"planes={self.config.planes}, init_dim={self.config.init_dim}"
+            f"planes={self.config.planes}, init_dim={self.config.init_dim}, "
+            f"sparse_backend={self.sparse_backend!r}"
         )

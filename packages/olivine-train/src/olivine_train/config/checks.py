@@ -6,6 +6,7 @@ once in a single :class:`ConfigError`.
 
 from __future__ import annotations
 
+import importlib.util
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,11 @@ def _check_model(cfg: Config, p: _Problems) -> None:
     p.positive("model.in_channels", m.in_channels)
     p.pair("model.image_input_size", m.image_input_size)
     p.positive("model.head_dim", m.head_dim)
+    if m.sparse_backend == "spconv" and importlib.util.find_spec("spconv") is None:
+        p.append(
+            "model.sparse_backend: 'spconv' but spconv is not installed here; use 'auto' or "
+            "'torch' (the PyTorch-only backend, same checkpoints)"
+        )
 
 
 def _check_loss(cfg: Config, p: _Problems) -> None:

@@ -55,6 +55,10 @@ class ModelConfig:
     """Networks: the trainable 3D backbone and (pretraining) the frozen 2D teacher."""
 
     point_encoder: str = "minkunet34c"
+    # sparse-convolution backend of the point encoder: auto = spconv when it imports, else the
+    # PyTorch-only backend (olivine_models.point.sparse_torch); spconv | torch force one. Both
+    # read and write the same state dict, so checkpoints move between them.
+    sparse_backend: Literal["auto", "spconv", "torch"] = "auto"
     in_channels: int = 1
     image_encoder: str = "resnet50_dilated"
     image_weights: str | None = None  # e.g. weights/moco_v2_800ep_pretrain.pth.tar

@@ -18,6 +18,7 @@ from olivine_train.config import Config, ConfigChange, OptimConfig, config_to_di
 from olivine_train.distributed import DistInfo, ResumableSampler, resolve_dtype, setup
 
 __all__ = [
+    "describe_student",
     "NonFiniteLossError",
     "Runtime",
     "SeededDataset",
@@ -142,6 +143,13 @@ class SeededDataset(torch.utils.data.Dataset[Any]):
     def __iter__(self) -> Iterator[Any]:
         for i in range(len(self)):
             yield self[i]
+
+
+def describe_student(cfg: Config, backbone: torch.nn.Module) -> str:
+    """The start-of-run line naming the point encoder and the sparse backend it runs on."""
+    backend = getattr(backbone, "sparse_backend", "?")
+    how = " (auto)" if cfg.model.sparse_backend == "auto" else ""
+    return f"student: {cfg.model.point_encoder} on the {backend} sparse backend{how}"
 
 
 def voxel_size_of(cfg: Config) -> tuple[float, float, float]:

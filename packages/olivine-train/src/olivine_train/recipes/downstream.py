@@ -37,6 +37,7 @@ from olivine_train.recipes.common import (
     StepCallback,
     build_collator,
     build_sampler,
+    describe_student,
 )
 from olivine_train.recipes.loop import (
     Counters,
@@ -106,7 +107,10 @@ class Downstream(JobBase):
 
         cfg, rt, ds = self.cfg, self.rt, self.cfg.downstream
         backbone = create_point_encoder(
-            cfg.model.point_encoder, in_channels=cfg.model.in_channels, bn_momentum=ds.bn_momentum
+            cfg.model.point_encoder,
+            in_channels=cfg.model.in_channels,
+            bn_momentum=ds.bn_momentum,
+            backend=cfg.model.sparse_backend,
         )
         self.load_summary = self._load_pretrained(backbone)
         self.net = SegNet(backbone, ds.num_classes).to(rt.device)
@@ -304,6 +308,7 @@ def run_downstream(cfg: Config, callbacks: list[StepCallback] | None = None) -> 
     with open_run(cfg, "downstream") as (rt, logger):
         job = Downstream(cfg, rt, logger)
         if rt.is_main:
+            print(f"[olivine-train] {describe_student(cfg, job.net.backbone)}")
             print(f"[olivine-train] backbone: {job.load_summary}")
             logger.text(0, "backbone", job.load_summary)
         resume_if_asked(job, logger)
@@ -342,7 +347,11 @@ def run_evaluate(checkpoint: str, overrides: list[str] | None = None) -> Downstr
     try:
         from olivine_models import create_point_encoder
 
-        backbone = create_point_encoder(cfg.model.point_encoder, in_channels=cfg.model.in_channels)
+        backbone = create_point_encoder(
+            cfg.model.point_encoder,
+            in_channels=cfg.model.in_channels,
+            backend=cfg.model.sparse_backend,
+        )
         net = SegNet(backbone, cfg.downstream.num_classes).to(rt.device)
         load_strict(net, ckpt["model"], f"{checkpoint}: model")
         collator = build_collator(cfg)

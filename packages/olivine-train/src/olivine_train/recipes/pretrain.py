@@ -36,6 +36,7 @@ from olivine_train.recipes.common import (
     StepCallback,
     build_collator,
     build_sampler,
+    describe_student,
     lr_scale,
 )
 from olivine_train.recipes.loop import (
@@ -131,7 +132,11 @@ class Pretrainer(JobBase):
 
         cfg, rt = self.cfg, self.rt
         heads = needed_heads(cfg)
-        backbone = create_point_encoder(cfg.model.point_encoder, in_channels=cfg.model.in_channels)
+        backbone = create_point_encoder(
+            cfg.model.point_encoder,
+            in_channels=cfg.model.in_channels,
+            backend=cfg.model.sparse_backend,
+        )
         self.net = PretrainNet(
             backbone,
             int(self.teacher.out_channels),  # type: ignore[arg-type]
@@ -403,6 +408,7 @@ def run_pretrain(cfg: Config, callbacks: list[StepCallback] | None = None) -> Pr
         trainer = Pretrainer(cfg, rt, logger)
         resumed = resume_if_asked(trainer, logger)
         if rt.is_main:
+            print(f"[olivine-train] {describe_student(cfg, trainer.net.backbone)}")
             if resumed is not None:
                 print(f"[olivine-train] resumed from {resumed} at step {trainer.counters.step}")
             logger.text(trainer.counters.step, "teacher", describe_teacher(cfg))
