@@ -313,11 +313,7 @@ class LabelStore:
     ) -> Path:
         """Write ``labels`` ((H, W) integer ids of the vocabulary) atomically; return the path."""
         p = self.path(camera, image_filename)
-        arr = np.asarray(labels)
-        if arr.ndim != 2:
-            raise ValueError(f"{p}: labels must be a 2-D (H, W) array, got shape {arr.shape}")
-        if not np.issubdtype(arr.dtype, np.integer):
-            raise TypeError(f"{p}: labels must have an integer dtype, got {arr.dtype}")
+        arr = _integer_map(p, labels, "labels")
         self.vocabulary.validate_ids(arr, str(p))
         _write_png_atomic(p, arr.astype(np.uint8))
         return p
@@ -366,11 +362,7 @@ class LabelStore:
     ) -> Path:
         """Write ``(H, W)`` segment ids (0 = unassigned) atomically as a 16-bit PNG."""
         p = self.superpixel_path(camera, image_filename)
-        arr = np.asarray(segments)
-        if arr.ndim != 2:
-            raise ValueError(f"{p}: superpixels must be a 2-D (H, W) array, got shape {arr.shape}")
-        if not np.issubdtype(arr.dtype, np.integer):
-            raise TypeError(f"{p}: superpixels must have an integer dtype, got {arr.dtype}")
+        arr = _integer_map(p, segments, "superpixels")
         if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 65535):
             raise ValueError(
                 f"{p}: superpixel ids must be in 0..65535, got {int(arr.min())}..{int(arr.max())}"
@@ -439,6 +431,16 @@ def pair_superpixel_ids(superpixels: np.ndarray, pair_pixels: np.ndarray) -> np.
     cam, row, col = pix.T
     raw = sp[cam, row, col].astype(np.int64)
     return np.where(raw > 0, offsets[cam] + raw - 1, -1)  # type: ignore[no-any-return]
+
+
+def _integer_map(path: Path, values: np.ndarray, what: str) -> np.ndarray:
+    """``values`` as an array, checked to be a 2-D (H, W) integer map (errors name ``path``)."""
+    arr = np.asarray(values)
+    if arr.ndim != 2:
+        raise ValueError(f"{path}: {what} must be a 2-D (H, W) array, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{path}: {what} must have an integer dtype, got {arr.dtype}")
+    return arr
 
 
 def _write_png_atomic(path: Path, array: np.ndarray) -> None:

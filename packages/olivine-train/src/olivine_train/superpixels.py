@@ -22,6 +22,7 @@ SLIC superpixels (SLidR's original) can be computed offline, e.g. with scikit-im
 
 from __future__ import annotations
 
+import abc
 from dataclasses import replace
 from typing import Any
 
@@ -72,50 +73,59 @@ def _image_names(base: Any, sample: Any) -> list[tuple[str, str]]:
     return out
 
 
-class SamSuperpixels:
-    """Dataset wrapper: ``pair_labels`` := SAM superpixel id of the paired pixel (``-1``: none)."""
+class _SuperpixelWrapper(abc.ABC):
+    """A nuScenes pretraining dataset whose ``pair_labels`` are replaced by superpixel ids."""
+
+    source = ""
 
     def __init__(self, base: Any) -> None:
-        _check_base(base, "sam")
+        _check_base(base, self.source)
         self.base = base
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __getitem__(self, index: int) -> Any:
-        from olivine_data.labels import pair_superpixel_ids
-
         sample = self.base[index]
-        store = self.base.label_store
         h, w = sample.images.shape[1:3]
-        maps = [
-            store.read_superpixels(cam, name, expected_shape=(h, w))
-            for cam, name in _image_names(self.base, sample)
-        ]
-        ids = pair_superpixel_ids(np.stack(maps), sample.pair_pixels)
+        names = _image_names(self.base, sample)
+        ids = self.pair_ids(self.base.label_store, names, (h, w), sample.pair_pixels)
         return replace(sample, pair_labels=ids.astype(np.int64))
 
+    @abc.abstractmethod
+    def pair_ids(
+        self, store: Any, names: list[tuple[str, str]], shape: tuple[int, int], pixels: np.ndarray
+    ) -> np.ndarray:
+        """``(P,)`` superpixel id of each pair, unique within the sample."""
 
-class ComponentSuperpixels:
+
+class SamSuperpixels(_SuperpixelWrapper):
+    """Dataset wrapper: ``pair_labels`` := SAM superpixel id of the paired pixel (``-1``: none)."""
+
+    source = "sam"
+
+    def pair_ids(
+        self, store: Any, names: list[tuple[str, str]], shape: tuple[int, int], pixels: np.ndarray
+    ) -> np.ndarray:
+        from olivine_data.labels import pair_superpixel_ids
+
+        maps = [store.read_superpixels(cam, name, expected_shape=shape) for cam, name in names]
+        return pair_superpixel_ids(np.stack(maps), pixels)
+
+
+class ComponentSuperpixels(_SuperpixelWrapper):
     """Dataset wrapper: ``pair_labels`` := connected-component id of the paired pixel."""
 
-    def __init__(self, base: Any) -> None:
-        _check_base(base, "vfm_components")
-        self.base = base
+    source = "vfm_components"
 
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int) -> Any:
-        sample = self.base[index]
-        store = self.base.label_store
-        h, w = sample.images.shape[1:3]
+    def pair_ids(
+        self, store: Any, names: list[tuple[str, str]], shape: tuple[int, int], pixels: np.ndarray
+    ) -> np.ndarray:
         per_camera = []
         offset = 0
-        for cam, name in _image_names(self.base, sample):
-            ids, count = label_components(store.read(cam, name, expected_shape=(h, w)))
+        for cam, name in names:
+            ids, count = label_components(store.read(cam, name, expected_shape=shape))
             per_camera.append(ids + offset)
             offset += count
-        stack = np.stack(per_camera)
-        cam, row, col = sample.pair_pixels.T
-        return replace(sample, pair_labels=stack[cam, row, col].astype(np.int64))
+        cam, row, col = pixels.T
+        return np.stack(per_camera)[cam, row, col]  # type: ignore[no-any-return]
