@@ -74,18 +74,18 @@ def test_loss_decomposition_matches_losses_package(
     m = tr.cfg.loss.num_pairs
     assert i_pp.numel() == m and i_pp.unique().numel() == m
     assert i_sup.numel() == m and i_sup.unique().numel() == m
-    pp = info_nce(feats["k_pp"][pv[i_pp]], pixel_features(feats["q_pp"], px[i_pp]), 0.07)
+    pp = info_nce(feats.k_pp[pv[i_pp]], pixel_features(feats.q_pp, px[i_pp]), 0.07)
     assert bool((lab == 16).any())  # the world has unlabelled pairs, so both cases differ
     assert bool(tr.prior.observed[16]) == (not ignore_unlabelled)
     sup = semantic_contrastive(
-        feats["k_sem"][pv[i_sup]],
-        pixel_features(feats["q_sem"], px[i_sup]),
+        feats.k_sem[pv[i_sup]],
+        pixel_features(feats.q_sem, px[i_sup]),
         lab[i_sup],
         0.07,
         ignore_index=ignore,
     )
     kl = vmf_nll(
-        feats["k_sem"][pv],
+        feats.k_sem[pv],
         lab,
         tr.prior.mu,
         tr.prior.kappa,

@@ -36,7 +36,6 @@ import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from olivine_train.config import ConfigError, list_configs, load_config
 from olivine_train.preemption import Preempted
@@ -52,7 +51,11 @@ _OVERRIDES_HELP = (
 
 
 def _config_command(
-    sub: Any, name: str, help: str, description: str, config_help: str
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help: str,
+    description: str,
+    config_help: str,
 ) -> argparse.ArgumentParser:
     """A subcommand taking ``CONFIG [key=value ...]``."""
     p: argparse.ArgumentParser = sub.add_parser(name, help=help, description=description)

@@ -30,6 +30,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from olivine_data.collate import PretrainBatch
+from olivine_train.config import Tree
+
 __all__ = ["RunLogger", "draw_pairs_image", "read_jsonl"]
 
 # 20 distinct colours (tab20-like), used cyclically for label ids.
@@ -89,6 +92,8 @@ class RunLogger:
         self.enabled = enabled
         self.tb_dir = self.run_dir / "tb"
         self.jsonl_path = self.run_dir / "metrics.jsonl"
+        # Any: tensorboard's SummaryWriter (imported when enabled) and the JSONL file; both are
+        # set whenever ``enabled`` is True, which every method checks first
         self._writer: Any = None
         self._jsonl: Any = None
         self._t0 = time.perf_counter()
@@ -154,7 +159,7 @@ class RunLogger:
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
 
-    def event(self, step: int, kind: str, payload: dict[str, Any]) -> None:
+    def event(self, step: int, kind: str, payload: Tree) -> None:
         """A free-form JSONL record (e.g. an evaluation table); not sent to TensorBoard."""
         if not self.enabled:
             return
@@ -166,7 +171,7 @@ class RunLogger:
             return
         self._writer.add_image(tag, image_hwc, step, dataformats="HWC")
 
-    def pairs_image(self, step: int, batch: Any) -> None:
+    def pairs_image(self, step: int, batch: PretrainBatch) -> None:
         """Log the first camera of a pretraining batch with its pairs coloured by VFM label."""
         if not self.enabled:
             return
@@ -194,7 +199,7 @@ class RunLogger:
             self.enabled = False
 
 
-def read_jsonl(path: str | Path, kind: str | None = None) -> list[dict[str, Any]]:
+def read_jsonl(path: str | Path, kind: str | None = None) -> list[Tree]:
     """Records of a ``metrics.jsonl`` file (optionally only those of one ``kind``)."""
     out = []
     with open(path, encoding="utf-8") as fh:

@@ -25,12 +25,14 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import torch
+
+#: What ``signal.getsignal`` returns: a handler function, SIG_DFL/SIG_IGN, or None.
+Handler = Callable[[int, FrameType | None], object] | int | None
 
 __all__ = [
     "STOP_SIGNALS",
@@ -62,7 +64,7 @@ class _Requests:
 
     def __init__(self) -> None:
         self.received: signal.Signals | None = None
-        self.previous: dict[signal.Signals, Any] = {}
+        self.previous: dict[signal.Signals, Handler] = {}
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         sig = signal.Signals(signum)

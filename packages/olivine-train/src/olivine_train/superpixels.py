@@ -23,9 +23,12 @@ SLIC superpixels (SLidR's original) can be computed offline, e.g. with scikit-im
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
+
+from olivine_data.datasets import NuScenesPretrainDataset
+from olivine_data.labels import LabelStore, pair_superpixel_ids
+from olivine_data.types import PretrainSample
 
 __all__ = ["ComponentSuperpixels", "SamSuperpixels", "label_components"]
 
@@ -50,18 +53,18 @@ def label_components(label_map: np.ndarray) -> tuple[np.ndarray, int]:
     return ids, offset
 
 
-def _check_base(base: Any, source: str) -> None:
-    for attr in ("nusc", "label_store", "cameras", "sample_tokens"):
-        if not hasattr(base, attr):
-            raise ValueError(
-                f"loss.superpixel_source={source!r} needs a nuScenes pretraining dataset "
-                f"(missing attribute {attr!r} on {type(base).__name__}); use 'vfm_labels'"
-            )
+def _check_base(base: object, source: str) -> tuple[NuScenesPretrainDataset, LabelStore]:
+    if not isinstance(base, NuScenesPretrainDataset):
+        raise ValueError(
+            f"loss.superpixel_source={source!r} needs a nuScenes pretraining dataset "
+            f"(got {type(base).__name__}); use 'vfm_labels'"
+        )
     if base.label_store is None:
         raise ValueError(f"loss.superpixel_source={source!r} needs a label store (data.label_root)")
+    return base, base.label_store
 
 
-def _image_names(base: Any, sample: Any) -> list[tuple[str, str]]:
+def _image_names(base: NuScenesPretrainDataset, sample: PretrainSample) -> list[tuple[str, str]]:
     """``(camera, image file name)`` of each camera of a nuScenes pretraining sample."""
     nusc = base.nusc
     record = nusc.get("sample", sample.token)
@@ -75,18 +78,15 @@ def _image_names(base: Any, sample: Any) -> list[tuple[str, str]]:
 class SamSuperpixels:
     """Dataset wrapper: ``pair_labels`` := SAM superpixel id of the paired pixel (``-1``: none)."""
 
-    def __init__(self, base: Any) -> None:
-        _check_base(base, "sam")
-        self.base = base
+    def __init__(self, base: object) -> None:
+        self.base, self.store = _check_base(base, "sam")
 
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, index: int) -> Any:
-        from olivine_data.labels import pair_superpixel_ids
-
+    def __getitem__(self, index: int) -> PretrainSample:
         sample = self.base[index]
-        store = self.base.label_store
+        store = self.store
         h, w = sample.images.shape[1:3]
         maps = [
             store.read_superpixels(cam, name, expected_shape=(h, w))
@@ -99,16 +99,15 @@ class SamSuperpixels:
 class ComponentSuperpixels:
     """Dataset wrapper: ``pair_labels`` := connected-component id of the paired pixel."""
 
-    def __init__(self, base: Any) -> None:
-        _check_base(base, "vfm_components")
-        self.base = base
+    def __init__(self, base: object) -> None:
+        self.base, self.store = _check_base(base, "vfm_components")
 
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, index: int) -> Any:
+    def __getitem__(self, index: int) -> PretrainSample:
         sample = self.base[index]
-        store = self.base.label_store
+        store = self.store
         h, w = sample.images.shape[1:3]
         per_camera = []
         offset = 0

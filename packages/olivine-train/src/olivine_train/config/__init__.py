@@ -48,6 +48,7 @@ from olivine_train.config.schema import (
     ModelConfig,
     OptimConfig,
     RunConfig,
+    Tree,
 )
 
 __all__ = [
@@ -66,6 +67,7 @@ __all__ = [
     "OptimConfig",
     "ResumeConfigError",
     "RunConfig",
+    "Tree",
     "check_resume_config",
     "config_changes",
     "config_to_dict",

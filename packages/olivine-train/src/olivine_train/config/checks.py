@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import Any
 
 from olivine_train.config.coerce import build, did_you_mean
 from olivine_train.config.drift import config_field_names
-from olivine_train.config.schema import NUSCENES_CAMERAS, Config, ConfigError
+from olivine_train.config.schema import NUSCENES_CAMERAS, Config, ConfigError, Tree
 
 __all__ = ["DATASET_CAMERAS", "validate"]
 
@@ -23,18 +22,18 @@ DATASET_CAMERAS: dict[str, tuple[str, ...]] = {"nuscenes": NUSCENES_CAMERAS, "ki
 class _Problems(list[str]):
     """The problem list, with the recurring numeric checks."""
 
-    def positive(self, where: str, value: Any, strict: bool = True) -> None:
+    def positive(self, where: str, value: object, strict: bool = True) -> None:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if (strict and value <= 0) or (not strict and value < 0):
                 self.append(f"{where}: must be {'> 0' if strict else '>= 0'}, got {value!r}")
 
-    def positive_if_set(self, section: str, obj: Any, keys: tuple[str, ...]) -> None:
+    def positive_if_set(self, section: str, obj: object, keys: tuple[str, ...]) -> None:
         """:meth:`positive` for each of ``keys`` of ``obj`` that is not None."""
         for key in keys:
             if getattr(obj, key) is not None:
                 self.positive(f"{section}.{key}", getattr(obj, key))
 
-    def within(self, where: str, value: Any, low: float, high: float, *, closed: str) -> None:
+    def within(self, where: str, value: object, low: float, high: float, *, closed: str) -> None:
         """``value`` in the interval from ``low`` to ``high``; ``closed`` says which ends are
         included: ``"()"``, ``"(]"``, ``"[)"``.
         """
@@ -47,7 +46,7 @@ class _Problems(list[str]):
                 f"{where}: must lie in {closed[0]}{low:g}, {high:g}{closed[1]}, got {value!r}"
             )
 
-    def pair(self, where: str, value: Any) -> None:
+    def pair(self, where: str, value: object) -> None:
         """A ``[height, width]`` of positive numbers."""
         if not isinstance(value, list):
             return
@@ -280,7 +279,7 @@ def _check_values(cfg: Config, p: _Problems, check_paths: bool) -> None:
         _check_paths(cfg, p)
 
 
-def validate(raw: dict[str, Any], *, check_paths: bool = True, source: str = "config") -> Config:
+def validate(raw: Tree, *, check_paths: bool = True, source: str = "config") -> Config:
     """Build a :class:`Config` from a nested dict, raising one :class:`ConfigError` with all
     problems (unknown keys, wrong types, bad values, missing paths).
     """

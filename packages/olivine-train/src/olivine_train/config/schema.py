@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from olivine_data import NUSCENES_CAMERAS
 
@@ -22,6 +22,11 @@ class ConfigError(ValueError):
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{len(self.problems)} problem(s) in {source}:\n{lines}")
+
+
+Tree = dict[str, Any]
+"""A mapping read from YAML or JSON, or a config as plain data: its values are any YAML type
+until :func:`~olivine_train.config.coerce.build` checks them against the schema."""
 
 
 @dataclass

@@ -14,11 +14,10 @@ import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from olivine_train.config import Config, config_to_dict, load_config, validate
+from olivine_train.config import Config, Tree, config_to_dict, load_config, validate
 from olivine_train.metrics import SegmentationScores
 from olivine_train.recipes.downstream import DownstreamResult, run_downstream
 from olivine_train.recipes.pretrain import PretrainResult, describe_teacher, run_pretrain
@@ -77,7 +76,7 @@ def _missing_teacher_weights(cfg: Config) -> str | None:
 
 def probe_config(pre: Config, name: str, pretrained: str | None) -> Config:
     """Linear-probe config derived from the demo pretraining config."""
-    raw: dict[str, Any] = copy.deepcopy(config_to_dict(pre))
+    raw: Tree = copy.deepcopy(config_to_dict(pre))
     raw["recipe"] = "downstream"
     raw["method"] = "olivine"
     raw["description"] = f"demo linear probe ({'pretrained' if pretrained else 'random'} backbone)"

@@ -31,11 +31,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from olivine_data.boxes import Box3D
+from olivine_data.labels import LabelStore
 from olivine_data.progress import progress_bar
+from olivine_models.vfm import Detection
+
+if TYPE_CHECKING:
+    from nuscenes import NuScenes
 
 __all__ = [
     "CPU_SETTINGS",
@@ -165,7 +171,7 @@ def shard_items(items: Sequence[ImageItem], index: int, count: int) -> list[Imag
     return list(items[index::count])
 
 
-def pending_items(items: Sequence[ImageItem], store: Any) -> list[ImageItem]:
+def pending_items(items: Sequence[ImageItem], store: LabelStore) -> list[ImageItem]:
     """Items whose label PNG does not exist yet in ``store``."""
     return [it for it in items if not store.exists(it.camera, it.name)]
 
@@ -176,12 +182,10 @@ Labeler = Callable[[np.ndarray, ImageItem], LabelerOutput]
 superpixels)`` with an ``(H, W)`` uint16 superpixel map."""
 
 
-def read_boxes(path: str | Path, vocabulary_size: int) -> list[Any]:
+def read_boxes(path: str | Path, vocabulary_size: int) -> list[Detection]:
     """Detections from a JSON list of ``{"box": [x0, y0, x1, y1], "class_id": k, "score": s}``
     (score optional, default 1.0).
     """
-    from olivine_models.vfm import Detection
-
     try:
         raw = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -215,19 +219,19 @@ class ProjectedBoxes:
     """
 
     def __init__(
-        self, nusc: Any, source: str, class_names: Sequence[str], min_depth: float = 1.0
+        self, nusc: NuScenes, source: str, class_names: Sequence[str], min_depth: float = 1.0
     ) -> None:
         self.nusc = nusc
         self.source = source
         self.min_depth = float(min_depth)
         self.ids = {n.replace(" ", "_"): i for i, n in enumerate(class_names)}
-        self._boxes: dict[str, list[Any]] = {}
+        self._boxes: dict[str, list[Box3D]] = {}
         if source != "annotations" and not Path(source).is_file():
             raise ValueError(
                 f"--boxes-3d {source}: expected 'annotations' or an mmdetection3d info JSON file"
             )
 
-    def boxes(self, sample_token: str) -> list[Any]:
+    def boxes(self, sample_token: str) -> list[Box3D]:
         """The sample's 3D boxes in its LIDAR_TOP frame (cached per sample)."""
         from olivine_data.boxes import read_mmdet3d_boxes, read_nuscenes_boxes
 
@@ -239,7 +243,7 @@ class ProjectedBoxes:
             self._boxes[sample_token] = found
         return self._boxes[sample_token]
 
-    def __call__(self, item: ImageItem, image_hw: tuple[int, int]) -> list[Any]:
+    def __call__(self, item: ImageItem, image_hw: tuple[int, int]) -> list[Detection]:
         """:class:`~olivine_models.vfm.Detection` list of one image (score = 1 / (1 + depth))."""
         from olivine_data.boxes import project_box
         from olivine_data.datasets.nuscenes_tables import camera_intrinsic, lidar_to_camera_matrix
@@ -339,7 +343,7 @@ def build_labeler(
 def label_items(
     items: Sequence[ImageItem],
     root: Path,
-    store: Any,
+    store: LabelStore,
     labeler: Labeler,
     progress: bool = True,
     limit: int | None = None,
@@ -377,7 +381,10 @@ def label_items(
     return written, busy
 
 
-def resolve_settings(preset: str | LabelSettings = "cpu", **overrides: Any) -> LabelSettings:
+def resolve_settings(
+    preset: str | LabelSettings = "cpu",
+    **overrides: Any,  # Any: LabelSettings fields, of several types
+) -> LabelSettings:
     """A preset (``"cpu"``, ``"gpu"`` or a :class:`LabelSettings`) with the non-None overrides."""
     if isinstance(preset, LabelSettings):
         base = preset
@@ -411,7 +418,7 @@ def run_make_labels(
     progress: bool = True,
     preset: str | LabelSettings = "cpu",
     labeler: Labeler | None = None,
-    **settings: Any,
+    **settings: Any,  # Any: LabelSettings fields, of several types
 ) -> MakeLabelsSummary:
     """List, shard, skip finished, label, write. ``labeler`` overrides the SAM labeler.
 

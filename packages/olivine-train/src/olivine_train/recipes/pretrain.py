@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import cast
 
 import torch
 from torch import nn
 
+from olivine_data.collate import PretrainBatch
+from olivine_data.types import PretrainSample
 from olivine_train.checkpoint import (
+    Checkpoint,
     capture_rng,
     load_checkpoint,
     load_strict,
@@ -32,6 +35,7 @@ from olivine_train.logging import RunLogger
 from olivine_train.preemption import worker_ignores_stop_signals
 from olivine_train.recipes.common import (
     Runtime,
+    SampleSource,
     SeededDataset,
     StepCallback,
     build_collator,
@@ -57,6 +61,7 @@ from olivine_train.recipes.pretrain_model import (
     teacher_features,
     vmf_schedule,
 )
+from olivine_train.recipes.pretrain_outputs import Head
 from olivine_train.recipes.pretrain_terms import (
     PairBatch,
     PixelPlan,
@@ -77,7 +82,7 @@ __all__ = [
 ]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PretrainStepOutput(StepOutput):
     """One step: the loop's :class:`StepOutput` plus the pairs each term drew, the chance level
     of each contrastive term on them, the sampled features (for the health measures) and the
@@ -87,7 +92,7 @@ class PretrainStepOutput(StepOutput):
     indices: dict[str, torch.Tensor] = field(default_factory=dict)
     features: dict[str, torch.Tensor] = field(default_factory=dict)
     chance: dict[str, float] = field(default_factory=dict)
-    batch: Any = None
+    batch: PretrainBatch
     vmf_was_frozen: bool = True  # the vMF prior's state before this step's update
 
 
@@ -104,10 +109,12 @@ class PretrainResult:
     health: HealthSummary | None = None
 
 
-class Pretrainer(JobBase):
+class Pretrainer(JobBase[PretrainBatch]):
     """The models, prior, loss terms, data and optimiser of one pretraining run (a
-    :class:`.loop.LoopJob`).
+    :class:`.loop.JobBase`).
     """
+
+    net: PretrainNet
 
     def __init__(self, cfg: Config, rt: Runtime, logger: RunLogger | None = None) -> None:
         from olivine_data.labels import get_vocabulary
@@ -121,7 +128,7 @@ class Pretrainer(JobBase):
         self._build_data()
         self._build_optimisation()
         self._build_losses()
-        self._loader: torch.utils.data.DataLoader[Any] | None = None
+        self._loader: torch.utils.data.DataLoader[PretrainSample] | None = None
         self.health = HealthMonitor(cfg.health, self.total_steps)
         self.health_every = cfg.health.every or cfg.run.log_every
 
@@ -137,9 +144,9 @@ class Pretrainer(JobBase):
             int(self.teacher.out_channels),  # type: ignore[arg-type]
             int(self.teacher.stride),  # type: ignore[arg-type]
             cfg.model.head_dim,
-            pp="pp" in heads,
-            sem_3d="sem_3d" in heads,
-            sem_2d="sem_2d" in heads,
+            pp=Head.PP in heads,
+            sem_3d=Head.SEM_3D in heads,
+            sem_2d=Head.SEM_2D in heads,
         ).to(rt.device)
         if cfg.model.sync_bn and rt.dist.distributed:
             if rt.device.type == "cuda":
@@ -159,7 +166,7 @@ class Pretrainer(JobBase):
     def _build_data(self) -> None:
         cfg, lo = self.cfg, self.cfg.loss
         self.collator = build_collator(cfg)
-        base = build_pretrain_dataset(cfg, "train")
+        base: SampleSource[PretrainSample] = build_pretrain_dataset(cfg, "train")
         if lo.superpixel_weight > 0 and lo.superpixel_source == "vfm_components":
             from olivine_train.superpixels import ComponentSuperpixels
 
@@ -206,7 +213,7 @@ class Pretrainer(JobBase):
         self.pair_gen = torch.Generator().manual_seed(cfg.run.seed * 1000 + rt.dist.rank)
 
     # ------------------------------------------------------------------ one step
-    def compute(self, batch: Any) -> PretrainStepOutput:
+    def compute(self, batch: PretrainBatch) -> PretrainStepOutput:
         """Forward pass and loss decomposition for one collated :class:`PretrainBatch`."""
         cfg, rt = self.cfg, self.rt
         self.model.train()
@@ -246,13 +253,12 @@ class Pretrainer(JobBase):
                 (int(images.shape[-2]), int(images.shape[-1])),
                 None if full_map else plan.pixels,
             )
-        pairs.out = {k: v.float() for k, v in out.items()}
+        pairs.out = out = out.float()
         was_frozen = self.prior.frozen
         results = {
             name: term(pairs, draws[name], self._term_image(name, pairs, draws[name], plan))
             for name, term in self.terms.items()
         }
-        out = pairs.out
         total, parts = self.combine({name: r.loss for name, r in results.items()})
         feats: dict[str, torch.Tensor] = {}
         for r in results.values():  # the first term's features win (L_sup's sem over the vMF's)
@@ -262,7 +268,7 @@ class Pretrainer(JobBase):
         # backbone features at the first sampled pair set (all pairs if nothing is sampled)
         sampled = next(iter(indices.values()), None)
         pv = batch.pair_voxels
-        feats["backbone"] = out["backbone"][pv if sampled is None else pv[sampled]]
+        feats["backbone"] = out.backbone[pv if sampled is None else pv[sampled]]
         return PretrainStepOutput(
             total=total,
             terms={name: r.loss for name, r in results.items()},
@@ -284,7 +290,7 @@ class Pretrainer(JobBase):
         head = self.terms[name].image_head
         if head is None:
             return None
-        q = pairs.out[f"q_{head}"]
+        q = pairs.outputs.image(head)
         if self.cfg.model.image_head == "full_map":
             px = pairs.pair_pixels if idx is None else pairs.pair_pixels[idx]
             return pixel_features(q, px)
@@ -340,7 +346,7 @@ class Pretrainer(JobBase):
         self.dataset.set_epoch(self.counters.epoch)
         self.sampler.set_epoch(self.counters.epoch, self.counters.step_in_epoch)
 
-    def batches(self) -> torch.utils.data.DataLoader[Any]:
+    def batches(self) -> torch.utils.data.DataLoader[PretrainSample]:
         """The run's loader, built once: with ``data.num_workers > 0`` its workers persist
         across epochs (the sampler and :class:`SeededDataset` take each epoch through
         ``start_epoch``), pinned memory on CUDA. Augmentation and pair draws are seeded per
@@ -367,7 +373,7 @@ class Pretrainer(JobBase):
             broadcast_buffers(self.net)
 
     # ------------------------------------------------------------------ checkpoints
-    def state(self) -> dict[str, Any]:
+    def state(self) -> Checkpoint:
         return self.checkpoint(
             "pretrain",
             best_metric=None,

@@ -4,14 +4,17 @@ heads, the dataset and its augmentation, and the vMF schedule of a run.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from olivine_data import datasets, transforms
+from olivine_data.types import PretrainSample
 from olivine_train.config import Config
-from olivine_train.recipes.common import kitti_sequences, nuscenes_scenes
+from olivine_train.recipes.common import Transform, kitti_sequences, nuscenes_scenes
+from olivine_train.recipes.pretrain_outputs import Head, PretrainOutputs
 from olivine_train.recipes.pretrain_terms import TERMS, term_weights
 
 __all__ = [
@@ -64,32 +67,44 @@ class PretrainNet(nn.Module):
         batch_size: int,
         teacher_feats: torch.Tensor,
         image_size: tuple[int, int],
-        pixels: dict[str, torch.Tensor] | None = None,
-    ) -> dict[str, torch.Tensor]:
+        pixels: Mapping[Head, torch.Tensor] | None = None,
+    ) -> PretrainOutputs:
         """Backbone and 3D head voxel features, and the 2D heads' features.
 
-        ``pixels`` (``{"pp": (P, 3), "sem": (P', 3)}``, ``[image, row, col]``): each 2D head is
-        evaluated at those pixels only (:meth:`olivine_models.ImageHead.sample`), giving
+        ``pixels`` (``{Head.PP: (P, 3), Head.SEM_2D: (P', 3)}``, ``[image, row, col]``): each 2D
+        head is evaluated at those pixels only (:meth:`olivine_models.ImageHead.sample`), giving
         ``(P, D)`` rows -- what pretraining uses. ``None``: full-resolution ``(B, D, H, W)`` maps
         (inspection, and the reference the sampled path is tested against).
         """
         v = self.backbone(coords, feats, spatial_shape, batch_size)
-        out: dict[str, torch.Tensor] = {"backbone": v}
-        if self.point_pp is not None:
-            out["k_pp"] = self.point_pp(v)
-        if self.point_sem is not None:
-            out["k_sem"] = self.point_sem(v)
-        for name, head in (("pp", self.image_pp), ("sem", self.image_sem)):
-            if head is None:
-                continue
-            if pixels is None:
-                out[f"q_{name}"] = head(teacher_feats, output_size=image_size)
-            elif name in pixels:
-                out[f"q_{name}"] = head.sample(teacher_feats, pixels[name], image_size)
-        return out
+        k_pp = None if self.point_pp is None else self.point_pp(v)
+        k_sem = None if self.point_sem is None else self.point_sem(v)
+        return PretrainOutputs(
+            backbone=v,
+            k_pp=k_pp,
+            q_pp=self._image(Head.PP, teacher_feats, image_size, pixels),
+            k_sem=k_sem,
+            q_sem=self._image(Head.SEM_2D, teacher_feats, image_size, pixels),
+        )
+
+    def _image(
+        self,
+        head: Head,
+        teacher_feats: torch.Tensor,
+        image_size: tuple[int, int],
+        pixels: Mapping[Head, torch.Tensor] | None,
+    ) -> torch.Tensor | None:
+        module = self.image_pp if head is Head.PP else self.image_sem
+        if module is None:
+            return None
+        if pixels is None:
+            return module(teacher_feats, output_size=image_size)  # type: ignore[no-any-return]
+        if head not in pixels:
+            return None
+        return module.sample(teacher_feats, pixels[head], image_size)  # type: ignore[no-any-return]
 
 
-def needed_heads(cfg: Config) -> set[str]:
+def needed_heads(cfg: Config) -> set[Head]:
     """The heads (``pp``, ``sem_3d``, ``sem_2d``) that the active loss terms use."""
     return {h for name in term_weights(cfg) for h in TERMS[name].heads}
 
@@ -174,12 +189,12 @@ def vmf_schedule(cfg: Config, total_steps: int) -> tuple[int, float]:
     return warmup, decay
 
 
-def build_pretrain_dataset(cfg: Config, split: str = "train") -> Any:
+def build_pretrain_dataset(
+    cfg: Config, split: str = "train"
+) -> datasets.NuScenesPretrainDataset | datasets.KittiPretrainDataset:
     """The raw (un-augmented) pretraining dataset named by ``cfg.data`` (with VFM labels only
     when an active loss term uses them).
     """
-    from olivine_data import datasets
-
     d = cfg.data
     label_root = (
         (d.label_root if d.label_root is not None else d.root) if needs_labels(cfg) else None
@@ -208,10 +223,8 @@ def build_pretrain_dataset(cfg: Config, split: str = "train") -> Any:
     )
 
 
-def build_pretrain_transform(cfg: Config) -> Any:
+def build_pretrain_transform(cfg: Config) -> Transform[PretrainSample]:
     """Seeded augmentation (``transform(sample, generator)``) or the plain resize."""
-    from olivine_data import transforms
-
     h, w = cfg.data.image_size
     if cfg.data.augment:
         return transforms.PretrainAugmentation(size=(h, w))

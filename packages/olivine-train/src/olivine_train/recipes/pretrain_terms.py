@@ -26,13 +26,23 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
 
+from olivine_data.sampling import dcas_sample, uniform_pairs
+from olivine_losses import (
+    InfoNCELoss,
+    SemanticContrastiveLoss,
+    SuperpixelInfoNCELoss,
+    VMFClassPrior,
+    info_nce_chance,
+    semantic_contrastive_chance,
+    superpixel_chance,
+)
 from olivine_train.config import Config
 from olivine_train.recipes.common import check_finite
+from olivine_train.recipes.pretrain_outputs import Head, PretrainOutputs
 
 __all__ = [
     "TERMS",
@@ -64,13 +74,23 @@ class PairBatch:
     generator: torch.Generator
     step: int  # the step being computed (1-based), for error messages
     run_dir: Path
-    # backbone, k_pp, k_sem (per voxel); q_pp, q_sem: 2D head features, either full maps
-    # (B, D, H, W) or (P, D) rows at the pixels of a PixelPlan. Filled after the draws.
-    out: dict[str, Tensor] = field(default_factory=dict)
+    # the network's outputs (2D heads: full maps or rows at the pixels of a PixelPlan);
+    # None while the terms draw their pairs, set after the forward pass
+    out: PretrainOutputs | None = None
 
     @property
     def num_pairs(self) -> int:
         return int(self.pair_voxels.shape[0])
+
+    @property
+    def outputs(self) -> PretrainOutputs:
+        """The network's outputs (only after the forward pass: :meth:`_Term.__call__`)."""
+        if self.out is None:
+            raise ValueError(
+                f"step {self.step}: the network outputs are read before the forward pass "
+                "(a term's draw() must use the pairs only)"
+            )
+        return self.out
 
 
 @dataclass
@@ -88,12 +108,13 @@ class TermResult:
 class PixelPlan:
     """Which pixels each 2D head is evaluated at this step, and where each term's rows are.
 
-    ``pixels[head]``: ``(P, 3)`` ``[image, row, col]`` of the pairs that the terms reading that
-    head drew, concatenated in term order; ``rows[name]``: the slice of those rows that are the
-    term's own pairs (in the order it drew them).
+    ``pixels[head]`` (a 2D head, ``Head.PP`` or ``Head.SEM_2D``): ``(P, 3)``
+    ``[image, row, col]`` of the pairs that the terms reading that head drew, concatenated in
+    term order; ``rows[name]``: the slice of those rows that are the term's own pairs (in the
+    order it drew them).
     """
 
-    pixels: dict[str, Tensor]
+    pixels: dict[Head, Tensor]
     rows: dict[str, slice]
 
 
@@ -101,7 +122,7 @@ def plan_pixels(
     terms: dict[str, _Term], draws: dict[str, Tensor | None], pair_pixels: Tensor
 ) -> PixelPlan:
     """The :class:`PixelPlan` of a step from the terms' draws (``None`` = all pairs)."""
-    parts: dict[str, list[Tensor]] = {}
+    parts: dict[Head, list[Tensor]] = {}
     rows: dict[str, slice] = {}
     for name, term in terms.items():
         head = term.image_head
@@ -117,12 +138,12 @@ def plan_pixels(
 
 
 class _Term(abc.ABC):
-    heads: tuple[str, ...] = ()  # "pp", "sem_3d", "sem_2d"
+    heads: tuple[Head, ...] = ()  # the heads it trains
     needs_labels = False
-    # the 2D head whose features the term reads ("pp" -> q_pp, "sem" -> q_sem), if any
-    image_head: str | None = None
+    # the 2D head whose features the term reads (Head.PP -> q_pp, Head.SEM_2D -> q_sem), if any
+    image_head: Head | None = None
 
-    def __init__(self, cfg: Config, prior: Any, ignore_index: int | None) -> None:  # noqa: B027
+    def __init__(self, cfg: Config, prior: VMFClassPrior, ignore_index: int | None) -> None:  # noqa: B027
         """Built once per run from the config (``prior``: the run's vMF prior); the signature
         every term is constructed with by :func:`build_terms`.
         """
@@ -130,7 +151,7 @@ class _Term(abc.ABC):
     def draw(self, p: PairBatch) -> Tensor | None:
         """The pairs the term reads this step (indices into the batch's pairs); ``None``: all.
 
-        Called before the forward pass (``p.out`` is empty), in :data:`TERMS` order.
+        Called before the forward pass (``p.out`` is None), in :data:`TERMS` order.
         """
         return None
 
@@ -154,24 +175,18 @@ def _image(q: Tensor | None, name: str) -> Tensor:
 
 
 class PPNCETerm(_Term):
-    heads = ("pp",)
-    image_head = "pp"
+    heads = (Head.PP,)
+    image_head = Head.PP
 
-    def __init__(self, cfg: Config, prior: Any, ignore_index: int | None) -> None:
-        from olivine_losses import InfoNCELoss
-
+    def __init__(self, cfg: Config, prior: VMFClassPrior, ignore_index: int | None) -> None:
         self.loss = InfoNCELoss(temperature=cfg.loss.temperature)
 
     def draw(self, p: PairBatch) -> Tensor:
-        from olivine_data.sampling import uniform_pairs
-
         return uniform_pairs(p.num_pairs, p.m, p.generator).to(p.pair_voxels.device)
 
     def __call__(self, p: PairBatch, idx: Tensor | None, q: Tensor | None) -> TermResult:
-        from olivine_losses import info_nce_chance
-
         idx = _drawn(idx, "ppnce")
-        k = p.out["k_pp"][p.pair_voxels[idx]]
+        k = p.outputs.point(Head.PP)[p.pair_voxels[idx]]
         q = _image(q, "ppnce")
         return TermResult(
             self.loss(k, q), info_nce_chance(p.m), idx, {"point_pp": k, "image_pp": q}
@@ -179,13 +194,11 @@ class PPNCETerm(_Term):
 
 
 class SupTerm(_Term):
-    heads = ("sem_3d", "sem_2d")
+    heads = (Head.SEM_3D, Head.SEM_2D)
     needs_labels = True
-    image_head = "sem"
+    image_head = Head.SEM_2D
 
-    def __init__(self, cfg: Config, prior: Any, ignore_index: int | None) -> None:
-        from olivine_losses import SemanticContrastiveLoss
-
+    def __init__(self, cfg: Config, prior: VMFClassPrior, ignore_index: int | None) -> None:
         self.sampling = cfg.loss.sup_sampling
         self.ignore_index = ignore_index
         self.loss = SemanticContrastiveLoss(
@@ -193,8 +206,6 @@ class SupTerm(_Term):
         )
 
     def draw(self, p: PairBatch) -> Tensor:
-        from olivine_data.sampling import dcas_sample, uniform_pairs
-
         labels = _labels(p, "loss.sup_weight")
         if self.sampling == "dcas":
             idx = dcas_sample(p.range_bins, labels, p.m, p.generator)
@@ -203,11 +214,9 @@ class SupTerm(_Term):
         return idx.to(p.pair_voxels.device)
 
     def __call__(self, p: PairBatch, idx: Tensor | None, q: Tensor | None) -> TermResult:
-        from olivine_losses import semantic_contrastive_chance
-
         idx = _drawn(idx, "sup")
         labels = _labels(p, "loss.sup_weight")
-        k = p.out["k_sem"][p.pair_voxels[idx]]
+        k = p.outputs.point(Head.SEM_3D)[p.pair_voxels[idx]]
         q = _image(q, "sup")
         chance = semantic_contrastive_chance(labels[idx], ignore_index=self.ignore_index)
         return TermResult(
@@ -216,39 +225,35 @@ class SupTerm(_Term):
 
 
 class VMFTerm(_Term):
-    heads = ("sem_3d",)
+    heads = (Head.SEM_3D,)
     needs_labels = True
 
-    def __init__(self, cfg: Config, prior: Any, ignore_index: int | None) -> None:
+    def __init__(self, cfg: Config, prior: VMFClassPrior, ignore_index: int | None) -> None:
         self.prior = prior
 
     def __call__(self, p: PairBatch, idx: Tensor | None, q: Tensor | None) -> TermResult:
         labels = _labels(p, "loss.vmf_weight")
-        z = p.out["k_sem"][p.pair_voxels]
+        z = p.outputs.point(Head.SEM_3D)[p.pair_voxels]
         # non-finite features stop the run like a non-finite loss, before the prior sees them
         check_finite(p.step, {"vmf features": z}, p.run_dir)
         return TermResult(self.prior(z, labels).to(z.dtype), features={"point_sem": z})
 
 
 class SuperpixelTerm(_Term):
-    heads = ("pp",)
+    heads = (Head.PP,)
     needs_labels = True
-    image_head = "pp"  # at all pairs (draw() returns None)
+    image_head = Head.PP  # at all pairs (draw() returns None)
 
-    def __init__(self, cfg: Config, prior: Any, ignore_index: int | None) -> None:
-        from olivine_losses import SuperpixelInfoNCELoss
-
+    def __init__(self, cfg: Config, prior: VMFClassPrior, ignore_index: int | None) -> None:
         self.loss = SuperpixelInfoNCELoss(temperature=cfg.loss.temperature)
 
     def __call__(self, p: PairBatch, idx: Tensor | None, q: Tensor | None) -> TermResult:
-        from olivine_losses import superpixel_chance
-
         labels = _labels(p, "loss.superpixel_weight")
         # superpixel = (image, VFM class), (image, connected component) or (image, SAM segment):
         # see superpixels.py; negative ids (pixels no SAM mask covers) stay negative = ignored
         seg = p.pair_pixels[:, 0] * (int(labels.max()) + 1) + labels
         seg = torch.where(labels >= 0, seg, torch.full_like(seg, -1))
-        k = p.out["k_pp"][p.pair_voxels]
+        k = p.outputs.point(Head.PP)[p.pair_voxels]
         q = _image(q, "superpixel")
         return TermResult(self.loss(k, q, seg, seg), superpixel_chance(seg, seg))
 
@@ -276,6 +281,6 @@ def term_weights(cfg: Config) -> dict[str, float]:
     return {name: w for name, w in weights.items() if w > 0}
 
 
-def build_terms(cfg: Config, prior: Any, ignore_index: int | None) -> dict[str, _Term]:
+def build_terms(cfg: Config, prior: VMFClassPrior, ignore_index: int | None) -> dict[str, _Term]:
     """The active terms, built once (their loss modules hold the hyperparameters)."""
     return {name: TERMS[name](cfg, prior, ignore_index) for name in term_weights(cfg)}
