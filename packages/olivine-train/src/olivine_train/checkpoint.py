@@ -56,12 +56,16 @@ __all__ = [
     "load_checkpoint",
     "load_strict",
     "Payload",
+    "TERMS_STATE_KEY",
     "restore_rng",
     "save_backbone",
     "zip_damage",
 ]
 
 CHECKPOINT_FORMAT = "olivine-train/1"
+#: the checkpoint key of the pretraining loss terms' state (the vMF prior's buffers; None
+#: downstream), named after the one term that has state since format 1
+TERMS_STATE_KEY = "vmf"
 BACKBONE_FORMAT = "olivine-backbone/1"
 
 

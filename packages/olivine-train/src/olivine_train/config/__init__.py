@@ -20,7 +20,7 @@ did-you-mean), :mod:`.checks` (value checks per section, :func:`validate`) and :
 
 from __future__ import annotations
 
-from olivine_train.config.checks import DATASET_CAMERAS, validate
+from olivine_train.config.checks import DATASET_CAMERAS, term_weight_fields, validate
 from olivine_train.config.coerce import config_to_dict, did_you_mean
 from olivine_train.config.drift import (
     NEUTRAL_FIELDS,
@@ -77,5 +77,6 @@ __all__ = [
     "merge",
     "parse_overrides",
     "save_config",
+    "term_weight_fields",
     "validate",
 ]

@@ -6,14 +6,15 @@ once in a single :class:`ConfigError`.
 
 from __future__ import annotations
 
+import dataclasses
 import zipfile
 from pathlib import Path
 
 from olivine_train.config.coerce import build, did_you_mean
 from olivine_train.config.drift import config_field_names
-from olivine_train.config.schema import NUSCENES_CAMERAS, Config, ConfigError, Tree
+from olivine_train.config.schema import NUSCENES_CAMERAS, Config, ConfigError, LossConfig, Tree
 
-__all__ = ["DATASET_CAMERAS", "validate"]
+__all__ = ["DATASET_CAMERAS", "term_weight_fields", "validate"]
 
 #: camera channels each dataset has (KITTI pairs the LiDAR with image_2 only)
 DATASET_CAMERAS: dict[str, tuple[str, ...]] = {"nuscenes": NUSCENES_CAMERAS, "kitti": ("image_2",)}
@@ -56,6 +57,15 @@ class _Problems(list[str]):
             self.positive(f"{where}[{i}]", v)
 
 
+def term_weight_fields() -> tuple[str, ...]:
+    """The loss terms' weight fields of :class:`LossConfig` (every ``<term>_weight``), in schema
+    order. One per entry of the term registry (``recipes.pretrain_terms.TERMS``): the registry
+    sits above the config, so it checks the correspondence
+    (``recipes.pretrain_termset.weight_fields``), not this module.
+    """
+    return tuple(f.name for f in dataclasses.fields(LossConfig) if f.name.endswith("_weight"))
+
+
 def _check_data(cfg: Config, p: _Problems) -> None:
     d = cfg.data
     p.positive("data.skip", d.skip)
@@ -94,9 +104,9 @@ def _check_loss(cfg: Config, p: _Problems) -> None:
     lo = cfg.loss
     p.positive("loss.num_pairs", lo.num_pairs)
     p.positive("loss.temperature", lo.temperature)
-    weights = {k: getattr(lo, f"{k}_weight") for k in ("ppnce", "sup", "vmf", "superpixel")}
+    weights = {key: getattr(lo, key) for key in term_weight_fields()}
     for key, value in weights.items():
-        p.positive(f"loss.{key}_weight", value, strict=False)
+        p.positive(f"loss.{key}", value, strict=False)
     p.within("loss.vmf_decay", lo.vmf_decay, 0.0, 1.0, closed="()")
     p.positive("loss.vmf_warmup_steps", lo.vmf_warmup_steps, strict=False)
     if (lo.vmf_warmup_steps is None) == (lo.vmf_warmup_fraction is None):
@@ -108,10 +118,7 @@ def _check_loss(cfg: Config, p: _Problems) -> None:
     p.within("loss.vmf_freeze_max_cosine", lo.vmf_freeze_max_cosine, -1.0, 1.0, closed="(]")
     numeric = all(isinstance(w, (int, float)) for w in weights.values())
     if cfg.recipe == "pretrain" and numeric and not any(w > 0 for w in weights.values()):
-        p.append(
-            "loss: every term has weight 0; switch on at least one of "
-            "ppnce_weight, sup_weight, vmf_weight, superpixel_weight"
-        )
+        p.append(f"loss: every term has weight 0; switch on at least one of {', '.join(weights)}")
     if (
         lo.superpixel_weight > 0
         and lo.superpixel_source in ("vfm_components", "sam")

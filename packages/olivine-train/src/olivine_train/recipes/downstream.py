@@ -301,7 +301,7 @@ class Downstream(JobBase[DownstreamBatch]):
         return self.checkpoint(
             "downstream",
             best_metric=self.best,
-            vmf=None,
+            terms_state=None,
             rng=capture_rng(),
         )
 

@@ -33,6 +33,7 @@ from torch import nn
 
 from olivine_train.checkpoint import (
     CHECKPOINT_FORMAT,
+    TERMS_STATE_KEY,
     Checkpoint,
     Payload,
     atomic_save,
@@ -138,11 +139,12 @@ class JobBase(abc.ABC, Generic[BatchT]):
         kind: str,
         *,
         best_metric: float | None,
-        vmf: dict[str, torch.Tensor] | None,
+        terms_state: dict[str, torch.Tensor] | None,
         rng: Payload,
     ) -> Checkpoint:
         """The checkpoint payload shared by the recipes (``last.pt``): model, optimiser,
-        scheduler, scaler, counters, config, plus the recipe's best metric, vMF prior and RNGs.
+        scheduler, scaler, counters, config, plus the recipe's best metric, its loss terms' state
+        (pretraining) and RNGs.
         """
         c = self.counters
         return {
@@ -154,7 +156,7 @@ class JobBase(abc.ABC, Generic[BatchT]):
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "vmf": vmf,
+            TERMS_STATE_KEY: terms_state,
             "step": c.step,
             "epoch": c.epoch,
             "step_in_epoch": c.step_in_epoch,

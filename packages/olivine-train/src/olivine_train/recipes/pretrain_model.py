@@ -15,7 +15,7 @@ from olivine_data.types import PretrainSample
 from olivine_train.config import Config
 from olivine_train.recipes.common import Transform, kitti_sequences, nuscenes_scenes
 from olivine_train.recipes.pretrain_outputs import Head, PretrainOutputs
-from olivine_train.recipes.pretrain_terms import TERMS, term_weights
+from olivine_train.recipes.pretrain_termset import ActiveTerms
 
 __all__ = [
     "PretrainNet",
@@ -24,10 +24,7 @@ __all__ = [
     "build_teacher",
     "describe_run",
     "describe_teacher",
-    "needed_heads",
-    "needs_labels",
     "teacher_features",
-    "vmf_schedule",
 ]
 
 
@@ -104,16 +101,6 @@ class PretrainNet(nn.Module):
         return module.sample(teacher_feats, pixels[head], image_size)  # type: ignore[no-any-return]
 
 
-def needed_heads(cfg: Config) -> set[Head]:
-    """The heads (``pp``, ``sem_3d``, ``sem_2d``) that the active loss terms use."""
-    return {h for name in term_weights(cfg) for h in TERMS[name].heads}
-
-
-def needs_labels(cfg: Config) -> bool:
-    """Whether an active term uses VFM labels (PPKT's L_PPNCE alone does not)."""
-    return any(TERMS[name].needs_labels for name in term_weights(cfg))
-
-
 def build_teacher(cfg: Config, device: torch.device) -> nn.Module:
     """The frozen image teacher (eval mode, no gradients) on ``device``."""
     from olivine_models import create_image_encoder
@@ -141,14 +128,14 @@ def describe_teacher(cfg: Config) -> str:
     return f"{m.image_encoder} ({source}), frozen"
 
 
-def describe_run(cfg: Config, lr: float, vmf: tuple[int, float] | None) -> str:
-    """The start-of-run line: teacher, effective lr and the vMF schedule (when active)."""
+def describe_run(cfg: Config, lr: float, notes: list[str]) -> str:
+    """The start-of-run line: teacher, effective lr and the active terms' ``notes`` (the vMF
+    schedule: :meth:`.pretrain_termset.TermSet.describe`).
+    """
     text = f"teacher: {describe_teacher(cfg)}; lr {lr:g}"
     if cfg.optim.auto_scale_lr:
         text += " (auto-scaled)"
-    if vmf is not None:
-        text += f"; vMF warm-up {vmf[0]} steps, EMA {vmf[1]:g}"
-    return text
+    return "; ".join([text, *notes])
 
 
 def teacher_features(
@@ -171,34 +158,16 @@ def teacher_features(
     return F.interpolate(feats, size=grid, mode="bilinear", align_corners=False)
 
 
-def vmf_schedule(cfg: Config, total_steps: int) -> tuple[int, float]:
-    """The vMF prior's (warm-up updates, EMA factor) for a run of ``total_steps`` steps.
-
-    ``loss.vmf_warmup_fraction`` (short runs; then ``loss.vmf_warmup_steps`` is null) is that
-    fraction of the run; ``loss.vmf_decay: null`` ties the EMA factor to the warm-up as the
-    reference does (``1 - 1/warmup``: 0.9999 for 10,000 steps), at least 0.5.
-    """
-    lo = cfg.loss
-    if lo.vmf_warmup_fraction is not None:
-        warmup = max(1, round(lo.vmf_warmup_fraction * total_steps))
-    elif lo.vmf_warmup_steps is not None:
-        warmup = lo.vmf_warmup_steps
-    else:
-        raise ValueError("loss.vmf_warmup_steps / loss.vmf_warmup_fraction: set exactly one")
-    decay = lo.vmf_decay if lo.vmf_decay is not None else 1.0 - 1.0 / max(warmup, 2)
-    return warmup, decay
-
-
 def build_pretrain_dataset(
-    cfg: Config, split: str = "train"
+    cfg: Config, split: str = "train", *, labels: bool | None = None
 ) -> datasets.NuScenesPretrainDataset | datasets.KittiPretrainDataset:
-    """The raw (un-augmented) pretraining dataset named by ``cfg.data`` (with VFM labels only
-    when an active loss term uses them).
+    """The raw (un-augmented) pretraining dataset named by ``cfg.data``, with VFM labels when
+    ``labels`` (``None``: when an active loss term reads them, :class:`ActiveTerms`).
     """
     d = cfg.data
-    label_root = (
-        (d.label_root if d.label_root is not None else d.root) if needs_labels(cfg) else None
-    )
+    if labels is None:
+        labels = ActiveTerms.of(cfg).needs_labels
+    label_root = (d.label_root if d.label_root is not None else d.root) if labels else None
     if d.dataset == "nuscenes":
         scenes, named = nuscenes_scenes(cfg, split)
         return datasets.NuScenesPretrainDataset(
