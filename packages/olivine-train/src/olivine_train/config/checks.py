@@ -135,11 +135,7 @@ def _check_loss(cfg: Config, p: _Problems) -> None:
 
 def _check_demo(cfg: Config, p: _Problems) -> None:
     d = cfg.demo
-    if isinstance(d.image_size, list):
-        if len(d.image_size) != 2:
-            p.append(f"demo.image_size: expected [width, height], got {d.image_size!r}")
-        for i, v in enumerate(d.image_size):
-            p.positive(f"demo.image_size[{i}]", v)
+    p.pair("demo.image_size", d.image_size)
     p.positive("demo.scenes", d.scenes)
     p.positive("demo.samples_per_scene", d.samples_per_scene)
     p.positive("demo.lidar_azimuth_steps", d.lidar_azimuth_steps)

@@ -183,7 +183,8 @@ class DemoConfig:
     scenes: int = 4
     samples_per_scene: int = 4
     world_seed: int = 0
-    image_size: list[int] = field(default_factory=lambda: [200, 112])  # (width, height) rendered
+    # [height, width] of the rendered camera images (the convention of data.image_size)
+    image_size: list[int] = field(default_factory=lambda: [112, 200])
     vfm_noise: float = 0.2
     lidar_azimuth_steps: int = 360
     probe_epochs: int = 30
