@@ -42,6 +42,8 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from olivine_models import StateMismatchError, load_state
+
 __all__ = [
     "BACKBONE_FORMAT",
     "CHECKPOINT_FORMAT",
@@ -285,8 +287,6 @@ def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: s
     """Load an exact-fit state dict (``olivine_models.load_state``, strict); a mismatch is a
     :class:`CheckpointError` listing the missing, unexpected and mis-shaped keys.
     """
-    from olivine_models import StateMismatchError, load_state
-
     try:
         load_state(module, state, strict=True, source=what, target="the model")
     except StateMismatchError as exc:

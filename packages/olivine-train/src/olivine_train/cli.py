@@ -37,8 +37,15 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from olivine_train.config import ConfigError, list_configs, load_config
+import yaml
+
+from olivine_models import list_image_encoders, list_point_encoders
+from olivine_train.config import ConfigError, config_to_dict, list_configs, load_config
+from olivine_train.health import format_summary
 from olivine_train.preemption import Preempted
+
+# modules, not functions: a command looks its recipe up when it runs (tests replace run_pretrain)
+from olivine_train.recipes import demo, downstream, make_labels, pretrain
 from olivine_train.recipes.common import NonFiniteLossError
 from olivine_train.runlock import RunFolderLockedError
 
@@ -217,17 +224,10 @@ def _os_error_line(exc: OSError) -> str:
 
 
 def _cmd_ls() -> int:
-    from olivine_train.config import load_config as _load
-
     print("configs:")
     for name in list_configs():
-        cfg = _load(name, check_paths=False)
+        cfg = load_config(name, check_paths=False)
         print(f"  {name:<30} [{cfg.recipe}] {cfg.description}")
-    try:
-        from olivine_models import list_image_encoders, list_point_encoders
-    except ImportError as exc:  # pragma: no cover - olivine-models is a dependency
-        _print_err(f"olivine-models not importable: {exc}")
-        return 1
     print("point encoders:  " + ", ".join(list_point_encoders()))
     print("image encoders:  " + ", ".join(list_image_encoders()))
     return 0
@@ -245,10 +245,6 @@ def _parse_shard(text: str) -> tuple[int, int]:
 
 
 def _cmd_validate_config(args: argparse.Namespace) -> int:
-    import yaml
-
-    from olivine_train.config import config_to_dict
-
     cfg = load_config(args.config, args.overrides, check_paths=not args.no_check_paths)
     print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
     print(f"# {args.config}: OK", file=sys.stderr)
@@ -256,9 +252,7 @@ def _cmd_validate_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from olivine_train.recipes.pretrain import run_pretrain
-
-    res = run_pretrain(load_config(args.config, args.overrides))
+    res = pretrain.run_pretrain(load_config(args.config, args.overrides))
     print(
         f"[olivine-train] pretraining finished at step {res.step} "
         f"({res.wall_time_s:.1f} s); backbone: {res.run_dir}/backbone.pt, "
@@ -268,35 +262,29 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    from olivine_train.recipes.downstream import format_scores, run_downstream
-
     cfg = load_config(args.config, args.overrides)
-    down = run_downstream(cfg)
+    down = downstream.run_downstream(cfg)
     if down.scores is not None:
-        print(format_scores(down.scores, f"validation ({cfg.downstream.mode})"))
+        print(downstream.format_scores(down.scores, f"validation ({cfg.downstream.mode})"))
     print(f"[olivine-train] run folder: {down.run_dir}")
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from olivine_train.recipes.downstream import format_scores, run_evaluate
-
-    ev = run_evaluate(args.checkpoint, args.overrides)
+    ev = downstream.run_evaluate(args.checkpoint, args.overrides)
     if ev.scores is not None:
-        print(format_scores(ev.scores, f"validation ({args.checkpoint})"))
+        print(downstream.format_scores(ev.scores, f"validation ({args.checkpoint})"))
     return 0
 
 
 def _cmd_make_labels(args: argparse.Namespace) -> int:
-    from olivine_train.recipes.make_labels import run_make_labels
-
     shard = _parse_shard(args.shard)
     options = (
         "root", "version", "split", "scenes", "cameras", "out", "mode", "coarse_root",
         "boxes_json", "boxes_3d", "sam_variant", "sam_checkpoint", "vocabulary", "device",
         "points_per_side", "image_size", "max_side", "vote", "limit", "preset",
     )  # fmt: skip
-    summary = run_make_labels(
+    summary = make_labels.run_make_labels(
         shard=shard,
         progress=not args.no_progress,
         superpixels=False if args.no_superpixels else None,
@@ -307,22 +295,19 @@ def _cmd_make_labels(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from olivine_train.health import format_summary
-    from olivine_train.recipes.demo import run_demo
-
-    demo = run_demo(args.out, args.world, args.overrides)
-    pre = demo.pretrain
+    result = demo.run_demo(args.out, args.world, args.overrides)
+    pre = result.pretrain
     print()
     print("Linear probing on the synthetic validation scenes (IoU %, class 0 ignored):")
-    print(demo.table)
+    print(result.table)
     print()
-    print(f"teacher:          {demo.teacher}")
-    print(f"world:            {demo.world}")
+    print(f"teacher:          {result.teacher}")
+    print(f"world:            {result.world}")
     print(f"pretraining run:  {pre.run_dir} (step {pre.step})")
     print(f"  checkpoints:    {pre.run_dir}/last.pt, backbone.pt")
     print(f"  TensorBoard:    tensorboard --logdir {pre.run_dir}/tb")
-    print(f"probe runs:       {demo.probe_pretrained.run_dir}, {demo.probe_random.run_dir}")
-    print(f"wall time:        {demo.wall_time_s:.1f} s")
+    print(f"probe runs:       {result.probe_pretrained.run_dir}, {result.probe_random.run_dir}")
+    print(f"wall time:        {result.wall_time_s:.1f} s")
     if pre.health is not None:
         print()
         print(f"pretraining {format_summary(pre.health)}")

@@ -29,8 +29,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.tensorboard import SummaryWriter
 
 from olivine_data.collate import PretrainBatch
+from olivine_train.checkpoint import remove_orphan_temp_files
 from olivine_train.config import Tree
 
 __all__ = ["RunLogger", "draw_pairs_image", "read_jsonl"]
@@ -92,17 +94,13 @@ class RunLogger:
         self.enabled = enabled
         self.tb_dir = self.run_dir / "tb"
         self.jsonl_path = self.run_dir / "metrics.jsonl"
-        # Any: tensorboard's SummaryWriter (imported when enabled) and the JSONL file; both are
-        # set whenever ``enabled`` is True, which every method checks first
+        # Any: the SummaryWriter and the JSONL file, set whenever ``enabled`` is True (which
+        # every method checks first); typed Optional, each use would need a None check
         self._writer: Any = None
         self._jsonl: Any = None
         self._t0 = time.perf_counter()
         self._flush_secs = flush_secs
         if enabled:
-            from torch.utils.tensorboard import SummaryWriter
-
-            from olivine_train.checkpoint import remove_orphan_temp_files
-
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.removed_temp_files = remove_orphan_temp_files(self.run_dir)
             self._writer = SummaryWriter(log_dir=str(self.tb_dir), flush_secs=flush_secs)
@@ -118,7 +116,6 @@ class RunLogger:
         """
         if not self.enabled:
             return 0
-        from torch.utils.tensorboard import SummaryWriter
 
         self._jsonl.flush()
         dropped = 0

@@ -30,6 +30,7 @@ from pathlib import Path
 from types import FrameType
 
 import torch
+import torch.distributed as dist
 
 #: What ``signal.getsignal`` returns: a handler function, SIG_DFL/SIG_IGN, or None.
 Handler = Callable[[int, FrameType | None], object] | int | None
@@ -111,7 +112,6 @@ def requested_stop(distributed: bool = False, device: torch.device | None = None
     received = _active.received if _active is not None else None
     if not distributed:
         return received.name if received is not None else None
-    import torch.distributed as dist
 
     code = torch.tensor([STOP_SIGNALS.index(received) + 1 if received is not None else 0])
     code = code.to(device if device is not None else torch.device("cpu"))

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+from scipy import ndimage
 
 from olivine_data.datasets import NuScenesPretrainDataset
 from olivine_data.labels import LabelStore, pair_superpixel_ids
@@ -39,8 +40,6 @@ def label_components(label_map: np.ndarray) -> tuple[np.ndarray, int]:
     Returns (ids, count): ``ids`` (H, W) int64 in ``0..count-1``, one id per 4-connected region
     of equal label (classes numbered in increasing label order).
     """
-    from scipy import ndimage
-
     if label_map.ndim != 2:
         raise ValueError(f"label_map: expected (H, W), got shape {label_map.shape}")
     ids = np.zeros(label_map.shape, dtype=np.int64)

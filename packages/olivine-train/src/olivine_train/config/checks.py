@@ -10,6 +10,8 @@ import dataclasses
 import zipfile
 from pathlib import Path
 
+from olivine_models import list_image_encoders, list_point_encoders
+from olivine_train.checkpoint import zip_damage
 from olivine_train.config.coerce import build, did_you_mean
 from olivine_train.config.drift import config_field_names
 from olivine_train.config.schema import NUSCENES_CAMERAS, Config, ConfigError, LossConfig, Tree
@@ -236,7 +238,6 @@ def _torch_file_problem(path: Path) -> str | None:
             return f"is a truncated or corrupt PyTorch (zip) checkpoint ({exc})"
         if not any(n.endswith("data.pkl") for n in names):
             return "is a zip archive but not a PyTorch checkpoint (no data.pkl inside)"
-        from olivine_train.checkpoint import zip_damage
 
         damage = zip_damage(path)
         if damage is not None:
@@ -248,11 +249,7 @@ def _torch_file_problem(path: Path) -> str | None:
 
 
 def _check_registries(cfg: Config, p: _Problems) -> None:
-    """Model names against the olivine_models registries (skipped if that package is absent)."""
-    try:
-        from olivine_models import list_image_encoders, list_point_encoders
-    except ImportError:
-        return
+    """Model names against the olivine_models registries."""
     names = {"model.point_encoder": (cfg.model.point_encoder, list(list_point_encoders()))}
     if cfg.recipe == "pretrain":
         names["model.image_encoder"] = (cfg.model.image_encoder, list(list_image_encoders()))

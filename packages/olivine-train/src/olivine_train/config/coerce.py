@@ -15,7 +15,7 @@ from olivine_train.config.schema import Config, Tree
 __all__ = ["build", "coerce", "config_to_dict", "did_you_mean"]
 
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # a typeshed-only protocol: it does not exist at run time
     from _typeshed import DataclassInstance
 
 T = TypeVar("T", bound="DataclassInstance")

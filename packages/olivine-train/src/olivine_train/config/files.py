@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from olivine_train.checkpoint import atomic_write_text
 from olivine_train.config.checks import validate
 from olivine_train.config.coerce import config_to_dict, did_you_mean
 from olivine_train.config.schema import Config, ConfigError, Tree
@@ -117,6 +118,4 @@ def load_config(
 
 def save_config(cfg: Config, path: str | Path) -> Path:
     """Write the resolved config as YAML (atomically)."""
-    from olivine_train.checkpoint import atomic_write_text
-
     return atomic_write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), path)

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 
 from olivine_data.collate import Collator
+from olivine_data.datasets import load_semantickitti_config, read_scene_splits
+from olivine_data.datasets.semantickitti import semantickitti_split
 from olivine_train.config import Config, ConfigChange, OptimConfig
 from olivine_train.distributed import DistInfo, ResumableSampler, resolve_dtype, setup
 
@@ -179,8 +181,6 @@ def kitti_sequences(cfg: Config, split: str) -> list[str]:
     if explicit is not None:
         return list(explicit)
     name = d.train_split if split == "train" else d.val_split
-    from olivine_data.datasets import load_semantickitti_config, read_scene_splits
-    from olivine_data.datasets.semantickitti import semantickitti_split
 
     if (Path(d.root) / "olivine_splits.json").is_file():
         splits = read_scene_splits(d.root)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from olivine_data.synthetic import SyntheticWorldConfig, export_nuscenes
+from olivine_models.image.efficientnet import packaged_weights_path
 from olivine_train.config import Config, Tree, config_to_dict, load_config, validate
 from olivine_train.metrics import SegmentationScores
 from olivine_train.recipes.downstream import DownstreamResult, run_downstream
@@ -42,7 +44,6 @@ def ensure_world(cfg: Config, world: Path, progress: bool = True) -> Path:
     """Export the synthetic world described by ``cfg.demo`` into ``world`` unless it exists."""
     if (world / "olivine_splits.json").is_file():
         return world
-    from olivine_data.synthetic import SyntheticWorldConfig, export_nuscenes
 
     d = cfg.demo
     sw = SyntheticWorldConfig(
@@ -65,7 +66,6 @@ def _missing_teacher_weights(cfg: Config) -> str | None:
     packaged = m.image_encoder == "efficientnet_lite0" and m.image_weights is None
     if not (m.image_pretrained and packaged):
         return None
-    from olivine_models.image.efficientnet import packaged_weights_path
 
     try:
         packaged_weights_path()

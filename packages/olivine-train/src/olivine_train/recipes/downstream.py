@@ -20,7 +20,9 @@ import torch
 from torch import nn
 
 from olivine_data.collate import SegBatch
+from olivine_data.transforms import SegAugmentation
 from olivine_data.types import SegSample
+from olivine_models import create_point_encoder, load_matching_state
 from olivine_train.checkpoint import (
     Checkpoint,
     capture_rng,
@@ -29,7 +31,7 @@ from olivine_train.checkpoint import (
     load_strict,
     restore_rng,
 )
-from olivine_train.config import Config, validate
+from olivine_train.config import Config, merge, parse_overrides, validate
 from olivine_train.distributed import cleanup, resolve_dtype, setup
 from olivine_train.logging import RunLogger
 from olivine_train.metrics import ConfusionMatrix, SegmentationScores, cross_entropy_lovasz
@@ -115,8 +117,6 @@ class Downstream(JobBase[DownstreamBatch]):
 
     # ------------------------------------------------------------------ building
     def _build_network(self) -> None:
-        from olivine_models import create_point_encoder
-
         cfg, rt, ds = self.cfg, self.rt, self.cfg.downstream
         backbone = create_point_encoder(
             cfg.model.point_encoder, in_channels=cfg.model.in_channels, bn_momentum=ds.bn_momentum
@@ -136,8 +136,6 @@ class Downstream(JobBase[DownstreamBatch]):
 
     def _load_pretrained(self, backbone: nn.Module) -> str:
         """Load ``downstream.pretrained`` into ``backbone``; returns the load report."""
-        from olivine_models import load_matching_state
-
         cfg, path = self.cfg, self.cfg.downstream.pretrained
         if path is None:
             return "random initialisation (downstream.pretrained is null)"
@@ -165,8 +163,6 @@ class Downstream(JobBase[DownstreamBatch]):
         return [{"params": head, "lr": o.lr_head or o.lr}, {"params": trunk, "lr": o.lr}]
 
     def _build_data(self) -> None:
-        from olivine_data.transforms import SegAugmentation
-
         cfg = self.cfg
         self.collator = build_collator(cfg)
         self.class_names = class_names_for(cfg)
@@ -339,8 +335,6 @@ def run_downstream(cfg: Config, callbacks: list[StepCallback] | None = None) -> 
 
 def run_evaluate(checkpoint: str, overrides: list[str] | None = None) -> DownstreamResult:
     """Evaluate a downstream ``last.pt``/``best.pt`` on the validation split of its config."""
-    from olivine_train.config import merge, parse_overrides
-
     t0 = time.perf_counter()
     ckpt = load_checkpoint(checkpoint, expect_kind="downstream")
     raw = ckpt["config"]
@@ -357,8 +351,6 @@ def run_evaluate(checkpoint: str, overrides: list[str] | None = None) -> Downstr
         run_dir=cfg.run_dir,
     )
     try:
-        from olivine_models import create_point_encoder
-
         backbone = create_point_encoder(cfg.model.point_encoder, in_channels=cfg.model.in_channels)
         net = SegNet(backbone, cfg.downstream.num_classes).to(rt.device)
         load_strict(net, ckpt["model"], f"{checkpoint}: model")

@@ -31,6 +31,7 @@ from typing import Generic, TypeVar
 import torch
 from torch import nn
 
+from olivine_data.progress import progress_bar
 from olivine_train.checkpoint import (
     CHECKPOINT_FORMAT,
     TERMS_STATE_KEY,
@@ -310,8 +311,6 @@ def run_loop(
     job: JobBase[BatchT], logger: RunLogger, callbacks: list[StepCallback], desc: str
 ) -> dict[str, float]:
     """Train ``job`` until ``job.total_steps``; returns the last step's scalars."""
-    from olivine_data.progress import progress_bar
-
     cfg, c = job.cfg, job.counters
     last: dict[str, float] = {}
     bar = progress_bar(

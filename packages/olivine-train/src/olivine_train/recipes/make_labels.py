@@ -34,13 +34,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image
 
-from olivine_data.boxes import Box3D
-from olivine_data.labels import LabelStore
+from olivine_data.boxes import Box3D, project_box, read_mmdet3d_boxes, read_nuscenes_boxes
+from olivine_data.datasets import NUSCENES_CAMERAS, NuScenesPretrainDataset
+from olivine_data.datasets.nuscenes_tables import (
+    camera_intrinsic,
+    lidar_to_camera_matrix,
+    load_nuscenes,
+)
+from olivine_data.labels import LabelStore, get_vocabulary
 from olivine_data.progress import progress_bar
+from olivine_data.projection import compose_projection
+from olivine_models import vfm
 from olivine_models.vfm import Detection
+from olivine_train.distributed import resolve_device
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # for the annotation only: the devkit is imported where tables are read
     from nuscenes import NuScenes
 
 __all__ = [
@@ -138,8 +148,6 @@ def list_camera_images(
     """Every keyframe camera image of the selection, ordered by (scene, sample, camera);
     ``cameras=None`` takes every camera channel each sample has.
     """
-    from olivine_data.datasets import NUSCENES_CAMERAS, NuScenesPretrainDataset
-
     ds = NuScenesPretrainDataset(
         root,
         version,
@@ -233,8 +241,6 @@ class ProjectedBoxes:
 
     def boxes(self, sample_token: str) -> list[Box3D]:
         """The sample's 3D boxes in its LIDAR_TOP frame (cached per sample)."""
-        from olivine_data.boxes import read_mmdet3d_boxes, read_nuscenes_boxes
-
         if sample_token not in self._boxes:
             if self.source == "annotations":
                 found = read_nuscenes_boxes(self.nusc, sample_token)
@@ -245,11 +251,6 @@ class ProjectedBoxes:
 
     def __call__(self, item: ImageItem, image_hw: tuple[int, int]) -> list[Detection]:
         """:class:`~olivine_models.vfm.Detection` list of one image (score = 1 / (1 + depth))."""
-        from olivine_data.boxes import project_box
-        from olivine_data.datasets.nuscenes_tables import camera_intrinsic, lidar_to_camera_matrix
-        from olivine_data.projection import compose_projection
-        from olivine_models.vfm import Detection
-
         if not item.sample_token:
             raise ValueError(f"{item.filename}: no sample token (needed for --boxes-3d)")
         sample = self.nusc.get("sample", item.sample_token)
@@ -282,10 +283,6 @@ def build_labeler(
     device: str,
 ) -> Labeler:
     """SAM labeler for ``mode`` (``refine``: votes over coarse labels; ``box``: box prompts)."""
-    from olivine_data.labels import LabelStore, get_vocabulary
-    from olivine_models import vfm
-    from olivine_train.distributed import resolve_device
-
     vocab = get_vocabulary(vocabulary)
     size, unlabelled = len(vocab.class_names), vocab.unlabelled_id
     if mode == "refine" and coarse_root is None:
@@ -321,8 +318,6 @@ def build_labeler(
 
         return label_refine
     if boxes_3d is not None:
-        from olivine_data.datasets.nuscenes_tables import load_nuscenes
-
         projected = ProjectedBoxes(load_nuscenes(root, version), boxes_3d, vocab.class_names)
         box = vfm.SamBoxLabeler(sam, None, vocabulary_size=size, unlabelled_id=unlabelled)
 
@@ -353,8 +348,6 @@ def label_items(
     Superpixels (when the labeler returns them) are written before the label PNG, whose presence
     marks the image as done. Returns (images written, seconds spent on them).
     """
-    from PIL import Image
-
     todo = list(items if limit is None else items[:limit])
     written, busy = 0, 0.0
     bar = progress_bar(todo, enabled=progress, desc="make-labels", unit="img")
@@ -424,8 +417,6 @@ def run_make_labels(
 
     ``settings``: :class:`LabelSettings` fields overriding the preset (None = the preset's).
     """
-    from olivine_data.labels import LabelStore, get_vocabulary
-
     t0 = time.perf_counter()
     chosen = resolve_settings(preset, **settings)
     root_p = Path(root)

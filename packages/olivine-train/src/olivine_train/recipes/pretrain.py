@@ -19,7 +19,10 @@ import torch.distributed as dist
 from torch import nn
 
 from olivine_data.collate import PretrainBatch
+from olivine_data.labels import get_vocabulary
 from olivine_data.types import PretrainSample
+from olivine_losses.health import effective_rank
+from olivine_models import create_point_encoder
 from olivine_train.checkpoint import (
     TERMS_STATE_KEY,
     Checkpoint,
@@ -106,8 +109,6 @@ class Pretrainer(JobBase[PretrainBatch]):
     net: PretrainNet
 
     def __init__(self, cfg: Config, rt: Runtime, logger: RunLogger | None = None) -> None:
-        from olivine_data.labels import get_vocabulary
-
         self.cfg, self.rt, self.logger = cfg, rt, logger
         self.vocab = get_vocabulary(cfg.data.vocabulary)
         self.ignore_index = self.vocab.unlabelled_id if cfg.loss.ignore_unlabelled else None
@@ -124,8 +125,6 @@ class Pretrainer(JobBase[PretrainBatch]):
 
     # ------------------------------------------------------------------ building
     def _build_network(self) -> None:
-        from olivine_models import create_point_encoder
-
         cfg, rt = self.cfg, self.rt
         heads = self.active.heads
         backbone = create_point_encoder(cfg.model.point_encoder, in_channels=cfg.model.in_channels)
@@ -283,8 +282,6 @@ class Pretrainer(JobBase[PretrainBatch]):
         terms = {k: (float(result.terms[k].detach()), c) for k, c in result.chance.items()}
         out = self.health.observe_terms(step, terms)
         if step % self.health_every == 0 or step in (1, self.total_steps):
-            from olivine_losses.health import effective_rank
-
             ranks = {k: effective_rank(v) for k, v in result.features.items()}
             out.update(self.health.observe_ranks(step, ranks))
         out.update(self.terms.observe_health(self.health, step))

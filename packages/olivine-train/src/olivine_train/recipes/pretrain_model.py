@@ -12,6 +12,7 @@ from torch import nn
 
 from olivine_data import datasets, transforms
 from olivine_data.types import PretrainSample
+from olivine_models import ImageHead, PointHead, create_image_encoder
 from olivine_train.config import Config
 from olivine_train.recipes.common import Transform, kitti_sequences, nuscenes_scenes
 from olivine_train.recipes.pretrain_outputs import Head, PretrainOutputs
@@ -44,8 +45,6 @@ class PretrainNet(nn.Module):
         sem_3d: bool,
         sem_2d: bool,
     ) -> None:
-        from olivine_models import ImageHead, PointHead
-
         super().__init__()
         self.backbone = backbone
         c3 = int(backbone.out_channels)  # type: ignore[arg-type]
@@ -103,8 +102,6 @@ class PretrainNet(nn.Module):
 
 def build_teacher(cfg: Config, device: torch.device) -> nn.Module:
     """The frozen image teacher (eval mode, no gradients) on ``device``."""
-    from olivine_models import create_image_encoder
-
     teacher = create_image_encoder(
         cfg.model.image_encoder,
         weights=cfg.model.image_weights,

@@ -17,8 +17,11 @@ from torch import nn
 
 from olivine_data import datasets
 from olivine_data.collate import SegBatch
+from olivine_data.datasets import SEMANTICKITTI_CLASSES
+from olivine_data.labels import NUSCENES16
 from olivine_data.progress import progress_bar
 from olivine_data.types import SegSample
+from olivine_models import SegmentationHead
 from olivine_train.config import Config
 from olivine_train.metrics import ConfusionMatrix, SegmentationScores, mask_ignore_logits
 from olivine_train.recipes.common import Runtime, SampleSource, kitti_sequences, nuscenes_scenes
@@ -54,8 +57,6 @@ class SegNet(nn.Module):
     """Point encoder + per-voxel classifier."""
 
     def __init__(self, backbone: nn.Module, num_classes: int) -> None:
-        from olivine_models import SegmentationHead
-
         super().__init__()
         self.backbone = backbone
         self.classifier = SegmentationHead(int(backbone.out_channels), num_classes)  # type: ignore[arg-type]
@@ -73,12 +74,8 @@ class SegNet(nn.Module):
 def class_names_for(cfg: Config) -> tuple[str, ...]:
     """Evaluation class names (index 0 = ignore) of the downstream dataset."""
     if cfg.data.dataset == "semantickitti":
-        from olivine_data.datasets import SEMANTICKITTI_CLASSES
-
         names = tuple(SEMANTICKITTI_CLASSES)
     else:
-        from olivine_data.labels import NUSCENES16
-
         names = tuple(NUSCENES16.class_names)
     if len(names) != cfg.downstream.num_classes:
         raise ValueError(
