@@ -36,6 +36,7 @@ import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -57,8 +58,12 @@ _OVERRIDES_HELP = (
 )
 
 
+if TYPE_CHECKING:  # argparse's action is generic for the type checker only
+    _Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
 def _config_command(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    sub: _Subparsers,
     name: str,
     help: str,
     description: str,
@@ -82,7 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    _add_training_commands(sub)
+    _add_evaluate_command(sub)
+    _add_make_labels_command(sub)
+    _add_demo_command(sub)
+    _add_config_commands(sub)
+    return parser
 
+
+def _add_training_commands(sub: _Subparsers) -> None:
+    """``pretrain`` and ``finetune``: a config and overrides each."""
     _config_command(
         sub,
         "pretrain",
@@ -104,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
         "e.g. finetune_nuscenes_1pct, linear_probe_nuscenes, or a YAML",
     )
 
+
+def _add_evaluate_command(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "evaluate",
         help="evaluate a downstream checkpoint (per-class IoU and mIoU)",
@@ -113,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="downstream checkpoint (last.pt or best.pt)")
     p.add_argument("overrides", nargs="*", help=_OVERRIDES_HELP + "; e.g. data.root=/other/path")
 
+
+def _add_make_labels_command(sub: _Subparsers) -> None:
+    """``make-labels``: the data to label, the labeler and its SAM settings, the shard."""
     p = sub.add_parser(
         "make-labels",
         help="write VFM camera labels with SAM (resumable, shardable)",
@@ -173,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="stop after this many new images")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+
+def _add_demo_command(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "demo",
         help="end-to-end OLIVINE demo on a synthetic world (~1 min on 2 CPU cores)",
@@ -185,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--world", default=None, help="existing synthetic world (default <out>/world)")
     p.add_argument("overrides", nargs="*", help=_OVERRIDES_HELP + " (applied to the demo config)")
 
+
+def _add_config_commands(sub: _Subparsers) -> None:
+    """``validate-config`` and ``ls``."""
     p = _config_command(
         sub,
         "validate-config",
@@ -200,7 +224,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="list shipped configs and registered models",
         description="Shipped configs with their descriptions, point encoders and image encoders.",
     )
-    return parser
 
 
 def _print_err(msg: str) -> None:
