@@ -171,7 +171,7 @@ def profile(shape: str, mode: str, steps: int, threads: int, base: Path) -> dict
             head.forward = timers.wrap("heads", head.forward)  # type: ignore[method-assign]
             if hasattr(head, "sample"):
                 head.sample = timers.wrap("heads", head.sample)  # type: ignore[method-assign]
-    tr.terms = {n: TimedTerm(n, t, timers) for n, t in tr.terms.items()}  # type: ignore[misc]
+    tr.terms.terms = {n: TimedTerm(n, t, timers) for n, t in tr.terms.terms.items()}  # type: ignore[misc]
     rows: list[dict[str, float]] = []
     it = _batches(tr)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

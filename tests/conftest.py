@@ -90,6 +90,28 @@ def tiny_overrides(world: Path, out: Path, name: str) -> list[str]:
     ]
 
 
+def downstream_overrides(world: Path, out: Path, name: str) -> list[str]:
+    """Overrides that point a shipped fine-tuning config at the tiny world for one epoch (the
+    callers add their step cap, model and logging).
+    """
+    return [
+        f"data.root={world}",
+        "data.version=v1.0-mini",
+        "data.skip=1",
+        "data.batch_size=2",
+        "optim.epochs=1",
+        f"run.out_dir={out}",
+        f"run.name={name}",
+        "run.progress=false",
+    ]
+
+
+@pytest.fixture(scope="session")
+def down_overrides_for() -> Callable[[Path, Path, str], list[str]]:
+    """``down_overrides_for(world, out_dir, run_name)``: see :func:`downstream_overrides`."""
+    return downstream_overrides
+
+
 @pytest.fixture(scope="session")
 def overrides_for() -> Callable[[Path, Path, str], list[str]]:
     """``overrides_for(world, out_dir, run_name)``: demo config shrunk to test size."""

@@ -15,21 +15,8 @@ from olivine_train.config import load_config
 from olivine_train.logging import read_jsonl
 from olivine_train.recipes.downstream import run_downstream
 
-
-def _down_overrides(world: Path, out: Path, name: str) -> list[str]:
-    return [
-        f"data.root={world}",
-        "data.version=v1.0-mini",
-        "data.skip=1",
-        "data.batch_size=2",
-        "model.point_encoder=minkunet_tiny",
-        "optim.epochs=1",
-        "optim.max_steps=2",
-        f"run.out_dir={out}",
-        f"run.name={name}",
-        "run.progress=false",
-        "run.log_every=1",
-    ]
+# on top of the shared downstream_overrides (tests/conftest.py)
+TINY = ["model.point_encoder=minkunet_tiny", "optim.max_steps=2", "run.log_every=1"]
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +29,14 @@ def backbone_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_finetune_then_evaluate_checkpoint(
-    tiny_world: Path, tmp_path: Path, backbone_file: Path, capsys: pytest.CaptureFixture[str]
+    tiny_world: Path,
+    tmp_path: Path,
+    backbone_file: Path,
+    capsys: pytest.CaptureFixture[str],
+    down_overrides_for: Any,
 ) -> None:
-    args = _down_overrides(tiny_world, tmp_path, "ft") + [f"downstream.pretrained={backbone_file}"]
+    args = down_overrides_for(tiny_world, tmp_path, "ft") + TINY
+    args += [f"downstream.pretrained={backbone_file}"]
     assert main(["finetune", "finetune_nuscenes_1pct", *args]) == 0
     out = capsys.readouterr().out
     assert "loaded" in out  # the load_matching_state report is printed
@@ -66,24 +58,33 @@ def test_finetune_then_evaluate_checkpoint(
 
 
 def test_pretrained_backbone_mismatch_is_reported(
-    tiny_world: Path, tmp_path: Path, backbone_file: Path, capsys: pytest.CaptureFixture[str]
+    tiny_world: Path,
+    tmp_path: Path,
+    backbone_file: Path,
+    capsys: pytest.CaptureFixture[str],
+    down_overrides_for: Any,
 ) -> None:
-    args = _down_overrides(tiny_world, tmp_path, "bad") + [
-        f"downstream.pretrained={backbone_file}",
-        "model.point_encoder=minkunet14",
-    ]
+    args = (
+        down_overrides_for(tiny_world, tmp_path, "bad")
+        + TINY
+        + [
+            f"downstream.pretrained={backbone_file}",
+            "model.point_encoder=minkunet14",
+        ]
+    )
     assert main(["finetune", "finetune_nuscenes_1pct", *args]) == 1
     assert "holds a 'minkunet_tiny' backbone" in capsys.readouterr().err
 
 
 def test_linear_probe_freezes_trunk_and_cache_is_exact(
-    tiny_world: Path, tmp_path: Path, backbone_file: Path
+    tiny_world: Path, tmp_path: Path, backbone_file: Path, down_overrides_for: Any
 ) -> None:
     results: dict[bool, Any] = {}
     for cache in (True, False):
         cfg = load_config(
             "linear_probe_nuscenes",
-            _down_overrides(tiny_world, tmp_path, f"lp{cache}")
+            down_overrides_for(tiny_world, tmp_path, f"lp{cache}")
+            + TINY
             + [
                 f"downstream.pretrained={backbone_file}",
                 "data.augment=false",

@@ -19,32 +19,21 @@ import torch
 from olivine_train.cli import main
 from olivine_train.logging import read_jsonl
 
-
-def _down_overrides(world: Path, out: Path, name: str) -> list[str]:
-    return [
-        f"data.root={world}",
-        "data.version=v1.0-mini",
-        "data.skip=1",
-        "data.batch_size=2",
-        "optim.epochs=1",
-        "optim.max_steps=1",
-        f"run.out_dir={out}",
-        f"run.name={name}",
-        "run.progress=false",
-    ]
-
-
 # ----------------------------------------------------------------------------- case 2
 
 
 def test_plain_state_dict_of_another_model_is_refused(
-    tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_world: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    down_overrides_for: Any,
 ) -> None:
     from olivine_models import create_point_encoder
 
     plain = tmp_path / "tiny_state.pt"
     torch.save(create_point_encoder("minkunet_tiny").state_dict(), plain)  # no format, no name
-    args = _down_overrides(tiny_world, tmp_path, "foreign") + [
+    args = down_overrides_for(tiny_world, tmp_path, "foreign") + [
+        "optim.max_steps=1",
         f"downstream.pretrained={plain}",
         "model.point_encoder=minkunet14",
     ]
@@ -193,7 +182,7 @@ run_downstream(load_config("finetune_nuscenes_1pct", sys.argv[1:]), callbacks=[c
 
 
 def test_sigkill_mid_write_then_resume_cleans_debris_and_logs_each_step_once(
-    tiny_world: Path, tmp_path: Path
+    tiny_world: Path, tmp_path: Path, down_overrides_for: Any
 ) -> None:
     common = [
         "optim.epochs=2",
@@ -204,7 +193,7 @@ def test_sigkill_mid_write_then_resume_cleans_debris_and_logs_each_step_once(
     ]
 
     def overrides(name: str) -> list[str]:
-        return _down_overrides(tiny_world, tmp_path, name) + common
+        return down_overrides_for(tiny_world, tmp_path, name) + ["optim.max_steps=1", *common]
 
     proc = subprocess.run(
         [sys.executable, "-c", _KILL_SCRIPT, *overrides("killed")],

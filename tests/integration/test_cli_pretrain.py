@@ -164,8 +164,10 @@ def test_ls_and_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_jsonl_is_valid_json(pretrain_run: Path) -> None:
-    for line in (pretrain_run / "metrics.jsonl").read_text().splitlines():
-        json.loads(line)
+    lines = (pretrain_run / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # every line parses as strict JSON
+    assert records and all(isinstance(r, dict) and "kind" in r and "step" in r for r in records)
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3]
 
 
 def test_worker_count_does_not_change_the_run(

@@ -104,7 +104,7 @@ def test_non_finite_loss_names_last_pt_only_if_it_exists(tmp_path: Path) -> None
     [
         ("data.image_size=[0,256]", "data.image_size[0]: must be > 0, got 0"),
         ("data.image_size=[224,-8]", "data.image_size[1]: must be > 0, got -8"),
-        ("demo.image_size=[0,112]", "demo.image_size[0]: must be > 0, got 0"),
+        ("demo.image_size=[112,0]", "demo.image_size[1]: must be > 0, got 0"),
         ("model.image_input_size=[0,0]", "model.image_input_size[0]: must be > 0, got 0"),
     ],
 )

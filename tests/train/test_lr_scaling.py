@@ -7,7 +7,7 @@ import torch
 
 from olivine_train.config import ConfigError, load_config, validate
 from olivine_train.recipes.common import build_optimizer, lr_scale
-from olivine_train.recipes.pretrain import vmf_schedule
+from olivine_train.recipes.pretrain_terms import vmf_schedule
 
 
 def test_lr_follows_the_total_batch_only_when_asked() -> None:

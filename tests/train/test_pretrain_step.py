@@ -53,7 +53,7 @@ def test_loss_decomposition_matches_losses_package(
     tr.pair_gen.manual_seed(1)
     first = tr.compute(batch)
     assert float(first.terms["vmf"].detach()) == 0.0  # warm-up step: the prior only updates
-    assert tr.prior.frozen
+    assert tr.terms.prior.frozen
     tr.pair_gen.manual_seed(2)
     out = tr.compute(batch)
     assert set(out.terms) == {"ppnce", "sup", "vmf"}
@@ -74,22 +74,22 @@ def test_loss_decomposition_matches_losses_package(
     m = tr.cfg.loss.num_pairs
     assert i_pp.numel() == m and i_pp.unique().numel() == m
     assert i_sup.numel() == m and i_sup.unique().numel() == m
-    pp = info_nce(feats["k_pp"][pv[i_pp]], pixel_features(feats["q_pp"], px[i_pp]), 0.07)
+    pp = info_nce(feats.k_pp[pv[i_pp]], pixel_features(feats.q_pp, px[i_pp]), 0.07)
     assert bool((lab == 16).any())  # the world has unlabelled pairs, so both cases differ
-    assert bool(tr.prior.observed[16]) == (not ignore_unlabelled)
+    assert bool(tr.terms.prior.observed[16]) == (not ignore_unlabelled)
     sup = semantic_contrastive(
-        feats["k_sem"][pv[i_sup]],
-        pixel_features(feats["q_sem"], px[i_sup]),
+        feats.k_sem[pv[i_sup]],
+        pixel_features(feats.q_sem, px[i_sup]),
         lab[i_sup],
         0.07,
         ignore_index=ignore,
     )
     kl = vmf_nll(
-        feats["k_sem"][pv],
+        feats.k_sem[pv],
         lab,
-        tr.prior.mu,
-        tr.prior.kappa,
-        valid_classes=tr.prior.observed,
+        tr.terms.prior.mu,
+        tr.terms.prior.kappa,
+        valid_classes=tr.terms.prior.observed,
         ignore_index=ignore,
     )
     assert float(out.terms["ppnce"].detach()) == pytest.approx(float(pp), rel=1e-5)

@@ -29,7 +29,7 @@ of ``images``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -132,6 +132,9 @@ class SegSample:
         _check_point_labels(self.point_labels, self.points, t)
 
 
+_BatchT = TypeVar("_BatchT", bound="SegBatch")
+
+
 @dataclass(frozen=True)
 class SegBatch:
     """A collated batch of sweeps for the sparse backbone.
@@ -159,8 +162,8 @@ class SegBatch:
     point_labels: torch.Tensor | None = None
     tokens: tuple[str, ...] = ()
 
-    def to(self, device: torch.device | str) -> SegBatch:
-        """Return a copy with every tensor moved to ``device``."""
+    def to(self: _BatchT, device: torch.device | str) -> _BatchT:
+        """Return a copy (of the same class) with every tensor moved to ``device``."""
         return _to_device(self, device)
 
 
@@ -185,7 +188,7 @@ class PretrainBatch(SegBatch):
     pair_range_bins: torch.Tensor = torch.empty(0, dtype=torch.int64)
 
 
-def _to_device(batch: SegBatch, device: torch.device | str) -> SegBatch:
+def _to_device(batch: _BatchT, device: torch.device | str) -> _BatchT:
     import dataclasses
 
     moved: dict[str, Any] = {

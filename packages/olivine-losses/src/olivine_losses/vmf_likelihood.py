@@ -72,18 +72,74 @@ def vmf_nll(
     zt = check_features("z", z, allow_empty=True)
     n, dim = zt.shape
     lab = check_labels("labels", labels, n, "N")
+    num_classes = _check_prior(mu, kappa, tuple(zt.shape), valid_classes, log_normalizer)
+    ignore = check_optional_int("ignore_index", ignore_index)
+
+    cdt = compute_dtype(zt.dtype)
+    device = zt.device
+    lab = lab.to(device=device, dtype=torch.int64)
+    feats, lab = _labelled(zt.to(cdt), lab, ignore, num_classes)
+
+    counts = torch.bincount(lab, minlength=num_classes).to(cdt)
+    present = counts > 0
+    if valid_classes is not None:
+        present = present & valid_classes.to(device)
+    _check_kappa(kappa, present)
+    mu_c, kappa_c, log_c = _class_constants(mu, kappa, log_normalizer, present, dim, cdt)
+
+    # per-class feature sums, then one dot product per class: (1/n_k) sum_i mu_k^T z_i
+    class_sums = torch.zeros(num_classes, dim, dtype=cdt, device=device).index_add(0, lab, feats)
+    mean_dot = (class_sums * mu_c).sum(dim=1) / counts.clamp(min=1.0)
+    per_class = -log_c - kappa_c * mean_dot
+    per_class = torch.where(present, per_class, torch.zeros_like(per_class))
+    n_present = present.sum().to(cdt).clamp(min=1.0)
+    return per_class.sum() / n_present
+
+
+def _class_constants(
+    mu: Tensor,
+    kappa: Tensor,
+    log_normalizer: Tensor | None,
+    present: Tensor,
+    dim: int,
+    cdt: torch.dtype,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``mu``, ``kappa`` and ``log C_C(kappa)`` as detached constants in ``cdt`` on the device of
+    ``present``, zero for the classes that are left out (so that a NaN ``mu`` or ``kappa`` there
+    cannot leak into the value or the gradient: 0 * NaN = NaN).
+    """
+    device = present.device
+    mu_c = mu.detach().to(device=device, dtype=cdt)
+    kappa_c = kappa.detach().to(device=device, dtype=cdt)
+    mu_c = torch.where(present[:, None], mu_c, torch.zeros_like(mu_c))
+    kappa_c = torch.where(present, kappa_c, torch.zeros_like(kappa_c))
+    if log_normalizer is None:
+        log_c = vmf_log_normalizer(dim, kappa_c)
+    else:
+        log_c = log_normalizer.detach().to(device=device, dtype=cdt)
+        log_c = torch.where(present, log_c, torch.zeros_like(log_c))
+    return mu_c, kappa_c, log_c
+
+
+def _check_prior(
+    mu: Tensor,
+    kappa: Tensor,
+    z_shape: tuple[int, ...],
+    valid_classes: Tensor | None,
+    log_normalizer: Tensor | None,
+) -> int:
+    """The argument checks of :func:`vmf_nll` on the prior's tensors; returns ``K``."""
     if not isinstance(mu, Tensor) or not isinstance(kappa, Tensor):
         raise TypeError(
             f"mu and kappa must be tensors, got {type(mu).__name__} and {type(kappa).__name__}"
         )
-    if mu.ndim != 2 or mu.shape[1] != dim:
-        raise ValueError(f"mu must have shape (K, C={dim}), got {tuple(mu.shape)}")
-    num_classes = mu.shape[0]
+    if mu.ndim != 2 or mu.shape[1] != z_shape[1]:
+        raise ValueError(f"mu must have shape (K, C={z_shape[1]}), got {tuple(mu.shape)}")
+    num_classes = int(mu.shape[0])
     if kappa.shape != (num_classes,):
         raise ValueError(f"kappa must have shape (K={num_classes},), got {tuple(kappa.shape)}")
-    if dim < 2:
-        raise ValueError(f"the feature size C must be >= 2 for a vMF, got z {tuple(zt.shape)}")
-    ignore = check_optional_int("ignore_index", ignore_index)
+    if z_shape[1] < 2:
+        raise ValueError(f"the feature size C must be >= 2 for a vMF, got z {z_shape}")
     if valid_classes is not None and (
         not isinstance(valid_classes, Tensor)
         or valid_classes.dtype != torch.bool
@@ -94,7 +150,6 @@ def vmf_nll(
             f"{getattr(valid_classes, 'dtype', type(valid_classes).__name__)} "
             f"{tuple(getattr(valid_classes, 'shape', ()))}"
         )
-
     if log_normalizer is not None and (
         not isinstance(log_normalizer, Tensor) or log_normalizer.shape != (num_classes,)
     ):
@@ -102,43 +157,22 @@ def vmf_nll(
             f"log_normalizer must be a tensor of shape (K={num_classes},), got "
             f"{tuple(getattr(log_normalizer, 'shape', ()))}"
         )
+    return num_classes
 
-    cdt = compute_dtype(zt.dtype)
-    device = zt.device
-    lab = lab.to(device=device, dtype=torch.int64)
-    feats = zt.to(cdt)
+
+def _labelled(
+    feats: Tensor, lab: Tensor, ignore: int | None, num_classes: int
+) -> tuple[Tensor, Tensor]:
+    """The features and labels of the points that take part (``ignore`` left out); labels
+    checked to lie in ``[0, K)``.
+    """
     if ignore is not None:
         include = lab != ignore
         check_label_range(lab, include, num_classes)
         keep = include.nonzero().squeeze(1)
-        feats, lab = feats[keep], lab[keep]
-    else:
-        check_label_range(lab, torch.ones_like(lab, dtype=torch.bool), num_classes)
-
-    counts = torch.bincount(lab, minlength=num_classes).to(cdt)
-    present = counts > 0
-    if valid_classes is not None:
-        present = present & valid_classes.to(device)
-    _check_kappa(kappa, present)
-    mu_c = mu.detach().to(device=device, dtype=cdt)
-    kappa_c = kappa.detach().to(device=device, dtype=cdt)
-    # sanitise classes that are left out, so that a NaN mu or kappa there cannot leak into the
-    # value or the gradient (0 * NaN = NaN)
-    mu_c = torch.where(present[:, None], mu_c, torch.zeros_like(mu_c))
-    kappa_c = torch.where(present, kappa_c, torch.zeros_like(kappa_c))
-    if log_normalizer is None:
-        log_c = vmf_log_normalizer(dim, kappa_c)
-    else:
-        log_c = log_normalizer.detach().to(device=device, dtype=cdt)
-        log_c = torch.where(present, log_c, torch.zeros_like(log_c))
-
-    # per-class feature sums, then one dot product per class: (1/n_k) sum_i mu_k^T z_i
-    class_sums = torch.zeros(num_classes, dim, dtype=cdt, device=device).index_add(0, lab, feats)
-    mean_dot = (class_sums * mu_c).sum(dim=1) / counts.clamp(min=1.0)
-    per_class = -log_c - kappa_c * mean_dot
-    per_class = torch.where(present, per_class, torch.zeros_like(per_class))
-    n_present = present.sum().to(cdt).clamp(min=1.0)
-    return per_class.sum() / n_present
+        return feats[keep], lab[keep]
+    check_label_range(lab, torch.ones_like(lab, dtype=torch.bool), num_classes)
+    return feats, lab
 
 
 def _check_kappa(kappa: Tensor, used: Tensor) -> None:

@@ -179,17 +179,35 @@ def load_state(
             f"{type(state_dict).__name__}"
         )
     left_out = tuple(p for p in ignore if p)
+    own = {k: v for k, v in model.state_dict().items() if not _under(k, left_out)}
+    report, loaded = _match(own, state_dict, strip, left_out)
+    what = target if target is not None else f"the {type(model).__name__}"
+    _refuse_a_bad_fit(report, strict=strict, require_match=require_match, source=source, what=what)
+    merged = dict(model.state_dict())
+    merged.update(loaded)
+    model.load_state_dict(merged, strict=True)
+    return report
 
-    def ignored(name: str) -> bool:
-        return bool(left_out) and name.startswith(left_out)
 
-    own = {k: v for k, v in model.state_dict().items() if not ignored(k)}
+def _under(name: str, prefixes: tuple[str, ...]) -> bool:
+    return bool(prefixes) and name.startswith(prefixes)
+
+
+def _match(
+    own: Mapping[str, torch.Tensor],
+    state_dict: Mapping[str, torch.Tensor],
+    strip: Sequence[str],
+    left_out: tuple[str, ...],
+) -> tuple[LoadReport, dict[str, torch.Tensor]]:
+    """Step 1 of :func:`load_state`: pair the checkpoint's (stripped) names with the model's
+    entries ``own`` by name and shape; the report and the tensors that fit.
+    """
     loaded: dict[str, torch.Tensor] = {}
     skipped: list[tuple[str, str]] = []
     wrong_shape: list[str] = []
     for raw_name, value in state_dict.items():
         name = strip_prefixes(raw_name, strip)
-        if ignored(name):
+        if _under(name, left_out):
             continue
         if not isinstance(value, torch.Tensor):
             skipped.append((raw_name, f"not a tensor ({type(value).__name__})"))
@@ -215,7 +233,15 @@ def load_state(
         missing=missing,
         wrong_shape=tuple(n for n in dict.fromkeys(wrong_shape) if n in missing),
     )
-    what = target if target is not None else f"the {type(model).__name__}"
+    return report, loaded
+
+
+def _refuse_a_bad_fit(
+    report: LoadReport, *, strict: bool, require_match: bool, source: str, what: str
+) -> None:
+    """Step 2 of :func:`load_state`: raise before anything is loaded when the fit is not
+    acceptable (not exact under ``strict``; nothing meaningful otherwise).
+    """
     if strict and not report.exact:
         raise StateMismatchError(
             f"{source}: weights do not fit {what}: {report.problems()}", report
@@ -227,10 +253,6 @@ def load_state(
             "load, the network would stay randomly initialised; is it a checkpoint of another "
             f"model?\n{report.summary(max_items=5)}"
         )
-    merged = dict(model.state_dict())
-    merged.update(loaded)
-    model.load_state_dict(merged, strict=True)
-    return report
 
 
 def load_matching_state(

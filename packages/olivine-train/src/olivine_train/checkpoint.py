@@ -37,14 +37,17 @@ import re
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 
+from olivine_models import StateMismatchError, load_state
+
 __all__ = [
     "BACKBONE_FORMAT",
     "CHECKPOINT_FORMAT",
+    "Checkpoint",
     "CheckpointError",
     "CheckpointWriteError",
     "remove_orphan_temp_files",
@@ -54,12 +57,17 @@ __all__ = [
     "load_backbone_state",
     "load_checkpoint",
     "load_strict",
+    "Payload",
+    "TERMS_STATE_KEY",
     "restore_rng",
     "save_backbone",
     "zip_damage",
 ]
 
 CHECKPOINT_FORMAT = "olivine-train/1"
+#: the checkpoint key of the pretraining loss terms' state (the vMF prior's buffers; None
+#: downstream), named after the one term that has state since format 1
+TERMS_STATE_KEY = "vmf"
 BACKBONE_FORMAT = "olivine-backbone/1"
 
 
@@ -109,14 +117,22 @@ def remove_orphan_temp_files(folder: str | Path) -> list[Path]:
     return removed
 
 
-def _atomic_write(path: Path, mode: str, write: Callable[[IO[Any]], object]) -> Path:
+#: A ``torch.save`` / ``torch.load`` payload (a checkpoint, its RNG states): nested containers
+#: whose value types depend on the key, read back by ``torch.load`` as untyped objects.
+Payload = dict[str, Any]
+#: A training checkpoint (``last.pt``, ``best.pt``): the keys of
+#: :meth:`olivine_train.recipes.loop.JobBase.checkpoint`.
+Checkpoint = Payload
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
     """``write(fh)`` into a temporary file beside ``path``, fsync, then ``os.replace`` (atomic on
     POSIX); the temporary file never survives.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, mode, encoding=None if "b" in mode else "utf-8") as fh:
+        with open(tmp, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
@@ -127,11 +143,11 @@ def _atomic_write(path: Path, mode: str, write: Callable[[IO[Any]], object]) -> 
     return path
 
 
-def atomic_save(obj: Any, path: str | Path) -> Path:
+def atomic_save(obj: object, path: str | Path) -> Path:
     """``torch.save`` to ``path`` atomically (temporary file, fsync, ``os.replace``)."""
     path = Path(path)
     try:
-        return _atomic_write(path, "wb", lambda fh: torch.save(obj, fh))
+        return _atomic_write(path, lambda fh: torch.save(obj, fh))
     except RuntimeError as exc:
         # torch's zip writer reports a failed write (ENOSPC, EFBIG, EIO) as
         # "[enforce fail at inline_container.cc:...] ... file write failed"; other errors are bugs
@@ -146,14 +162,14 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
 
 def atomic_write_text(text: str, path: str | Path) -> Path:
     """Write ``text`` to ``path`` atomically (temporary file, fsync, ``os.replace``)."""
-    return _atomic_write(Path(path), "w", lambda fh: fh.write(text))
+    return _atomic_write(Path(path), lambda fh: fh.write(text.encode("utf-8")))
 
 
-def capture_rng(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
+def capture_rng(generators: dict[str, torch.Generator] | None = None) -> Payload:
     """All RNG states needed for an exact resume (weights_only-loadable types only)."""
-    np_state: tuple[Any, ...] = tuple(np.random.get_state(legacy=True))
+    np_state: tuple[Any, ...] = tuple(np.random.get_state(legacy=True))  # numpy: untyped tuple
     py_version, py_state, py_gauss = random.getstate()
-    state: dict[str, Any] = {
+    state: Payload = {
         "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
         "numpy": {
             "kind": str(np_state[0]),
@@ -169,9 +185,7 @@ def capture_rng(generators: dict[str, torch.Generator] | None = None) -> dict[st
     return state
 
 
-def restore_rng(
-    state: dict[str, Any], generators: dict[str, torch.Generator] | None = None
-) -> None:
+def restore_rng(state: Payload, generators: dict[str, torch.Generator] | None = None) -> None:
     """Inverse of :func:`capture_rng`."""
     py = state["python"]
     random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
@@ -223,7 +237,7 @@ def zip_damage(path: str | Path) -> str | None:
     return None
 
 
-def _read(path: Path, what: str, mmap: bool = False) -> Any:
+def _read(path: Path, what: str, mmap: bool = False) -> object:
     """``torch.load(weights_only=True)`` of ``path`` after checking its zip checksums
     (:func:`zip_damage`); a :class:`CheckpointError` naming ``what`` and the file when it is
     missing, damaged or unreadable.
@@ -246,7 +260,7 @@ def load_checkpoint(
     expect_kind: str | None = None,
     expect_model: str | None = None,
     mmap: bool = False,
-) -> dict[str, Any]:
+) -> Checkpoint:
     """Load a training checkpoint (``weights_only=True``) and check its kind and model name;
     ``mmap`` maps the tensors instead of reading them (for a look at the stored config).
     """
@@ -273,8 +287,6 @@ def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: s
     """Load an exact-fit state dict (``olivine_models.load_state``, strict); a mismatch is a
     :class:`CheckpointError` listing the missing, unexpected and mis-shaped keys.
     """
-    from olivine_models import StateMismatchError, load_state
-
     try:
         load_state(module, state, strict=True, source=what, target="the model")
     except StateMismatchError as exc:

@@ -36,10 +36,17 @@ import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
-from olivine_train.config import ConfigError, list_configs, load_config
+import yaml
+
+from olivine_models import list_image_encoders, list_point_encoders
+from olivine_train.config import ConfigError, config_to_dict, list_configs, load_config
+from olivine_train.health import format_summary
 from olivine_train.preemption import Preempted
+
+# modules, not functions: a command looks its recipe up when it runs (tests replace run_pretrain)
+from olivine_train.recipes import demo, downstream, make_labels, pretrain
 from olivine_train.recipes.common import NonFiniteLossError
 from olivine_train.runlock import RunFolderLockedError
 
@@ -51,8 +58,16 @@ _OVERRIDES_HELP = (
 )
 
 
+if TYPE_CHECKING:  # argparse's action is generic for the type checker only
+    _Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
 def _config_command(
-    sub: Any, name: str, help: str, description: str, config_help: str
+    sub: _Subparsers,
+    name: str,
+    help: str,
+    description: str,
+    config_help: str,
 ) -> argparse.ArgumentParser:
     """A subcommand taking ``CONFIG [key=value ...]``."""
     p: argparse.ArgumentParser = sub.add_parser(name, help=help, description=description)
@@ -72,7 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    _add_training_commands(sub)
+    _add_evaluate_command(sub)
+    _add_make_labels_command(sub)
+    _add_demo_command(sub)
+    _add_config_commands(sub)
+    return parser
 
+
+def _add_training_commands(sub: _Subparsers) -> None:
+    """``pretrain`` and ``finetune``: a config and overrides each."""
     _config_command(
         sub,
         "pretrain",
@@ -94,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
         "e.g. finetune_nuscenes_1pct, linear_probe_nuscenes, or a YAML",
     )
 
+
+def _add_evaluate_command(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "evaluate",
         help="evaluate a downstream checkpoint (per-class IoU and mIoU)",
@@ -103,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="downstream checkpoint (last.pt or best.pt)")
     p.add_argument("overrides", nargs="*", help=_OVERRIDES_HELP + "; e.g. data.root=/other/path")
 
+
+def _add_make_labels_command(sub: _Subparsers) -> None:
+    """``make-labels``: the data to label, the labeler and its SAM settings, the shard."""
     p = sub.add_parser(
         "make-labels",
         help="write VFM camera labels with SAM (resumable, shardable)",
@@ -163,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="stop after this many new images")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+
+def _add_demo_command(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "demo",
         help="end-to-end OLIVINE demo on a synthetic world (~1 min on 2 CPU cores)",
@@ -175,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--world", default=None, help="existing synthetic world (default <out>/world)")
     p.add_argument("overrides", nargs="*", help=_OVERRIDES_HELP + " (applied to the demo config)")
 
+
+def _add_config_commands(sub: _Subparsers) -> None:
+    """``validate-config`` and ``ls``."""
     p = _config_command(
         sub,
         "validate-config",
@@ -190,7 +224,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="list shipped configs and registered models",
         description="Shipped configs with their descriptions, point encoders and image encoders.",
     )
-    return parser
 
 
 def _print_err(msg: str) -> None:
@@ -214,17 +247,10 @@ def _os_error_line(exc: OSError) -> str:
 
 
 def _cmd_ls() -> int:
-    from olivine_train.config import load_config as _load
-
     print("configs:")
     for name in list_configs():
-        cfg = _load(name, check_paths=False)
+        cfg = load_config(name, check_paths=False)
         print(f"  {name:<30} [{cfg.recipe}] {cfg.description}")
-    try:
-        from olivine_models import list_image_encoders, list_point_encoders
-    except ImportError as exc:  # pragma: no cover - olivine-models is a dependency
-        _print_err(f"olivine-models not importable: {exc}")
-        return 1
     print("point encoders:  " + ", ".join(list_point_encoders()))
     print("image encoders:  " + ", ".join(list_image_encoders()))
     return 0
@@ -242,10 +268,6 @@ def _parse_shard(text: str) -> tuple[int, int]:
 
 
 def _cmd_validate_config(args: argparse.Namespace) -> int:
-    import yaml
-
-    from olivine_train.config import config_to_dict
-
     cfg = load_config(args.config, args.overrides, check_paths=not args.no_check_paths)
     print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
     print(f"# {args.config}: OK", file=sys.stderr)
@@ -253,9 +275,7 @@ def _cmd_validate_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from olivine_train.recipes.pretrain import run_pretrain
-
-    res = run_pretrain(load_config(args.config, args.overrides))
+    res = pretrain.run_pretrain(load_config(args.config, args.overrides))
     print(
         f"[olivine-train] pretraining finished at step {res.step} "
         f"({res.wall_time_s:.1f} s); backbone: {res.run_dir}/backbone.pt, "
@@ -265,35 +285,29 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    from olivine_train.recipes.downstream import format_scores, run_downstream
-
     cfg = load_config(args.config, args.overrides)
-    down = run_downstream(cfg)
+    down = downstream.run_downstream(cfg)
     if down.scores is not None:
-        print(format_scores(down.scores, f"validation ({cfg.downstream.mode})"))
+        print(downstream.format_scores(down.scores, f"validation ({cfg.downstream.mode})"))
     print(f"[olivine-train] run folder: {down.run_dir}")
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from olivine_train.recipes.downstream import format_scores, run_evaluate
-
-    ev = run_evaluate(args.checkpoint, args.overrides)
+    ev = downstream.run_evaluate(args.checkpoint, args.overrides)
     if ev.scores is not None:
-        print(format_scores(ev.scores, f"validation ({args.checkpoint})"))
+        print(downstream.format_scores(ev.scores, f"validation ({args.checkpoint})"))
     return 0
 
 
 def _cmd_make_labels(args: argparse.Namespace) -> int:
-    from olivine_train.recipes.make_labels import run_make_labels
-
     shard = _parse_shard(args.shard)
     options = (
         "root", "version", "split", "scenes", "cameras", "out", "mode", "coarse_root",
         "boxes_json", "boxes_3d", "sam_variant", "sam_checkpoint", "vocabulary", "device",
         "points_per_side", "image_size", "max_side", "vote", "limit", "preset",
     )  # fmt: skip
-    summary = run_make_labels(
+    summary = make_labels.run_make_labels(
         shard=shard,
         progress=not args.no_progress,
         superpixels=False if args.no_superpixels else None,
@@ -304,22 +318,19 @@ def _cmd_make_labels(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from olivine_train.health import format_summary
-    from olivine_train.recipes.demo import run_demo
-
-    demo = run_demo(args.out, args.world, args.overrides)
-    pre = demo.pretrain
+    result = demo.run_demo(args.out, args.world, args.overrides)
+    pre = result.pretrain
     print()
     print("Linear probing on the synthetic validation scenes (IoU %, class 0 ignored):")
-    print(demo.table)
+    print(result.table)
     print()
-    print(f"teacher:          {demo.teacher}")
-    print(f"world:            {demo.world}")
+    print(f"teacher:          {result.teacher}")
+    print(f"world:            {result.world}")
     print(f"pretraining run:  {pre.run_dir} (step {pre.step})")
     print(f"  checkpoints:    {pre.run_dir}/last.pt, backbone.pt")
     print(f"  TensorBoard:    tensorboard --logdir {pre.run_dir}/tb")
-    print(f"probe runs:       {demo.probe_pretrained.run_dir}, {demo.probe_random.run_dir}")
-    print(f"wall time:        {demo.wall_time_s:.1f} s")
+    print(f"probe runs:       {result.probe_pretrained.run_dir}, {result.probe_random.run_dir}")
+    print(f"wall time:        {result.wall_time_s:.1f} s")
     if pre.health is not None:
         print()
         print(f"pretraining {format_summary(pre.health)}")

@@ -19,10 +19,8 @@ import torch.distributed as dist
 __all__ = [
     "DistInfo",
     "ResumableSampler",
-    "all_reduce_mean",
     "barrier",
     "broadcast_buffers",
-    "broadcast_object",
     "cleanup",
     "is_main",
     "resolve_device",
@@ -110,24 +108,6 @@ def barrier() -> None:
     """Wait for every rank (a no-op without a process group)."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
-
-
-def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
-    """Mean over ranks (returns a new tensor; identity without a process group)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return value
-    out = value.detach().clone()
-    dist.all_reduce(out)
-    return out / dist.get_world_size()
-
-
-def broadcast_object(obj: object) -> object:
-    """Rank 0's ``obj`` on every rank."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 class ResumableSampler(torch.utils.data.Sampler[int]):

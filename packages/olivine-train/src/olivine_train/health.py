@@ -28,10 +28,9 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from olivine_train.checkpoint import atomic_write_text
-from olivine_train.config import HealthConfig
+from olivine_train.checkpoint import Payload, atomic_write_text
+from olivine_train.config import HealthConfig, Tree
 
 __all__ = ["HealthMonitor", "HealthSummary", "format_summary", "write_summary"]
 
@@ -43,7 +42,8 @@ class HealthSummary:
     steps: int
     terms: dict[str, dict[str, float]] = field(default_factory=dict)
     effective_ranks: dict[str, float] = field(default_factory=dict)
-    vmf: dict[str, Any] = field(default_factory=dict)
+    # warmup_end (steps), at_freeze and last (direction statistics), when the prior was active
+    vmf: dict[str, dict[str, float] | int | None] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     thresholds: dict[str, float] = field(default_factory=dict)
 
@@ -51,7 +51,7 @@ class HealthSummary:
     def healthy(self) -> bool:
         return not self.warnings
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> Tree:
         return {
             "steps": self.steps,
             "healthy": self.healthy,
@@ -109,7 +109,7 @@ class HealthMonitor:
         return {f"vmf/{k}": v for k, v in stats.items()}
 
     # ------------------------------------------------------------------ checkpoint
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> Payload:
         return {
             "margins": {k: [list(t) for t in v] for k, v in self.margins.items()},
             "ranks": {k: list(v) for k, v in self.ranks.items()},
@@ -118,7 +118,7 @@ class HealthMonitor:
             "vmf_warmup_end": self.vmf_warmup_end,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: Payload) -> None:
         self.margins = {
             k: [(int(s), float(a), float(b)) for s, a, b in v] for k, v in state["margins"].items()
         }
@@ -213,7 +213,7 @@ def format_summary(summary: HealthSummary) -> str:
         lines.append(f"  effective rank: {ranks}")
     if summary.vmf:
         f = summary.vmf.get("at_freeze")
-        if f is not None:
+        if isinstance(f, dict):
             lines.append(
                 f"  vMF froze at step {int(f['step'])}: mu cosine mean {f['mu_cos_mean']:.3f} "
                 f"max {f['mu_cos_max']:.3f}, kappa {f['kappa_min']:.1f}-{f['kappa_max']:.1f}"
@@ -232,7 +232,7 @@ def write_summary(summary: HealthSummary, path: str | Path) -> Path:
     return atomic_write_text(json.dumps(_finite(summary.to_dict()), indent=2) + "\n", path)
 
 
-def _finite(obj: Any) -> Any:
+def _finite(obj: object) -> object:
     """``obj`` with every non-finite float replaced by None (strict JSON)."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None

@@ -29,6 +29,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.tensorboard import SummaryWriter
+
+from olivine_data.collate import PretrainBatch
+from olivine_train.checkpoint import remove_orphan_temp_files
+from olivine_train.config import Tree
 
 __all__ = ["RunLogger", "draw_pairs_image", "read_jsonl"]
 
@@ -89,15 +94,13 @@ class RunLogger:
         self.enabled = enabled
         self.tb_dir = self.run_dir / "tb"
         self.jsonl_path = self.run_dir / "metrics.jsonl"
+        # Any: the SummaryWriter and the JSONL file, set whenever ``enabled`` is True (which
+        # every method checks first); typed Optional, each use would need a None check
         self._writer: Any = None
         self._jsonl: Any = None
         self._t0 = time.perf_counter()
         self._flush_secs = flush_secs
         if enabled:
-            from torch.utils.tensorboard import SummaryWriter
-
-            from olivine_train.checkpoint import remove_orphan_temp_files
-
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.removed_temp_files = remove_orphan_temp_files(self.run_dir)
             self._writer = SummaryWriter(log_dir=str(self.tb_dir), flush_secs=flush_secs)
@@ -113,7 +116,6 @@ class RunLogger:
         """
         if not self.enabled:
             return 0
-        from torch.utils.tensorboard import SummaryWriter
 
         self._jsonl.flush()
         dropped = 0
@@ -154,7 +156,7 @@ class RunLogger:
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
 
-    def event(self, step: int, kind: str, payload: dict[str, Any]) -> None:
+    def event(self, step: int, kind: str, payload: Tree) -> None:
         """A free-form JSONL record (e.g. an evaluation table); not sent to TensorBoard."""
         if not self.enabled:
             return
@@ -166,7 +168,7 @@ class RunLogger:
             return
         self._writer.add_image(tag, image_hwc, step, dataformats="HWC")
 
-    def pairs_image(self, step: int, batch: Any) -> None:
+    def pairs_image(self, step: int, batch: PretrainBatch) -> None:
         """Log the first camera of a pretraining batch with its pairs coloured by VFM label."""
         if not self.enabled:
             return
@@ -194,7 +196,7 @@ class RunLogger:
             self.enabled = False
 
 
-def read_jsonl(path: str | Path, kind: str | None = None) -> list[dict[str, Any]]:
+def read_jsonl(path: str | Path, kind: str | None = None) -> list[Tree]:
     """Records of a ``metrics.jsonl`` file (optionally only those of one ``kind``)."""
     out = []
     with open(path, encoding="utf-8") as fh:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 __all__ = [
@@ -104,8 +105,6 @@ class ConfusionMatrix:
 
     def all_reduce(self) -> None:
         """Sum the matrix over all ranks (no-op without an initialised process group)."""
-        import torch.distributed as dist
-
         if dist.is_available() and dist.is_initialized():
             t = torch.from_numpy(self.matrix.copy())
             if dist.get_backend() == "nccl":

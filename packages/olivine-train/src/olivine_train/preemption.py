@@ -25,12 +25,15 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import torch
+import torch.distributed as dist
+
+#: What ``signal.getsignal`` returns: a handler function, SIG_DFL/SIG_IGN, or None.
+Handler = Callable[[int, FrameType | None], object] | int | None
 
 __all__ = [
     "STOP_SIGNALS",
@@ -62,7 +65,7 @@ class _Requests:
 
     def __init__(self) -> None:
         self.received: signal.Signals | None = None
-        self.previous: dict[signal.Signals, Any] = {}
+        self.previous: dict[signal.Signals, Handler] = {}
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         sig = signal.Signals(signum)
@@ -109,7 +112,6 @@ def requested_stop(distributed: bool = False, device: torch.device | None = None
     received = _active.received if _active is not None else None
     if not distributed:
         return received.name if received is not None else None
-    import torch.distributed as dist
 
     code = torch.tensor([STOP_SIGNALS.index(received) + 1 if received is not None else 0])
     code = code.to(device if device is not None else torch.device("cpu"))

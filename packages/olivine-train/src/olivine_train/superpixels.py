@@ -24,9 +24,13 @@ from __future__ import annotations
 
 import abc
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
+from scipy import ndimage
+
+from olivine_data.datasets import NuScenesPretrainDataset
+from olivine_data.labels import LabelStore, pair_superpixel_ids
+from olivine_data.types import PretrainSample
 
 __all__ = ["ComponentSuperpixels", "SamSuperpixels", "label_components"]
 
@@ -37,8 +41,6 @@ def label_components(label_map: np.ndarray) -> tuple[np.ndarray, int]:
     Returns (ids, count): ``ids`` (H, W) int64 in ``0..count-1``, one id per 4-connected region
     of equal label (classes numbered in increasing label order).
     """
-    from scipy import ndimage
-
     if label_map.ndim != 2:
         raise ValueError(f"label_map: expected (H, W), got shape {label_map.shape}")
     ids = np.zeros(label_map.shape, dtype=np.int64)
@@ -51,18 +53,18 @@ def label_components(label_map: np.ndarray) -> tuple[np.ndarray, int]:
     return ids, offset
 
 
-def _check_base(base: Any, source: str) -> None:
-    for attr in ("nusc", "label_store", "cameras", "sample_tokens"):
-        if not hasattr(base, attr):
-            raise ValueError(
-                f"loss.superpixel_source={source!r} needs a nuScenes pretraining dataset "
-                f"(missing attribute {attr!r} on {type(base).__name__}); use 'vfm_labels'"
-            )
+def _check_base(base: object, source: str) -> tuple[NuScenesPretrainDataset, LabelStore]:
+    if not isinstance(base, NuScenesPretrainDataset):
+        raise ValueError(
+            f"loss.superpixel_source={source!r} needs a nuScenes pretraining dataset "
+            f"(got {type(base).__name__}); use 'vfm_labels'"
+        )
     if base.label_store is None:
         raise ValueError(f"loss.superpixel_source={source!r} needs a label store (data.label_root)")
+    return base, base.label_store
 
 
-def _image_names(base: Any, sample: Any) -> list[tuple[str, str]]:
+def _image_names(base: NuScenesPretrainDataset, sample: PretrainSample) -> list[tuple[str, str]]:
     """``(camera, image file name)`` of each camera of a nuScenes pretraining sample."""
     nusc = base.nusc
     record = nusc.get("sample", sample.token)
@@ -78,23 +80,22 @@ class _SuperpixelWrapper(abc.ABC):
 
     source = ""
 
-    def __init__(self, base: Any) -> None:
-        _check_base(base, self.source)
-        self.base = base
+    def __init__(self, base: object) -> None:
+        self.base, self.store = _check_base(base, self.source)
 
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, index: int) -> Any:
+    def __getitem__(self, index: int) -> PretrainSample:
         sample = self.base[index]
         h, w = sample.images.shape[1:3]
         names = _image_names(self.base, sample)
-        ids = self.pair_ids(self.base.label_store, names, (h, w), sample.pair_pixels)
+        ids = self.pair_ids(names, (h, w), sample.pair_pixels)
         return replace(sample, pair_labels=ids.astype(np.int64))
 
     @abc.abstractmethod
     def pair_ids(
-        self, store: Any, names: list[tuple[str, str]], shape: tuple[int, int], pixels: np.ndarray
+        self, names: list[tuple[str, str]], shape: tuple[int, int], pixels: np.ndarray
     ) -> np.ndarray:
         """``(P,)`` superpixel id of each pair, unique within the sample."""
 
@@ -105,11 +106,9 @@ class SamSuperpixels(_SuperpixelWrapper):
     source = "sam"
 
     def pair_ids(
-        self, store: Any, names: list[tuple[str, str]], shape: tuple[int, int], pixels: np.ndarray
+        self, names: list[tuple[str, str]], shape: tuple[int, int], pixels: np.ndarray
     ) -> np.ndarray:
-        from olivine_data.labels import pair_superpixel_ids
-
-        maps = [store.read_superpixels(cam, name, expected_shape=shape) for cam, name in names]
+        maps = [self.store.read_superpixels(cam, name, expected_shape=shape) for cam, name in names]
         return pair_superpixel_ids(np.stack(maps), pixels)
 
 
@@ -119,12 +118,12 @@ class ComponentSuperpixels(_SuperpixelWrapper):
     source = "vfm_components"
 
     def pair_ids(
-        self, store: Any, names: list[tuple[str, str]], shape: tuple[int, int], pixels: np.ndarray
+        self, names: list[tuple[str, str]], shape: tuple[int, int], pixels: np.ndarray
     ) -> np.ndarray:
         per_camera = []
         offset = 0
         for cam, name in names:
-            ids, count = label_components(store.read(cam, name, expected_shape=shape))
+            ids, count = label_components(self.store.read(cam, name, expected_shape=shape))
             per_camera.append(ids + offset)
             offset += count
         cam, row, col = pixels.T

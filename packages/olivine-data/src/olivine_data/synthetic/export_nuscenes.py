@@ -23,7 +23,7 @@ import hashlib
 import io
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +134,6 @@ def export_nuscenes(
     are removed first). ``world`` may pass an already generated world for ``config``.
     """
     world = world or generate_world(config)
-    seed = config.seed
     root = Path(out_dir)
     version = config.version
     prepare_out_dir(
@@ -152,10 +151,126 @@ def export_nuscenes(
         overwrite,
     )
     tables = _Tables().t
-    vfm_store = LabelStore(root)
-    gt_store = LabelStore(root / "gt")
+    static = _static_tables(config, root, tables)
+    out = _Out(root, version, config, tables, LabelStore(root), LabelStore(root / "gt"))
+    total = config.scenes * config.samples_per_scene
+    bar = progress_bar(total=total, desc="synthetic nuScenes", unit="keyframe", enabled=progress)
+    for s in range(len(world.layouts)):
+        _export_scene(out, static, world, s, bar)
+    bar.close()
 
-    # -- static tables ---------------------------------------------------------------------------
+    for name, rows in tables.items():
+        _write_json(root / version / f"{name}.json", rows)
+    _write_json(root / "olivine_splits.json", world.splits)
+    meta = asdict(config)
+    meta["format"] = "nuscenes"
+    _write_json(root / "synthetic_world.json", meta)
+    return root
+
+
+def _export_scene(out: _Out, static: _Static, world: World, s: int, bar: Any) -> None:
+    """Step 2 of :func:`export_nuscenes`: scene ``s``'s log, samples, files, sample_data, ego
+    poses, annotations, instances and scene record.
+    """
+    config, tables, seed = out.config, out.tables, out.config.seed
+    layout = world.layouts[s]
+    log_name = world.scene_name(s)
+    logfile = f"{log_name}-{layout.start_us}"
+    tables["log"].append(
+        {
+            "token": static.log_toks[s],
+            "logfile": logfile,
+            "vehicle": "synth",
+            "date_captured": "2018-08-01",
+            "location": "synthetic",
+        }
+    )
+    sample_toks = [token(seed, "sample", s, k) for k in range(config.samples_per_scene)]
+    ann_by_instance: dict[int, list[str]] = {}
+    by_token: dict[str, dict[str, Any]] = {}
+    prev_sd: dict[str, str] = {}
+    scene_tok = token(seed, "scene", s)
+    for k in range(config.samples_per_scene):
+        kf: Keyframe = world.render_keyframe(s, k)
+        tables["sample"].append(
+            {
+                "token": sample_toks[k],
+                "timestamp": kf.lidar.timestamp_us,
+                "prev": sample_toks[k - 1] if k > 0 else "",
+                "next": sample_toks[k + 1] if k + 1 < config.samples_per_scene else "",
+                "scene_token": scene_tok,
+            }
+        )
+        frames = _write_keyframe_files(out, s, k, kf, logfile)
+        for ch, ts, pose, fname in frames:
+            sd_tok = token(seed, "sample_data", s, k, ch)
+            tables["ego_pose"].append(_pose_record(sd_tok, ts, pose))
+            rec = _sample_data_record(
+                config, sd_tok, sample_toks[k], static.calib_tok[ch], ch, ts, fname
+            )
+            rec["prev"] = prev_sd.get(ch, "")
+            if ch in prev_sd:
+                by_token[prev_sd[ch]]["next"] = sd_tok
+            prev_sd[ch] = sd_tok
+            by_token[sd_tok] = rec
+            tables["sample_data"].append(rec)
+        _annotate(
+            world, s, k, kf, sample_toks[k], static.attr_tok, tables, ann_by_instance, by_token
+        )
+        bar.update(1)
+    for inst_id, anns in ann_by_instance.items():
+        obj = next(o for o in layout.objects if o.instance == inst_id)
+        tables["instance"].append(
+            {
+                "token": token(seed, "instance", s, inst_id),
+                "category_token": static.cat_tok[obj.category],
+                "nbr_annotations": len(anns),
+                "first_annotation_token": anns[0],
+                "last_annotation_token": anns[-1],
+            }
+        )
+    tables["scene"].append(
+        {
+            "token": scene_tok,
+            "log_token": static.log_toks[s],
+            "nbr_samples": config.samples_per_scene,
+            "first_sample_token": sample_toks[0],
+            "last_sample_token": sample_toks[-1],
+            "name": log_name,
+            "description": f"Synthetic road patch {s} (seed {seed}), {len(layout.objects)} objects",
+        }
+    )
+
+
+@dataclass(frozen=True)
+class _Static:
+    """Tokens of the static tables that the per-scene records point to."""
+
+    cat_tok: dict[str, str]
+    attr_tok: dict[str, str]
+    calib_tok: dict[str, str]
+    log_toks: list[str]
+
+
+@dataclass(frozen=True)
+class _Out:
+    """Where a keyframe's files go."""
+
+    root: Path
+    version: str
+    config: SyntheticWorldConfig
+    tables: dict[str, list[dict[str, Any]]]
+    vfm_store: LabelStore
+    gt_store: LabelStore
+
+
+def _static_tables(
+    config: SyntheticWorldConfig, root: Path, tables: dict[str, list[dict[str, Any]]]
+) -> _Static:
+    """Step 1 of :func:`export_nuscenes`: category, attribute, visibility, sensor,
+    calibrated_sensor and map (with its placeholder PNG).
+    """
+    seed = config.seed
     cat_tok = {name: token("category", name) for name in NUSCENES_LIDARSEG_CATEGORIES}
     tables["category"] = [
         {"token": cat_tok[name], "name": name, "description": name, "index": i}
@@ -171,7 +286,6 @@ def export_nuscenes(
     channels = ("LIDAR_TOP", *config.cameras)
     sensor_tok = {ch: token("sensor", ch) for ch in channels}
     calib_tok = {ch: token(seed, "calibrated_sensor", ch) for ch in channels}
-    k_scaled = {}
     for ch in channels:
         calib = NUSCENES_CALIBRATION[ch]
         tables["sensor"].append(
@@ -183,8 +297,9 @@ def export_nuscenes(
         )
         intrinsic: list[list[float]] = []
         if ch != "LIDAR_TOP":
-            k_scaled[ch] = scaled_intrinsics(ch, config.image_size)
-            intrinsic = [[float(v) for v in row] for row in k_scaled[ch]]
+            intrinsic = [
+                [float(v) for v in row] for row in scaled_intrinsics(ch, config.image_size)
+            ]
         tables["calibrated_sensor"].append(
             {
                 "token": calib_tok[ch],
@@ -207,116 +322,64 @@ def export_nuscenes(
     map_png = io.BytesIO()
     Image.fromarray(np.zeros((2, 2), dtype=np.uint8)).save(map_png, format="PNG")
     _write_bytes(root / "maps" / f"{map_tok}.png", map_png.getvalue())
+    return _Static(cat_tok, attr_tok, calib_tok, log_toks)
 
-    total = config.scenes * config.samples_per_scene
-    bar = progress_bar(total=total, desc="synthetic nuScenes", unit="keyframe", enabled=progress)
-    for s, layout in enumerate(world.layouts):
-        log_name = world.scene_name(s)
-        logfile = f"{log_name}-{layout.start_us}"
-        tables["log"].append(
-            {
-                "token": log_toks[s],
-                "logfile": logfile,
-                "vehicle": "synth",
-                "date_captured": "2018-08-01",
-                "location": "synthetic",
-            }
-        )
-        sample_toks = [token(seed, "sample", s, k) for k in range(config.samples_per_scene)]
-        ann_by_instance: dict[int, list[str]] = {}
-        by_token: dict[str, dict[str, Any]] = {}
-        prev_sd: dict[str, str] = {}
-        scene_tok = token(seed, "scene", s)
-        for k in range(config.samples_per_scene):
-            kf: Keyframe = world.render_keyframe(s, k)
-            tables["sample"].append(
-                {
-                    "token": sample_toks[k],
-                    "timestamp": kf.lidar.timestamp_us,
-                    "prev": sample_toks[k - 1] if k > 0 else "",
-                    "next": sample_toks[k + 1] if k + 1 < config.samples_per_scene else "",
-                    "scene_token": scene_tok,
-                }
-            )
-            frames: list[tuple[str, int, np.ndarray, str]] = []
-            # LiDAR
-            lidar_sd = token(seed, "sample_data", s, k, "LIDAR_TOP")
-            fname = f"samples/LIDAR_TOP/{logfile}__LIDAR_TOP__{kf.lidar.timestamp_us}.pcd.bin"
-            _write_bytes(root / fname, kf.lidar.points.astype(np.float32).tobytes())
-            frames.append(("LIDAR_TOP", kf.lidar.timestamp_us, kf.lidar.ego_pose, fname))
-            lidarseg_name = f"{lidar_sd}_lidarseg.bin"
-            _write_bytes(root / "lidarseg" / version / lidarseg_name, kf.lidar.lidarseg.tobytes())
-            tables["lidarseg"].append(
-                {
-                    "token": lidar_sd,
-                    "sample_data_token": lidar_sd,
-                    "filename": f"lidarseg/{version}/{lidarseg_name}",
-                }
-            )
-            # cameras
-            for cam in kf.cameras:
-                fname = f"samples/{cam.channel}/{logfile}__{cam.channel}__{cam.timestamp_us}.jpg"
-                _write_bytes(root / fname, _jpeg(cam.image, config.jpeg_quality))
-                vfm_store.write(cam.channel, fname, cam.vfm_labels)
-                gt_store.write(cam.channel, fname, cam.gt_labels)
-                frames.append((cam.channel, cam.timestamp_us, cam.ego_pose, fname))
-            for ch, ts, pose, fname in frames:
-                sd_tok = token(seed, "sample_data", s, k, ch)
-                tables["ego_pose"].append(_pose_record(sd_tok, ts, pose))
-                is_cam = ch != "LIDAR_TOP"
-                rec = {
-                    "token": sd_tok,
-                    "sample_token": sample_toks[k],
-                    "ego_pose_token": sd_tok,
-                    "calibrated_sensor_token": calib_tok[ch],
-                    "timestamp": ts,
-                    "fileformat": "jpg" if is_cam else "pcd",
-                    "is_key_frame": True,
-                    "height": config.image_size[1] if is_cam else 0,
-                    "width": config.image_size[0] if is_cam else 0,
-                    "filename": fname,
-                    "prev": prev_sd.get(ch, ""),
-                    "next": "",
-                }
-                if ch in prev_sd:
-                    by_token[prev_sd[ch]]["next"] = sd_tok
-                prev_sd[ch] = sd_tok
-                by_token[sd_tok] = rec
-                tables["sample_data"].append(rec)
-            _annotate(world, s, k, kf, sample_toks[k], attr_tok, tables, ann_by_instance, by_token)
-            bar.update(1)
-        for inst_id, anns in ann_by_instance.items():
-            obj = next(o for o in layout.objects if o.instance == inst_id)
-            tables["instance"].append(
-                {
-                    "token": token(seed, "instance", s, inst_id),
-                    "category_token": cat_tok[obj.category],
-                    "nbr_annotations": len(anns),
-                    "first_annotation_token": anns[0],
-                    "last_annotation_token": anns[-1],
-                }
-            )
-        tables["scene"].append(
-            {
-                "token": scene_tok,
-                "log_token": log_toks[s],
-                "nbr_samples": config.samples_per_scene,
-                "first_sample_token": sample_toks[0],
-                "last_sample_token": sample_toks[-1],
-                "name": log_name,
-                "description": f"Synthetic road patch {s} (seed {seed}), "
-                f"{len(layout.objects)} objects",
-            }
-        )
-    bar.close()
 
-    for name, rows in tables.items():
-        _write_json(root / version / f"{name}.json", rows)
-    _write_json(root / "olivine_splits.json", world.splits)
-    meta = asdict(config)
-    meta["format"] = "nuscenes"
-    _write_json(root / "synthetic_world.json", meta)
-    return root
+def _write_keyframe_files(
+    out: _Out, scene: int, sample: int, kf: Keyframe, logfile: str
+) -> list[tuple[str, int, np.ndarray, str]]:
+    """A keyframe's sweep, lidarseg labels, JPEGs and VFM/GT label PNGs; returns the
+    ``(channel, timestamp, ego pose, file name)`` of each sample_data record to write.
+    """
+    seed, version = out.config.seed, out.version
+    frames: list[tuple[str, int, np.ndarray, str]] = []
+    lidar_sd = token(seed, "sample_data", scene, sample, "LIDAR_TOP")
+    fname = f"samples/LIDAR_TOP/{logfile}__LIDAR_TOP__{kf.lidar.timestamp_us}.pcd.bin"
+    _write_bytes(out.root / fname, kf.lidar.points.astype(np.float32).tobytes())
+    frames.append(("LIDAR_TOP", kf.lidar.timestamp_us, kf.lidar.ego_pose, fname))
+    lidarseg_name = f"{lidar_sd}_lidarseg.bin"
+    _write_bytes(out.root / "lidarseg" / version / lidarseg_name, kf.lidar.lidarseg.tobytes())
+    out.tables["lidarseg"].append(
+        {
+            "token": lidar_sd,
+            "sample_data_token": lidar_sd,
+            "filename": f"lidarseg/{version}/{lidarseg_name}",
+        }
+    )
+    for cam in kf.cameras:
+        fname = f"samples/{cam.channel}/{logfile}__{cam.channel}__{cam.timestamp_us}.jpg"
+        _write_bytes(out.root / fname, _jpeg(cam.image, out.config.jpeg_quality))
+        out.vfm_store.write(cam.channel, fname, cam.vfm_labels)
+        out.gt_store.write(cam.channel, fname, cam.gt_labels)
+        frames.append((cam.channel, cam.timestamp_us, cam.ego_pose, fname))
+    return frames
+
+
+def _sample_data_record(
+    config: SyntheticWorldConfig,
+    sd_tok: str,
+    sample_tok: str,
+    calib_tok: str,
+    channel: str,
+    timestamp: int,
+    fname: str,
+) -> dict[str, Any]:
+    """One sample_data row (``prev``/``next`` are linked by the caller)."""
+    is_cam = channel != "LIDAR_TOP"
+    return {
+        "token": sd_tok,
+        "sample_token": sample_tok,
+        "ego_pose_token": sd_tok,
+        "calibrated_sensor_token": calib_tok,
+        "timestamp": timestamp,
+        "fileformat": "jpg" if is_cam else "pcd",
+        "is_key_frame": True,
+        "height": config.image_size[1] if is_cam else 0,
+        "width": config.image_size[0] if is_cam else 0,
+        "filename": fname,
+        "prev": "",
+        "next": "",
+    }
 
 
 def _annotate(

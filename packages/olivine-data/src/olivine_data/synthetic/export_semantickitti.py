@@ -118,16 +118,8 @@ def export_semantickitti(
         t0 = world.lidar_timestamp(s, 0)
         for k in range(config.samples_per_scene):
             t = world.lidar_timestamp(s, k)
-            cloud, mat, inst = world.render_lidar(
-                s, t, velo2ego, elevation_deg=KITTI_ELEVATION_DEG, beams=KITTI_BEAMS, stream=7
-            )
-            scan = np.concatenate([cloud[:, :3], cloud[:, 3:4] / 255.0], axis=1).astype(np.float32)
             frame = f"{k:06d}"
-            (seq_dir / "velodyne" / f"{frame}.bin").write_bytes(scan.tobytes())
-            sem = _KITTI_ID[mat]
-            inst_id = np.where(np.isin(sem, _THING_IDS), inst & 0xFFFF, 0)
-            label = ((inst_id << 16) | sem).astype(np.uint32)
-            (seq_dir / "labels" / f"{frame}.label").write_bytes(label.tobytes())
+            _write_scan(world, s, t, velo2ego, seq_dir, frame)
             image, gt, vfm, _ = world.render_camera(s, t, cam2_to_ego, k2, size, stream=8)
             (seq_dir / "image_2" / f"{frame}.png").write_bytes(_png(image))
             vfm_store.write("image_2", f"{seq}_{frame}.png", vfm)
@@ -142,6 +134,29 @@ def export_semantickitti(
         (seq_dir / "poses.txt").write_text("\n".join(poses) + "\n")
         (seq_dir / "times.txt").write_text("\n".join(times) + "\n")
     bar.close()
+    _write_splits_and_meta(root, world, config)
+    return root
+
+
+def _write_scan(
+    world: World, scene: int, t: int, velo2ego: np.ndarray, seq_dir: Path, frame: str
+) -> None:
+    """One LiDAR sweep: ``velodyne/<frame>.bin`` (x, y, z, remission) and
+    ``labels/<frame>.label`` (instance << 16 | SemanticKITTI class; instances of things only).
+    """
+    cloud, mat, inst = world.render_lidar(
+        scene, t, velo2ego, elevation_deg=KITTI_ELEVATION_DEG, beams=KITTI_BEAMS, stream=7
+    )
+    scan = np.concatenate([cloud[:, :3], cloud[:, 3:4] / 255.0], axis=1).astype(np.float32)
+    (seq_dir / "velodyne" / f"{frame}.bin").write_bytes(scan.tobytes())
+    sem = _KITTI_ID[mat]
+    inst_id = np.where(np.isin(sem, _THING_IDS), inst & 0xFFFF, 0)
+    label = ((inst_id << 16) | sem).astype(np.uint32)
+    (seq_dir / "labels" / f"{frame}.label").write_bytes(label.tobytes())
+
+
+def _write_splits_and_meta(root: Path, world: World, config: SyntheticWorldConfig) -> None:
+    """``olivine_splits.json`` (scene names -> sequence numbers) and ``synthetic_world.json``."""
     splits = {
         key: [f"{int(name.rsplit('-', 1)[1]):02d}" for name in names]
         for key, names in world.splits.items()
@@ -154,4 +169,3 @@ def export_semantickitti(
         lidar_beams_kitti=KITTI_BEAMS,
     )
     (root / "synthetic_world.json").write_text(json.dumps(meta, indent=1) + "\n")
-    return root

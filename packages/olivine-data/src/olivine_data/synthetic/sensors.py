@@ -31,7 +31,6 @@ __all__ = [
     "KITTI_VELODYNE_HEIGHT",
     "quaternion_to_matrix",
     "matrix_to_quaternion",
-    "yaw_quaternion",
     "scaled_intrinsics",
 ]
 
@@ -186,11 +185,6 @@ def matrix_to_quaternion(r: np.ndarray) -> tuple[float, float, float, float]:
     if qa[0] < 0:
         qa = -qa
     return (float(qa[0]), float(qa[1]), float(qa[2]), float(qa[3]))
-
-
-def yaw_quaternion(yaw: float) -> tuple[float, float, float, float]:
-    """Quaternion (w, x, y, z) of a rotation by ``yaw`` radians about +z."""
-    return (float(np.cos(yaw / 2)), 0.0, 0.0, float(np.sin(yaw / 2)))
 
 
 def scaled_intrinsics(channel: str, image_size: tuple[int, int]) -> np.ndarray:

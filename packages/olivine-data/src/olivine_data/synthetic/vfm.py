@@ -93,25 +93,69 @@ def corrupt_labels(
     seg_class = np.zeros(len(ids), dtype=np.int64)
     seg_class[inverse] = gt.reshape(-1)[lab_idx]
 
-    # 1. segment confusion ------------------------------------------------------------------------
+    flat_out = out.reshape(-1)
+    used = _confuse_segments(flat_out, changed, lab_idx, inverse, counts, seg_class, budget, rng)
+    used += _boundary_errors(
+        gt,
+        flat_out,
+        changed,
+        labelled,
+        lab_idx,
+        inverse,
+        n_seg=len(ids),
+        bnd_budget=min(budget - used, int(0.3 * budget)),
+        max_band=max_band,
+        rng=rng,
+    )
+    _unlabelled_blobs(gt, flat_out, changed, labelled, budget - used, rng)
+    return out.astype(np.uint8)
+
+
+def _confuse_segments(
+    flat_out: np.ndarray,
+    changed: np.ndarray,
+    lab_idx: np.ndarray,
+    inverse: np.ndarray,
+    counts: np.ndarray,
+    seg_class: np.ndarray,
+    budget: int,
+    rng: np.random.Generator,
+) -> int:
+    """Step 1 of :func:`corrupt_labels`: whole segments take a confusable class, up to 40 % of
+    the budget; returns the pixels changed.
+    """
     seg_budget = int(0.4 * budget)
-    chosen = np.zeros(len(ids), dtype=bool)
-    target = np.full(len(ids), U, dtype=np.int64)
+    n_seg = len(counts)
+    chosen = np.zeros(n_seg, dtype=bool)
+    target = np.full(n_seg, U, dtype=np.int64)
     used = 0
-    for j in rng.permutation(len(ids)):
+    for j in rng.permutation(n_seg):
         if used + counts[j] <= seg_budget:
             options = SEEM17_CONFUSIONS[int(seg_class[j])]
             chosen[j] = True
             target[j] = options[int(rng.integers(len(options)))]
             used += int(counts[j])
     sel = chosen[inverse]
-    flat_out = out.reshape(-1)
     flat_out[lab_idx[sel]] = target[inverse[sel]]
     changed.reshape(-1)[lab_idx[sel]] = True
+    return used
 
-    # 2. boundary errors: rings at growing distance from class boundaries ------------------------
-    remaining = budget - used
-    bnd_budget = min(remaining, int(0.3 * budget))
+
+def _boundary_errors(
+    gt: np.ndarray,
+    flat_out: np.ndarray,
+    changed: np.ndarray,
+    labelled: np.ndarray,
+    lab_idx: np.ndarray,
+    inverse: np.ndarray,
+    n_seg: int,
+    bnd_budget: int,
+    max_band: int,
+    rng: np.random.Generator,
+) -> int:
+    """Step 2: rings at growing distance from class boundaries take the class across the
+    boundary (segments that bleed) or become unlabelled; returns the pixels changed.
+    """
     band = np.zeros(gt.shape, dtype=bool)
     other = np.full(gt.shape, -1, dtype=np.int64)
     for dr, dc in _SHIFTS:
@@ -119,8 +163,8 @@ def corrupt_labels(
         edge = (nb >= 0) & (nb != gt) & labelled & (other < 0)
         other[edge] = nb[edge]
         band |= edge
-    bleed = np.zeros(len(ids), dtype=bool)
-    bleed[:] = rng.random(len(ids)) < 0.5
+    bleed = np.zeros(n_seg, dtype=bool)
+    bleed[:] = rng.random(n_seg) < 0.5
     seg_bleed = np.zeros(gt.shape, dtype=bool)
     seg_bleed.reshape(-1)[lab_idx] = bleed[inverse]
     ring = band
@@ -149,27 +193,35 @@ def corrupt_labels(
             new_ring |= grow
         band |= new_ring
         ring = new_ring
-    used += taken
+    return taken
 
-    # 3. unlabelled blobs: highest values of a smooth random field --------------------------------
-    remaining = budget - used
-    if remaining > 0:
-        h, w = gt.shape
-        gh, gw = max(h // 40, 2) + 2, max(w // 40, 2) + 2
-        coarse = rng.random((gh, gw))
-        ys = np.linspace(0, gh - 1.001, h)
-        xs = np.linspace(0, gw - 1.001, w)
-        y0, x0 = ys.astype(int), xs.astype(int)
-        fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
-        field = (
-            (1 - fy) * (1 - fx) * coarse[y0][:, x0]
-            + (1 - fy) * fx * coarse[y0][:, x0 + 1]
-            + fy * (1 - fx) * coarse[y0 + 1][:, x0]
-            + fy * fx * coarse[y0 + 1][:, x0 + 1]
-        )
-        pool = np.flatnonzero(labelled.reshape(-1) & ~changed.reshape(-1))
-        if remaining < len(pool):
-            top = np.argpartition(-field.reshape(-1)[pool], remaining - 1)[:remaining]
-            pool = pool[top]
-        flat_out[pool] = U
-    return out.astype(np.uint8)
+
+def _unlabelled_blobs(
+    gt: np.ndarray,
+    flat_out: np.ndarray,
+    changed: np.ndarray,
+    labelled: np.ndarray,
+    remaining: int,
+    rng: np.random.Generator,
+) -> None:
+    """Step 3: the rest of the budget becomes unlabelled where a smooth random field is highest."""
+    if remaining <= 0:
+        return
+    h, w = gt.shape
+    gh, gw = max(h // 40, 2) + 2, max(w // 40, 2) + 2
+    coarse = rng.random((gh, gw))
+    ys = np.linspace(0, gh - 1.001, h)
+    xs = np.linspace(0, gw - 1.001, w)
+    y0, x0 = ys.astype(int), xs.astype(int)
+    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
+    field = (
+        (1 - fy) * (1 - fx) * coarse[y0][:, x0]
+        + (1 - fy) * fx * coarse[y0][:, x0 + 1]
+        + fy * (1 - fx) * coarse[y0 + 1][:, x0]
+        + fy * fx * coarse[y0 + 1][:, x0 + 1]
+    )
+    pool = np.flatnonzero(labelled.reshape(-1) & ~changed.reshape(-1))
+    if remaining < len(pool):
+        top = np.argpartition(-field.reshape(-1)[pool], remaining - 1)[:remaining]
+        pool = pool[top]
+    flat_out[pool] = U

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from olivine_models.image.encoders import FrozenImageEncoder, load_weights_file
+from olivine_models.image.base import FrozenImageEncoder, load_weights_file
 from olivine_models.state import load_state
 
 __all__ = [

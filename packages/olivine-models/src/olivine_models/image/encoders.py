@@ -32,6 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from olivine_models.image.base import (
+    FrozenImageEncoder,
+    load_weights_file,
+)
+from olivine_models.image.efficientnet import build_efficientnet_lite0
 from olivine_models.state import load_state, strip_prefixes
 
 __all__ = [
@@ -45,9 +50,6 @@ __all__ = [
     "convert_moco_state_dict",
     "load_weights_file",
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -86,73 +88,6 @@ IMAGE_ENCODER_SPECS: dict[str, ImageEncoderSpec] = {
 
 # timm names for ``pretrained=True`` downloads of the ResNet weights (torchvision's ImageNet ones).
 _TIMM_RESNET_PRETRAINED = {"resnet50": "resnet50.tv_in1k", "resnet18": "resnet18.tv_in1k"}
-
-
-class FrozenImageEncoder(nn.Module):
-    """Base class: ImageNet normalisation, input checks, frozen eval-mode behaviour.
-
-    Subclasses implement :meth:`forward_features` on normalised images.
-    """
-
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    def __init__(
-        self,
-        name: str,
-        out_channels: int,
-        stride: int,
-        mean: tuple[float, float, float] = IMAGENET_MEAN,
-        std: tuple[float, float, float] = IMAGENET_STD,
-    ) -> None:
-        super().__init__()
-        self.name = name
-        self.out_channels = int(out_channels)
-        self.stride = int(stride)
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-
-    def freeze(self) -> FrozenImageEncoder:
-        """Disable gradients for all parameters and switch to eval mode."""
-        for p in self.parameters():
-            p.requires_grad_(False)
-        super().train(False)
-        return self
-
-    def train(self, mode: bool = True) -> FrozenImageEncoder:
-        """Always stays in eval mode (frozen teacher; BatchNorm keeps its running statistics)."""
-        super().train(False)
-        return self
-
-    def output_size(self, height: int, width: int) -> tuple[int, int]:
-        """Spatial size of the feature map for an ``height x width`` input."""
-        return math.ceil(height / self.stride), math.ceil(width / self.stride)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Feature map of ImageNet-normalised images."""
-        raise NotImplementedError
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W)`` in [0, 1] -> ``(B, out_channels, ceil(H/stride), ceil(W/stride))``."""
-        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images)
-            raise ValueError(f"{self.name}: expected images of shape (B, 3, H, W), got {shape}")
-        if not images.is_floating_point():
-            raise TypeError(
-                f"{self.name}: expected float images scaled to [0, 1], got dtype {images.dtype}"
-            )
-        mean = self.mean.to(images.dtype)
-        std = self.std.to(images.dtype)
-        with torch.no_grad():
-            x = (images - mean) / std
-            feats = self.forward_features(x)
-        expected = self.output_size(images.shape[2], images.shape[3])
-        if tuple(feats.shape[2:]) != expected or feats.shape[1] != self.out_channels:
-            raise RuntimeError(  # internal consistency check, not input validation
-                f"{self.name}: produced {tuple(feats.shape)}, expected (B, {self.out_channels}, "
-                f"{expected[0]}, {expected[1]})"
-            )
-        return feats
 
 
 def dilate_resnet(
@@ -229,25 +164,6 @@ class ViTEncoder(FrozenImageEncoder):
         return patches.reshape(b, gh, gw, -1).permute(0, 3, 1, 2).contiguous()
 
 
-def load_weights_file(path: str | Path, what: str) -> dict[str, torch.Tensor]:
-    """Read a state dict from ``path`` (``torch.load(weights_only=True)``), unwrapping containers.
-
-    Recognised wrappers: ``{"state_dict": ...}`` (MoCo, Lightning), ``{"model": ...}``,
-    ``{"teacher": ...}`` (DINO training checkpoints; the teacher is the released model).
-    """
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"{what}: weights file not found: {file}")
-    obj = torch.load(file, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model", "teacher"):
-        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
-            obj = obj[key]
-            break
-    if not isinstance(obj, Mapping) or not all(isinstance(k, str) for k in obj):
-        raise ValueError(f"{what}: {file} does not contain a state dict (name -> tensor)")
-    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-
-
 def convert_moco_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """MoCo v1/v2 checkpoint -> torchvision ResNet names.
 
@@ -315,8 +231,6 @@ def build_image_encoder(
         )
     encoder: FrozenImageEncoder
     if spec.family == "efficientnet":
-        from olivine_models.image.efficientnet import build_efficientnet_lite0
-
         encoder = build_efficientnet_lite0(name, weights=weights, pretrained=pretrained)
         return encoder.freeze()
     state = load_weights_file(weights, f"image encoder {name!r}") if weights is not None else None

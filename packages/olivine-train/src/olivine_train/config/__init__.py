@@ -20,7 +20,7 @@ did-you-mean), :mod:`.checks` (value checks per section, :func:`validate`) and :
 
 from __future__ import annotations
 
-from olivine_train.config.checks import DATASET_CAMERAS, validate
+from olivine_train.config.checks import DATASET_CAMERAS, term_weight_fields, validate
 from olivine_train.config.coerce import config_to_dict, did_you_mean
 from olivine_train.config.drift import (
     NEUTRAL_FIELDS,
@@ -48,6 +48,7 @@ from olivine_train.config.schema import (
     ModelConfig,
     OptimConfig,
     RunConfig,
+    Tree,
 )
 
 __all__ = [
@@ -66,6 +67,7 @@ __all__ = [
     "OptimConfig",
     "ResumeConfigError",
     "RunConfig",
+    "Tree",
     "check_resume_config",
     "config_changes",
     "config_to_dict",
@@ -75,5 +77,6 @@ __all__ = [
     "merge",
     "parse_overrides",
     "save_config",
+    "term_weight_fields",
     "validate",
 ]

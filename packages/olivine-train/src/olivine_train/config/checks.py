@@ -6,16 +6,18 @@ once in a single :class:`ConfigError`.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import zipfile
 from pathlib import Path
-from typing import Any
 
+from olivine_models import list_image_encoders, list_point_encoders
+from olivine_train.checkpoint import zip_damage
 from olivine_train.config.coerce import build, did_you_mean
 from olivine_train.config.drift import config_field_names
-from olivine_train.config.schema import NUSCENES_CAMERAS, Config, ConfigError
+from olivine_train.config.schema import NUSCENES_CAMERAS, Config, ConfigError, LossConfig, Tree
 
-__all__ = ["DATASET_CAMERAS", "validate"]
+__all__ = ["DATASET_CAMERAS", "term_weight_fields", "validate"]
 
 #: camera channels each dataset has (KITTI pairs the LiDAR with image_2 only)
 DATASET_CAMERAS: dict[str, tuple[str, ...]] = {"nuscenes": NUSCENES_CAMERAS, "kitti": ("image_2",)}
@@ -24,18 +26,18 @@ DATASET_CAMERAS: dict[str, tuple[str, ...]] = {"nuscenes": NUSCENES_CAMERAS, "ki
 class _Problems(list[str]):
     """The problem list, with the recurring numeric checks."""
 
-    def positive(self, where: str, value: Any, strict: bool = True) -> None:
+    def positive(self, where: str, value: object, strict: bool = True) -> None:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if (strict and value <= 0) or (not strict and value < 0):
                 self.append(f"{where}: must be {'> 0' if strict else '>= 0'}, got {value!r}")
 
-    def positive_if_set(self, section: str, obj: Any, keys: tuple[str, ...]) -> None:
+    def positive_if_set(self, section: str, obj: object, keys: tuple[str, ...]) -> None:
         """:meth:`positive` for each of ``keys`` of ``obj`` that is not None."""
         for key in keys:
             if getattr(obj, key) is not None:
                 self.positive(f"{section}.{key}", getattr(obj, key))
 
-    def within(self, where: str, value: Any, low: float, high: float, *, closed: str) -> None:
+    def within(self, where: str, value: object, low: float, high: float, *, closed: str) -> None:
         """``value`` in the interval from ``low`` to ``high``; ``closed`` says which ends are
         included: ``"()"``, ``"(]"``, ``"[)"``.
         """
@@ -48,7 +50,7 @@ class _Problems(list[str]):
                 f"{where}: must lie in {closed[0]}{low:g}, {high:g}{closed[1]}, got {value!r}"
             )
 
-    def pair(self, where: str, value: Any) -> None:
+    def pair(self, where: str, value: object) -> None:
         """A ``[height, width]`` of positive numbers."""
         if not isinstance(value, list):
             return
@@ -56,6 +58,15 @@ class _Problems(list[str]):
             self.append(f"{where}: expected [height, width], got {value!r}")
         for i, v in enumerate(value):
             self.positive(f"{where}[{i}]", v)
+
+
+def term_weight_fields() -> tuple[str, ...]:
+    """The loss terms' weight fields of :class:`LossConfig` (every ``<term>_weight``), in schema
+    order. One per entry of the term registry (``recipes.pretrain_terms.TERMS``): the registry
+    sits above the config, so it checks the correspondence
+    (``recipes.pretrain_termset.weight_fields``), not this module.
+    """
+    return tuple(f.name for f in dataclasses.fields(LossConfig) if f.name.endswith("_weight"))
 
 
 def _check_data(cfg: Config, p: _Problems) -> None:
@@ -101,9 +112,9 @@ def _check_loss(cfg: Config, p: _Problems) -> None:
     lo = cfg.loss
     p.positive("loss.num_pairs", lo.num_pairs)
     p.positive("loss.temperature", lo.temperature)
-    weights = {k: getattr(lo, f"{k}_weight") for k in ("ppnce", "sup", "vmf", "superpixel")}
+    weights = {key: getattr(lo, key) for key in term_weight_fields()}
     for key, value in weights.items():
-        p.positive(f"loss.{key}_weight", value, strict=False)
+        p.positive(f"loss.{key}", value, strict=False)
     p.within("loss.vmf_decay", lo.vmf_decay, 0.0, 1.0, closed="()")
     p.positive("loss.vmf_warmup_steps", lo.vmf_warmup_steps, strict=False)
     if (lo.vmf_warmup_steps is None) == (lo.vmf_warmup_fraction is None):
@@ -115,10 +126,7 @@ def _check_loss(cfg: Config, p: _Problems) -> None:
     p.within("loss.vmf_freeze_max_cosine", lo.vmf_freeze_max_cosine, -1.0, 1.0, closed="(]")
     numeric = all(isinstance(w, (int, float)) for w in weights.values())
     if cfg.recipe == "pretrain" and numeric and not any(w > 0 for w in weights.values()):
-        p.append(
-            "loss: every term has weight 0; switch on at least one of "
-            "ppnce_weight, sup_weight, vmf_weight, superpixel_weight"
-        )
+        p.append(f"loss: every term has weight 0; switch on at least one of {', '.join(weights)}")
     if (
         lo.superpixel_weight > 0
         and lo.superpixel_source in ("vfm_components", "sam")
@@ -135,11 +143,7 @@ def _check_loss(cfg: Config, p: _Problems) -> None:
 
 def _check_demo(cfg: Config, p: _Problems) -> None:
     d = cfg.demo
-    if isinstance(d.image_size, list):
-        if len(d.image_size) != 2:
-            p.append(f"demo.image_size: expected [width, height], got {d.image_size!r}")
-        for i, v in enumerate(d.image_size):
-            p.positive(f"demo.image_size[{i}]", v)
+    p.pair("demo.image_size", d.image_size)
     p.positive("demo.scenes", d.scenes)
     p.positive("demo.samples_per_scene", d.samples_per_scene)
     p.positive("demo.lidar_azimuth_steps", d.lidar_azimuth_steps)
@@ -240,7 +244,6 @@ def _torch_file_problem(path: Path) -> str | None:
             return f"is a truncated or corrupt PyTorch (zip) checkpoint ({exc})"
         if not any(n.endswith("data.pkl") for n in names):
             return "is a zip archive but not a PyTorch checkpoint (no data.pkl inside)"
-        from olivine_train.checkpoint import zip_damage
 
         damage = zip_damage(path)
         if damage is not None:
@@ -252,11 +255,7 @@ def _torch_file_problem(path: Path) -> str | None:
 
 
 def _check_registries(cfg: Config, p: _Problems) -> None:
-    """Model names against the olivine_models registries (skipped if that package is absent)."""
-    try:
-        from olivine_models import list_image_encoders, list_point_encoders
-    except ImportError:
-        return
+    """Model names against the olivine_models registries."""
     names = {"model.point_encoder": (cfg.model.point_encoder, list(list_point_encoders()))}
     if cfg.recipe == "pretrain":
         names["model.image_encoder"] = (cfg.model.image_encoder, list(list_image_encoders()))
@@ -286,7 +285,7 @@ def _check_values(cfg: Config, p: _Problems, check_paths: bool) -> None:
         _check_paths(cfg, p)
 
 
-def validate(raw: dict[str, Any], *, check_paths: bool = True, source: str = "config") -> Config:
+def validate(raw: Tree, *, check_paths: bool = True, source: str = "config") -> Config:
     """Build a :class:`Config` from a nested dict, raising one :class:`ConfigError` with all
     problems (unknown keys, wrong types, bad values, missing paths).
     """

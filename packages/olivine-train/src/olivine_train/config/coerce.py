@@ -8,11 +8,17 @@ import math
 import types
 import typing
 from collections.abc import Iterable
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Literal, TypeVar, Union, cast, get_args, get_origin
 
-from olivine_train.config.schema import Config
+from olivine_train.config.schema import Config, Tree
 
 __all__ = ["build", "coerce", "config_to_dict", "did_you_mean"]
+
+
+if TYPE_CHECKING:  # a typeshed-only protocol: it does not exist at run time
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def did_you_mean(
@@ -25,7 +31,7 @@ def did_you_mean(
     return f"; did you mean {prefix + close[0]!r}?" if close else ""
 
 
-def _type_name(tp: Any) -> str:
+def _type_name(tp: object) -> str:
     origin = get_origin(tp)
     if origin is Literal:
         return " | ".join(repr(a) for a in get_args(tp))
@@ -39,7 +45,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
+def coerce(value: object, tp: object, where: str, problems: list[str]) -> object:
     """Return ``value`` converted to ``tp`` or record a problem (and return it unchanged)."""
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
@@ -102,12 +108,12 @@ def coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
             problems.append(f"{where}: expected str, got {value!r}")
         return value
     if dataclasses.is_dataclass(tp):
-        return build(tp, value, where, problems)
+        return build(cast("type[DataclassInstance]", tp), value, where, problems)
     problems.append(f"{where}: unsupported field type {_type_name(tp)}")
     return value
 
 
-def build(cls: Any, raw: Any, where: str, problems: list[str]) -> Any:
+def build(cls: type[T], raw: object, where: str, problems: list[str]) -> T:
     """The dataclass ``cls`` from the mapping ``raw`` (at ``where``); unknown keys and values of
     the wrong type are appended to ``problems``.
     """
@@ -118,7 +124,7 @@ def build(cls: Any, raw: Any, where: str, problems: list[str]) -> Any:
         return cls()
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    kwargs: dict[str, Any] = {}
+    kwargs: Tree = {}
     for key, value in raw.items():
         dotted = f"{where}.{key}" if where else str(key)
         if key not in names:
@@ -133,6 +139,6 @@ def build(cls: Any, raw: Any, where: str, problems: list[str]) -> Any:
         return cls()
 
 
-def config_to_dict(cfg: Config) -> dict[str, Any]:
+def config_to_dict(cfg: Config) -> Tree:
     """Plain nested dict (YAML-serialisable)."""
     return dataclasses.asdict(cfg)

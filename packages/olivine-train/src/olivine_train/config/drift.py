@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from olivine_train.config.coerce import config_to_dict
-from olivine_train.config.schema import Config, ConfigError
+from olivine_train.config.schema import Config, ConfigError, Tree
 
 __all__ = [
     "NEUTRAL_FIELDS",
@@ -55,8 +54,8 @@ class ConfigChange:
     """One field whose value differs between the stored and the new config."""
 
     field: str
-    stored: Any
-    new: Any
+    stored: object
+    new: object
 
     def describe(self) -> str:
         return f"{self.field}: {self.stored!r} (stored) -> {self.new!r} (now)"
@@ -81,9 +80,9 @@ class ResumeConfigError(ConfigError):
         return str(self.args[0])
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def _flatten(tree: Tree, prefix: str = "") -> Tree:
     """``{"optim": {"lr": 0.5}}`` -> ``{"optim.lr": 0.5}`` (lists are values)."""
-    out: dict[str, Any] = {}
+    out: Tree = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
         if isinstance(value, dict):
@@ -99,7 +98,7 @@ def config_field_names() -> list[str]:
     return sorted({*fields, *(n.split(".")[0] for n in fields if "." in n)})
 
 
-def config_changes(stored: dict[str, Any], new: Config) -> list[ConfigChange]:
+def config_changes(stored: Tree, new: Config) -> list[ConfigChange]:
     """The fields whose values differ between a checkpoint's stored config (a nested dict) and
     ``new``. A field the stored config lacks (written by an older version) counts with the
     schema's default; fields the schema no longer has are ignored.
@@ -110,7 +109,7 @@ def config_changes(stored: dict[str, Any], new: Config) -> list[ConfigChange]:
     return [ConfigChange(k, old[k], now[k]) for k in now if _differs(old[k], now[k])]
 
 
-def _differs(a: Any, b: Any) -> bool:
+def _differs(a: object, b: object) -> bool:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         if not isinstance(a, bool) and not isinstance(b, bool):
             return float(a) != float(b)  # 1 and 1.0 read from YAML are the same value
@@ -121,7 +120,7 @@ def _allowed(field: str, allow: Iterable[str]) -> bool:
     return any(field == a or field.startswith(a + ".") for a in allow)
 
 
-def check_resume_config(stored: dict[str, Any], new: Config, checkpoint: str) -> list[ConfigChange]:
+def check_resume_config(stored: Tree, new: Config, checkpoint: str) -> list[ConfigChange]:
     """Refuse (:class:`ResumeConfigError`) a resume whose config changes a result-changing field
     not named in ``new.run.allow_changes``; return the accepted result-changing changes (empty
     when the run continues unchanged).

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from olivine_train.checkpoint import atomic_write_text
 from olivine_train.config.checks import validate
 from olivine_train.config.coerce import config_to_dict, did_you_mean
-from olivine_train.config.schema import Config, ConfigError
+from olivine_train.config.schema import Config, ConfigError, Tree
 
 __all__ = ["list_configs", "load_config", "merge", "parse_overrides", "save_config"]
 
@@ -38,7 +38,7 @@ def _resolve_path(name: str) -> Path:
     raise ConfigError([f"unknown config {name!r}{hint} (shipped: {', '.join(known)})"])
 
 
-def merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+def merge(base: Tree, child: Tree) -> Tree:
     """``child`` over ``base``, nested mappings merged key by key (child wins)."""
     out = dict(base)
     for key, value in child.items():
@@ -49,7 +49,7 @@ def merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _read_yaml(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+def _read_yaml(name: str, seen: tuple[str, ...] = ()) -> Tree:
     path = _resolve_path(name)
     key = str(path.resolve())
     if key in seen:
@@ -73,9 +73,9 @@ def _read_yaml(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     return merge(base, raw)
 
 
-def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> Tree:
     """Turn ``["optim.lr=0.1", "run.name=x"]`` into a nested dict (values parsed as YAML)."""
-    nested: dict[str, Any] = {}
+    nested: Tree = {}
     problems: list[str] = []
     for item in overrides:
         if "=" not in item:
@@ -118,6 +118,4 @@ def load_config(
 
 def save_config(cfg: Config, path: str | Path) -> Path:
     """Write the resolved config as YAML (atomically)."""
-    from olivine_train.checkpoint import atomic_write_text
-
     return atomic_write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), path)

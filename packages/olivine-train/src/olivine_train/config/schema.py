@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from olivine_data import NUSCENES_CAMERAS
 
@@ -22,6 +22,11 @@ class ConfigError(ValueError):
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{len(self.problems)} problem(s) in {source}:\n{lines}")
+
+
+Tree = dict[str, Any]
+"""A mapping read from YAML or JSON, or a config as plain data: its values are any YAML type
+until :func:`~olivine_train.config.coerce.build` checks them against the schema."""
 
 
 @dataclass
@@ -182,7 +187,8 @@ class DemoConfig:
     scenes: int = 4
     samples_per_scene: int = 4
     world_seed: int = 0
-    image_size: list[int] = field(default_factory=lambda: [200, 112])  # (width, height) rendered
+    # [height, width] of the rendered camera images (the convention of data.image_size)
+    image_size: list[int] = field(default_factory=lambda: [112, 200])
     vfm_noise: float = 0.2
     lidar_azimuth_steps: int = 360
     probe_epochs: int = 30

@@ -8,18 +8,23 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
 
-from olivine_train.checkpoint import CHECKPOINT_FORMAT, load_strict
-from olivine_train.config import Config, ConfigChange, OptimConfig, config_to_dict
+from olivine_data.collate import Collator
+from olivine_data.datasets import load_semantickitti_config, read_scene_splits
+from olivine_data.datasets.semantickitti import semantickitti_split
+from olivine_train.config import Config, ConfigChange, OptimConfig
 from olivine_train.distributed import DistInfo, ResumableSampler, resolve_dtype, setup
 
 __all__ = [
     "describe_student",
     "NonFiniteLossError",
+    "ParamGroup",
+    "SampleSource",
+    "Transform",
     "Runtime",
     "SeededDataset",
     "StepCallback",
@@ -28,8 +33,7 @@ __all__ = [
     "build_optimizer",
     "build_sampler",
     "build_scheduler",
-    "restore_training_state",
-    "training_state",
+    "keep_configured_hyperparameters",
     "kitti_sequences",
     "lr_scale",
     "check_finite",
@@ -41,6 +45,23 @@ __all__ = [
 
 StepCallback = Callable[[int, dict[str, float]], None]
 """Called after every optimiser step with (global step, logged scalars)."""
+
+ParamGroup = dict[str, Any]
+"""A ``torch.optim`` parameter group (torch's own type: ``params`` plus per-group options)."""
+
+S = TypeVar("S")
+S_co = TypeVar("S_co", covariant=True)
+
+
+class SampleSource(Protocol[S_co]):
+    """A map-style dataset: its length and sample ``i``."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int, /) -> S_co: ...
+
+
+#: A seeded augmentation: ``transform(sample, generator)``.
+Transform = Callable[[S, np.random.Generator], S]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -64,7 +85,7 @@ class Runtime:
     def is_main(self) -> bool:
         return self.dist.is_main
 
-    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+    def autocast(self) -> contextlib.AbstractContextManager[object]:
         """Mixed-precision context (a no-op in fp32)."""
         if self.amp_dtype is None:
             return contextlib.nullcontext()
@@ -100,7 +121,7 @@ def make_runtime(cfg: Config) -> Runtime:
     return Runtime(dist=info, device=info.device, amp_dtype=amp, run_dir=run_dir)
 
 
-class SeededDataset(torch.utils.data.Dataset[Any]):
+class SeededDataset(torch.utils.data.Dataset[S]):
     """Wraps a dataset and a transform ``transform(sample, generator)``: sample ``i`` of epoch
     ``e`` is augmented with ``np.random.default_rng([seed, e, i])``, independent of worker count,
     rank and iteration order, so a resumed run sees exactly the same augmented samples.
@@ -111,8 +132,8 @@ class SeededDataset(torch.utils.data.Dataset[Any]):
 
     def __init__(
         self,
-        base: Any,
-        transform: Callable[[Any, np.random.Generator], Any] | None,
+        base: SampleSource[S],
+        transform: Transform[S] | None,
         seed: int,
         limit: int | None = None,
     ) -> None:
@@ -133,14 +154,14 @@ class SeededDataset(torch.utils.data.Dataset[Any]):
         n = len(self.base)
         return min(n, self.limit) if self.limit is not None else n
 
-    def __getitem__(self, index: int) -> Any:
+    def __getitem__(self, index: int) -> S:
         sample = self.base[index]
         if self.transform is None:
             return sample
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         return self.transform(sample, rng)
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[S]:
         for i in range(len(self)):
             yield self[i]
 
@@ -168,8 +189,6 @@ def kitti_sequences(cfg: Config, split: str) -> list[str]:
     if explicit is not None:
         return list(explicit)
     name = d.train_split if split == "train" else d.val_split
-    from olivine_data.datasets import load_semantickitti_config, read_scene_splits
-    from olivine_data.datasets.semantickitti import semantickitti_split
 
     if (Path(d.root) / "olivine_splits.json").is_file():
         splits = read_scene_splits(d.root)
@@ -186,7 +205,7 @@ def lr_scale(optim: OptimConfig, batch_size: int) -> float:
 
 
 def build_optimizer(
-    groups: list[dict[str, Any]], optim: OptimConfig, batch_size: int
+    groups: list[ParamGroup], optim: OptimConfig, batch_size: int
 ) -> torch.optim.Optimizer:
     """SGD with the config's momentum, dampening and weight decay (each group may set ``lr``);
     every lr is multiplied by :func:`lr_scale` for the total ``batch_size``.
@@ -242,56 +261,10 @@ def check_finite(step: int, parts: dict[str, torch.Tensor], run_dir: Path) -> No
         )
 
 
-def training_state(
-    kind: str,
-    job: Any,
-    *,
-    best_metric: float | None,
-    vmf: dict[str, torch.Tensor] | None,
-    rng: dict[str, Any],
-) -> dict[str, Any]:
-    """The checkpoint payload shared by the recipes (``last.pt``) of a
-    :class:`~olivine_train.recipes.loop.LoopJob`: model, optimiser, scheduler, scaler, counters.
-    """
-    c = job.counters
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "kind": kind,
-        "model_name": job.cfg.model.point_encoder,
-        "config": config_to_dict(job.cfg),
-        "model": {k: v.detach().cpu() for k, v in job.net.state_dict().items()},
-        "optimizer": job.optimizer.state_dict(),
-        "scheduler": job.scheduler.state_dict(),
-        "scaler": job.scaler.state_dict() if job.scaler.is_enabled() else None,
-        "vmf": vmf,
-        "step": c.step,
-        "epoch": c.epoch,
-        "step_in_epoch": c.step_in_epoch,
-        "best_metric": best_metric,
-        "rng": rng,
-    }
-
-
-def restore_training_state(ckpt: dict[str, Any], path: str, job: Any) -> None:
-    """Load model, optimiser, scheduler, scaler and the loop counters of ``job`` from ``ckpt``.
-    The caller restores what is recipe-specific (vMF prior, RNG, best metric).
-    """
-    load_strict(job.net, ckpt["model"], f"{path}: model")
-    configured = [{k: v for k, v in g.items() if k != "params"} for g in job.optimizer.param_groups]
-    job.optimizer.load_state_dict(ckpt["optimizer"])
-    job.scheduler.load_state_dict(ckpt["scheduler"])
-    _keep_configured_hyperparameters(job.optimizer, job.scheduler, configured)
-    if ckpt.get("scaler") is not None:
-        job.scaler.load_state_dict(ckpt["scaler"])
-    job.counters.step = int(ckpt["step"])
-    job.counters.epoch = int(ckpt["epoch"])
-    job.counters.step_in_epoch = int(ckpt["step_in_epoch"])
-
-
-def _keep_configured_hyperparameters(
+def keep_configured_hyperparameters(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    configured: list[dict[str, Any]],
+    configured: list[ParamGroup],
 ) -> None:
     """Put the config's optimiser hyperparameters back after a checkpoint's state was loaded.
 
@@ -323,10 +296,8 @@ def nuscenes_scenes(cfg: Config, split: str) -> tuple[list[str] | None, str | No
     return scenes, (None if scenes is not None else named)
 
 
-def build_collator(cfg: Config) -> Any:
+def build_collator(cfg: Config) -> Collator:
     """The :class:`olivine_data.collate.Collator` of ``cfg.data`` (voxel mode, size, feature)."""
-    from olivine_data.collate import Collator
-
     return Collator(
         mode=cfg.data.voxel_mode, voxel_size=voxel_size_of(cfg), feature=cfg.data.feature
     )

@@ -14,11 +14,12 @@ import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from olivine_train.config import Config, config_to_dict, load_config, validate
+from olivine_data.synthetic import SyntheticWorldConfig, export_nuscenes
+from olivine_models.image.efficientnet import packaged_weights_path
+from olivine_train.config import Config, Tree, config_to_dict, load_config, validate
 from olivine_train.metrics import SegmentationScores
 from olivine_train.recipes.downstream import DownstreamResult, run_downstream
 from olivine_train.recipes.pretrain import PretrainResult, describe_teacher, run_pretrain
@@ -43,14 +44,13 @@ def ensure_world(cfg: Config, world: Path, progress: bool = True) -> Path:
     """Export the synthetic world described by ``cfg.demo`` into ``world`` unless it exists."""
     if (world / "olivine_splits.json").is_file():
         return world
-    from olivine_data.synthetic import SyntheticWorldConfig, export_nuscenes
 
     d = cfg.demo
     sw = SyntheticWorldConfig(
         scenes=d.scenes,
         samples_per_scene=d.samples_per_scene,
         seed=d.world_seed,
-        image_size=(int(d.image_size[0]), int(d.image_size[1])),
+        image_size=(int(d.image_size[1]), int(d.image_size[0])),  # the world takes (W, H)
         vfm_noise=d.vfm_noise,
         lidar_azimuth_steps=d.lidar_azimuth_steps,
         cameras=tuple(cfg.data.cameras),
@@ -66,7 +66,6 @@ def _missing_teacher_weights(cfg: Config) -> str | None:
     packaged = m.image_encoder == "efficientnet_lite0" and m.image_weights is None
     if not (m.image_pretrained and packaged):
         return None
-    from olivine_models.image.efficientnet import packaged_weights_path
 
     try:
         packaged_weights_path()
@@ -77,7 +76,7 @@ def _missing_teacher_weights(cfg: Config) -> str | None:
 
 def probe_config(pre: Config, name: str, pretrained: str | None) -> Config:
     """Linear-probe config derived from the demo pretraining config."""
-    raw: dict[str, Any] = copy.deepcopy(config_to_dict(pre))
+    raw: Tree = copy.deepcopy(config_to_dict(pre))
     raw["recipe"] = "downstream"
     raw["method"] = "olivine"
     raw["description"] = f"demo linear probe ({'pretrained' if pretrained else 'random'} backbone)"

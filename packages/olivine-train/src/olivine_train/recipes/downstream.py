@@ -13,25 +13,31 @@ Loss: cross-entropy + ``downstream.lovasz_weight`` x Lovász-softmax over non-ig
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
+from olivine_data.collate import SegBatch
+from olivine_data.transforms import SegAugmentation
+from olivine_data.types import SegSample
+from olivine_models import create_point_encoder, load_matching_state
 from olivine_train.checkpoint import (
+    Checkpoint,
     capture_rng,
     load_backbone_state,
     load_checkpoint,
     load_strict,
     restore_rng,
 )
-from olivine_train.config import Config, validate
+from olivine_train.config import Config, merge, parse_overrides, validate
 from olivine_train.distributed import cleanup, resolve_dtype, setup
 from olivine_train.logging import RunLogger
 from olivine_train.metrics import ConfusionMatrix, SegmentationScores, cross_entropy_lovasz
 from olivine_train.preemption import worker_ignores_stop_signals
 from olivine_train.recipes.common import (
+    ParamGroup,
     Runtime,
     SeededDataset,
     StepCallback,
@@ -59,6 +65,8 @@ from olivine_train.recipes.segmentation import (
 )
 
 __all__ = [
+    "CachedBatch",
+    "DownstreamBatch",
     "DownstreamResult",
     "SegNet",
     "class_names_for",
@@ -67,6 +75,11 @@ __all__ = [
     "run_downstream",
     "run_evaluate",
 ]
+
+#: A probing batch of cached trunk features: (features, voxel labels, samples in the batch).
+CachedBatch = tuple[torch.Tensor, torch.Tensor, int]
+#: What a downstream step computes on: collated sweeps, or cached features when probing.
+DownstreamBatch = SegBatch | CachedBatch
 
 
 @dataclass
@@ -80,8 +93,10 @@ class DownstreamResult:
     wall_time_s: float
 
 
-class Downstream(JobBase):
-    """Models, optimiser and data of one downstream run (a :class:`.loop.LoopJob`)."""
+class Downstream(JobBase[DownstreamBatch]):
+    """Models, optimiser and data of one downstream run (a :class:`.loop.JobBase`)."""
+
+    net: SegNet
 
     def __init__(self, cfg: Config, rt: Runtime, logger: RunLogger | None = None) -> None:
         self.cfg, self.rt, self.logger = cfg, rt, logger
@@ -103,8 +118,6 @@ class Downstream(JobBase):
 
     # ------------------------------------------------------------------ building
     def _build_network(self) -> None:
-        from olivine_models import create_point_encoder
-
         cfg, rt, ds = self.cfg, self.rt, self.cfg.downstream
         backbone = create_point_encoder(
             cfg.model.point_encoder,
@@ -127,8 +140,6 @@ class Downstream(JobBase):
 
     def _load_pretrained(self, backbone: nn.Module) -> str:
         """Load ``downstream.pretrained`` into ``backbone``; returns the load report."""
-        from olivine_models import load_matching_state
-
         cfg, path = self.cfg, self.cfg.downstream.pretrained
         if path is None:
             return "random initialisation (downstream.pretrained is null)"
@@ -146,7 +157,7 @@ class Downstream(JobBase):
         )
         return f"{path}: {report.summary()}"
 
-    def _param_groups(self) -> list[dict[str, Any]]:
+    def _param_groups(self) -> list[ParamGroup]:
         """Classifier at ``lr_head`` (``lr`` when probing or unset), trunk at ``lr``."""
         o = self.cfg.optim
         head = list(self.net.classifier.parameters())
@@ -156,8 +167,6 @@ class Downstream(JobBase):
         return [{"params": head, "lr": o.lr_head or o.lr}, {"params": trunk, "lr": o.lr}]
 
     def _build_data(self) -> None:
-        from olivine_data.transforms import SegAugmentation
-
         cfg = self.cfg
         self.collator = build_collator(cfg)
         self.class_names = class_names_for(cfg)
@@ -188,7 +197,7 @@ class Downstream(JobBase):
             backbone, self.val_set, seg, self.rt, "cache val", show
         )
 
-    def cached_batches(self) -> Any:
+    def cached_batches(self) -> Iterator[CachedBatch]:
         """Yield (features, voxel labels, batch size) in the sampler's order."""
         cache = self.train_cache or []
         order = list(iter(self.sampler))
@@ -204,7 +213,7 @@ class Downstream(JobBase):
         self.train_set.set_epoch(self.counters.epoch)
         self.sampler.set_epoch(self.counters.epoch, self.counters.step_in_epoch)
 
-    def batches(self) -> Any:
+    def batches(self) -> Iterable[DownstreamBatch]:
         """This epoch's training batches (cached features or collated sweeps)."""
         if self.use_cache:
             return self.cached_batches()
@@ -217,8 +226,8 @@ class Downstream(JobBase):
             worker_init_fn=worker_ignores_stop_signals,
         )
 
-    def val_loader(self) -> Any:
-        sampler: Any = None
+    def val_loader(self) -> torch.utils.data.DataLoader[SegSample]:
+        sampler: torch.utils.data.Sampler[int] | None = None
         if self.rt.dist.distributed:
             sampler = torch.utils.data.distributed.DistributedSampler(
                 self.val_set, shuffle=False, drop_last=False
@@ -234,17 +243,21 @@ class Downstream(JobBase):
         )
 
     # ------------------------------------------------------------------ step and evaluation
-    def compute(self, batch: Any) -> StepOutput:
+    def compute(self, batch: DownstreamBatch) -> StepOutput:
         rt = self.rt
         self.model.train()
         if self.linear_probe:
             self.net.backbone.eval()  # BN statistics frozen
-        if self.use_cache:
+        if isinstance(batch, tuple):  # cached trunk features (probing)
             feats, voxel_labels, batch_size = batch
             with rt.autocast():
                 logits = self.net.classifier(feats)
         else:
             batch = batch.to(rt.device)
+            if batch.voxel_labels is None:
+                raise ValueError(
+                    f"batch {batch.tokens}: samples without labels cannot be trained on"
+                )
             voxel_labels, batch_size = batch.voxel_labels, batch.batch_size
             with rt.autocast():
                 logits = self.model(batch)
@@ -284,11 +297,11 @@ class Downstream(JobBase):
             self.save("best.pt")
 
     # ------------------------------------------------------------------ checkpoints
-    def state(self) -> dict[str, Any]:
+    def state(self) -> Checkpoint:
         return self.checkpoint(
             "downstream",
             best_metric=self.best,
-            vmf=None,
+            terms_state=None,
             rng=capture_rng(),
         )
 
@@ -327,8 +340,6 @@ def run_downstream(cfg: Config, callbacks: list[StepCallback] | None = None) -> 
 
 def run_evaluate(checkpoint: str, overrides: list[str] | None = None) -> DownstreamResult:
     """Evaluate a downstream ``last.pt``/``best.pt`` on the validation split of its config."""
-    from olivine_train.config import merge, parse_overrides
-
     t0 = time.perf_counter()
     ckpt = load_checkpoint(checkpoint, expect_kind="downstream")
     raw = ckpt["config"]
@@ -345,8 +356,6 @@ def run_evaluate(checkpoint: str, overrides: list[str] | None = None) -> Downstr
         run_dir=cfg.run_dir,
     )
     try:
-        from olivine_models import create_point_encoder
-
         backbone = create_point_encoder(
             cfg.model.point_encoder,
             in_channels=cfg.model.in_channels,

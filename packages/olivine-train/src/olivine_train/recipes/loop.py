@@ -1,6 +1,6 @@
 """The one training loop of the recipes: epochs, optimiser steps, logging, checkpoints, resume.
 
-A recipe describes *what* one step computes (:class:`LoopJob`); :func:`run_loop` owns everything
+A recipe describes *what* one step computes (a :class:`JobBase`); :func:`run_loop` owns everything
 around it, the same for pretraining and downstream training:
 
 * the step counters (:class:`Counters`: optimiser steps done, epoch, steps into the epoch), which
@@ -26,37 +26,47 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Generic, TypeVar
 
 import torch
 from torch import nn
 
-from olivine_train.checkpoint import atomic_save, load_checkpoint
-from olivine_train.config import Config, check_resume_config, save_config
+from olivine_data.progress import progress_bar
+from olivine_train.checkpoint import (
+    CHECKPOINT_FORMAT,
+    TERMS_STATE_KEY,
+    Checkpoint,
+    Payload,
+    atomic_save,
+    load_checkpoint,
+    load_strict,
+)
+from olivine_train.config import Config, check_resume_config, config_to_dict, save_config
 from olivine_train.distributed import barrier, cleanup
 from olivine_train.logging import RunLogger
 from olivine_train.preemption import Preempted, requested_stop, stop_signals
 from olivine_train.recipes.common import (
+    ParamGroup,
     Runtime,
     StepCallback,
     build_optimizer,
     build_scheduler,
     check_finite,
+    keep_configured_hyperparameters,
     make_runtime,
-    restore_training_state,
-    training_state,
 )
 from olivine_train.runlock import RunLock
 
 __all__ = [
     "Counters",
     "JobBase",
-    "LoopJob",
     "StepOutput",
     "open_run",
     "resume_if_asked",
     "run_loop",
 ]
+
+BatchT = TypeVar("BatchT")
 
 
 @dataclass
@@ -70,7 +80,7 @@ class Counters:
 
 @dataclass
 class StepOutput:
-    """What a job's :meth:`LoopJob.compute` returns for one batch: the loss to minimise, its
+    """What a job's :meth:`JobBase.compute` returns for one batch: the loss to minimise, its
     named terms (logged as ``loss/<name>`` and checked for NaN/inf), the samples in the batch and
     extra scalars to log.
     """
@@ -81,58 +91,42 @@ class StepOutput:
     scalars: dict[str, float] = field(default_factory=dict)
 
 
-class LoopJob(Protocol):
-    """What a recipe provides to :func:`run_loop`."""
+class JobBase(abc.ABC, Generic[BatchT]):
+    """The one contract between a recipe and :func:`run_loop`, and what the recipes' jobs share:
+    the optimiser set-up, the checkpoint payload and its restore, writing it, default hooks.
 
-    @property
-    def cfg(self) -> Config: ...
-    @property
-    def rt(self) -> Runtime: ...
-    @property
-    def counters(self) -> Counters: ...
-    @property
-    def total_steps(self) -> int: ...
-    @property
-    def steps_per_epoch(self) -> int: ...
-    @property
-    def net(self) -> nn.Module: ...
-    @property
-    def optimizer(self) -> torch.optim.Optimizer: ...
-    @property
-    def scheduler(self) -> torch.optim.lr_scheduler.LRScheduler: ...
-    @property
-    def scaler(self) -> torch.amp.GradScaler: ...
-
-    def start_epoch(self) -> None:
-        """Prepare the data of epoch ``counters.epoch`` from step ``counters.step_in_epoch``."""
-
-    def batches(self) -> Iterable[Any]:
-        """This epoch's remaining batches."""
-
-    def compute(self, batch: Any) -> StepOutput:
-        """Forward pass and loss of step ``counters.step + 1`` (train mode is the job's)."""
-
-    def after_step(self, out: StepOutput) -> dict[str, float]:
-        """Called after the optimiser step (``counters.step`` counts it); extra scalars."""
-
-    def end_epoch(self, epoch_done: bool, finished: bool) -> None:
-        """Called at the end of each pass over :meth:`batches`, before ``last.pt`` is saved."""
-
-    def save(self, name: str) -> None:
-        """Write the checkpoint ``name`` into the run folder (rank 0)."""
-
-
-class JobBase(abc.ABC):
-    """What the recipes' jobs share: the optimiser set-up, the checkpoint payload and its
-    restore, writing it, and the default hooks.
+    A recipe subclasses it with its batch type (``JobBase[PretrainBatch]``) and provides the
+    data hooks (:meth:`start_epoch`, :meth:`batches`), the step (:meth:`compute`), the
+    checkpoint (:meth:`state`, :meth:`resume`) and, if it needs them, :meth:`after_step` and
+    :meth:`end_epoch`.
     """
 
     cfg: Config
     rt: Runtime
     counters: Counters
     total_steps: int
+    steps_per_epoch: int
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
 
-    def build_optimisation(self, groups: list[dict[str, Any]]) -> None:
+    @abc.abstractmethod
+    def start_epoch(self) -> None:
+        """Prepare the data of epoch ``counters.epoch`` from step ``counters.step_in_epoch``."""
+
+    @abc.abstractmethod
+    def batches(self) -> Iterable[BatchT]:
+        """This epoch's remaining batches."""
+
+    @abc.abstractmethod
+    def compute(self, batch: BatchT) -> StepOutput:
+        """Forward pass and loss of step ``counters.step + 1`` (train mode is the job's)."""
+
+    def end_epoch(self, epoch_done: bool, finished: bool) -> None:
+        """Called at the end of each pass over :meth:`batches`, before ``last.pt`` is saved."""
+
+    def build_optimisation(self, groups: list[ParamGroup]) -> None:
         """SGD over ``groups`` (lr scaled by the batch when asked), its schedule over the run's
         steps, and the grad scaler.
         """
@@ -141,16 +135,55 @@ class JobBase(abc.ABC):
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, o.scheduler)
         self.scaler = self.rt.grad_scaler()
 
-    def checkpoint(self, kind: str, **extra: Any) -> dict[str, Any]:
-        """The checkpoint payload (:func:`~.common.training_state`) plus recipe ``extra``."""
-        return training_state(kind, self, **extra)
+    def checkpoint(
+        self,
+        kind: str,
+        *,
+        best_metric: float | None,
+        terms_state: dict[str, torch.Tensor] | None,
+        rng: Payload,
+    ) -> Checkpoint:
+        """The checkpoint payload shared by the recipes (``last.pt``): model, optimiser,
+        scheduler, scaler, counters, config, plus the recipe's best metric, its loss terms' state
+        (pretraining) and RNGs.
+        """
+        c = self.counters
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "kind": kind,
+            "model_name": self.cfg.model.point_encoder,
+            "config": config_to_dict(self.cfg),
+            "model": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            TERMS_STATE_KEY: terms_state,
+            "step": c.step,
+            "epoch": c.epoch,
+            "step_in_epoch": c.step_in_epoch,
+            "best_metric": best_metric,
+            "rng": rng,
+        }
 
-    def restore(self, ckpt: dict[str, Any], path: str) -> None:
-        """Model, optimiser, scheduler, scaler and counters from a loaded checkpoint."""
-        restore_training_state(ckpt, path, self)
+    def restore(self, ckpt: Checkpoint, path: str) -> None:
+        """Model, optimiser, scheduler, scaler and the loop counters from a loaded checkpoint.
+        The recipe restores what is its own (vMF prior, RNG, best metric).
+        """
+        load_strict(self.net, ckpt["model"], f"{path}: model")
+        configured = [
+            {k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups
+        ]
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        keep_configured_hyperparameters(self.optimizer, self.scheduler, configured)
+        if ckpt.get("scaler") is not None:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.counters.step = int(ckpt["step"])
+        self.counters.epoch = int(ckpt["epoch"])
+        self.counters.step_in_epoch = int(ckpt["step_in_epoch"])
 
     @abc.abstractmethod
-    def state(self) -> dict[str, Any]:
+    def state(self) -> Checkpoint:
         """The checkpoint payload (the recipe's :meth:`checkpoint` with its extras)."""
 
     @abc.abstractmethod
@@ -163,6 +196,7 @@ class JobBase(abc.ABC):
             atomic_save(self.state(), self.rt.run_dir / name)
 
     def after_step(self, out: StepOutput) -> dict[str, float]:
+        """Called after the optimiser step (``counters.step`` counts it); extra scalars."""
         return {}
 
 
@@ -215,7 +249,7 @@ def open_run(cfg: Config, recipe: str) -> Iterator[tuple[Runtime, RunLogger]]:
         yield rt, logger
 
 
-def resume_if_asked(job: JobBase, logger: RunLogger) -> str | None:
+def resume_if_asked(job: JobBase[BatchT], logger: RunLogger) -> str | None:
     """Resume ``job`` from ``run.resume`` (``auto``: ``<run dir>/last.pt`` when it exists, as
     resolved by :func:`open_run`), drop the log records after the checkpoint's step and record
     the config changes the resume was allowed (a ``resume_changes`` record in
@@ -245,7 +279,7 @@ def resume_if_asked(job: JobBase, logger: RunLogger) -> str | None:
     return str(path)
 
 
-def _stop_if_asked(job: LoopJob, logger: RunLogger) -> None:
+def _stop_if_asked(job: JobBase[BatchT], logger: RunLogger) -> None:
     """After a stop signal (on any rank): write ``last.pt``, log it, raise :class:`Preempted`."""
     name = requested_stop(job.rt.dist.distributed, job.rt.device)
     if name is None:
@@ -258,7 +292,7 @@ def _stop_if_asked(job: LoopJob, logger: RunLogger) -> None:
     raise Preempted(name, job.counters.step, path)
 
 
-def _optimise(job: LoopJob, out: StepOutput) -> float:
+def _optimise(job: JobBase[BatchT], out: StepOutput) -> float:
     """Backward and optimiser step; returns the lr the step used (last parameter group)."""
     cfg, rt = job.cfg, job.rt
     check_finite(job.counters.step + 1, {"total": out.total, **out.terms}, rt.run_dir)
@@ -274,11 +308,9 @@ def _optimise(job: LoopJob, out: StepOutput) -> float:
 
 
 def run_loop(
-    job: LoopJob, logger: RunLogger, callbacks: list[StepCallback], desc: str
+    job: JobBase[BatchT], logger: RunLogger, callbacks: list[StepCallback], desc: str
 ) -> dict[str, float]:
     """Train ``job`` until ``job.total_steps``; returns the last step's scalars."""
-    from olivine_data.progress import progress_bar
-
     cfg, c = job.cfg, job.counters
     last: dict[str, float] = {}
     bar = progress_bar(

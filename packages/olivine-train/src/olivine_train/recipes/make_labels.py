@@ -31,11 +31,27 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image
 
+from olivine_data.boxes import Box3D, project_box, read_mmdet3d_boxes, read_nuscenes_boxes
+from olivine_data.datasets import NUSCENES_CAMERAS, NuScenesPretrainDataset
+from olivine_data.datasets.nuscenes_tables import (
+    camera_intrinsic,
+    lidar_to_camera_matrix,
+    load_nuscenes,
+)
+from olivine_data.labels import LabelStore, get_vocabulary
 from olivine_data.progress import progress_bar
+from olivine_data.projection import compose_projection
+from olivine_models import vfm
+from olivine_models.vfm import Detection
+from olivine_train.distributed import resolve_device
+
+if TYPE_CHECKING:  # for the annotation only: the devkit is imported where tables are read
+    from nuscenes import NuScenes
 
 __all__ = [
     "CPU_SETTINGS",
@@ -132,8 +148,6 @@ def list_camera_images(
     """Every keyframe camera image of the selection, ordered by (scene, sample, camera);
     ``cameras=None`` takes every camera channel each sample has.
     """
-    from olivine_data.datasets import NUSCENES_CAMERAS, NuScenesPretrainDataset
-
     ds = NuScenesPretrainDataset(
         root,
         version,
@@ -165,7 +179,7 @@ def shard_items(items: Sequence[ImageItem], index: int, count: int) -> list[Imag
     return list(items[index::count])
 
 
-def pending_items(items: Sequence[ImageItem], store: Any) -> list[ImageItem]:
+def pending_items(items: Sequence[ImageItem], store: LabelStore) -> list[ImageItem]:
     """Items whose label PNG does not exist yet in ``store``."""
     return [it for it in items if not store.exists(it.camera, it.name)]
 
@@ -176,12 +190,10 @@ Labeler = Callable[[np.ndarray, ImageItem], LabelerOutput]
 superpixels)`` with an ``(H, W)`` uint16 superpixel map."""
 
 
-def read_boxes(path: str | Path, vocabulary_size: int) -> list[Any]:
+def read_boxes(path: str | Path, vocabulary_size: int) -> list[Detection]:
     """Detections from a JSON list of ``{"box": [x0, y0, x1, y1], "class_id": k, "score": s}``
     (score optional, default 1.0).
     """
-    from olivine_models.vfm import Detection
-
     try:
         raw = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -215,22 +227,20 @@ class ProjectedBoxes:
     """
 
     def __init__(
-        self, nusc: Any, source: str, class_names: Sequence[str], min_depth: float = 1.0
+        self, nusc: NuScenes, source: str, class_names: Sequence[str], min_depth: float = 1.0
     ) -> None:
         self.nusc = nusc
         self.source = source
         self.min_depth = float(min_depth)
         self.ids = {n.replace(" ", "_"): i for i, n in enumerate(class_names)}
-        self._boxes: dict[str, list[Any]] = {}
+        self._boxes: dict[str, list[Box3D]] = {}
         if source != "annotations" and not Path(source).is_file():
             raise ValueError(
                 f"--boxes-3d {source}: expected 'annotations' or an mmdetection3d info JSON file"
             )
 
-    def boxes(self, sample_token: str) -> list[Any]:
+    def boxes(self, sample_token: str) -> list[Box3D]:
         """The sample's 3D boxes in its LIDAR_TOP frame (cached per sample)."""
-        from olivine_data.boxes import read_mmdet3d_boxes, read_nuscenes_boxes
-
         if sample_token not in self._boxes:
             if self.source == "annotations":
                 found = read_nuscenes_boxes(self.nusc, sample_token)
@@ -239,13 +249,8 @@ class ProjectedBoxes:
             self._boxes[sample_token] = found
         return self._boxes[sample_token]
 
-    def __call__(self, item: ImageItem, image_hw: tuple[int, int]) -> list[Any]:
+    def __call__(self, item: ImageItem, image_hw: tuple[int, int]) -> list[Detection]:
         """:class:`~olivine_models.vfm.Detection` list of one image (score = 1 / (1 + depth))."""
-        from olivine_data.boxes import project_box
-        from olivine_data.datasets.nuscenes_tables import camera_intrinsic, lidar_to_camera_matrix
-        from olivine_data.projection import compose_projection
-        from olivine_models.vfm import Detection
-
         if not item.sample_token:
             raise ValueError(f"{item.filename}: no sample token (needed for --boxes-3d)")
         sample = self.nusc.get("sample", item.sample_token)
@@ -278,10 +283,6 @@ def build_labeler(
     device: str,
 ) -> Labeler:
     """SAM labeler for ``mode`` (``refine``: votes over coarse labels; ``box``: box prompts)."""
-    from olivine_data.labels import LabelStore, get_vocabulary
-    from olivine_models import vfm
-    from olivine_train.distributed import resolve_device
-
     vocab = get_vocabulary(vocabulary)
     size, unlabelled = len(vocab.class_names), vocab.unlabelled_id
     if mode == "refine" and coarse_root is None:
@@ -317,8 +318,6 @@ def build_labeler(
 
         return label_refine
     if boxes_3d is not None:
-        from olivine_data.datasets.nuscenes_tables import load_nuscenes
-
         projected = ProjectedBoxes(load_nuscenes(root, version), boxes_3d, vocab.class_names)
         box = vfm.SamBoxLabeler(sam, None, vocabulary_size=size, unlabelled_id=unlabelled)
 
@@ -339,7 +338,7 @@ def build_labeler(
 def label_items(
     items: Sequence[ImageItem],
     root: Path,
-    store: Any,
+    store: LabelStore,
     labeler: Labeler,
     progress: bool = True,
     limit: int | None = None,
@@ -349,8 +348,6 @@ def label_items(
     Superpixels (when the labeler returns them) are written before the label PNG, whose presence
     marks the image as done. Returns (images written, seconds spent on them).
     """
-    from PIL import Image
-
     todo = list(items if limit is None else items[:limit])
     written, busy = 0, 0.0
     bar = progress_bar(todo, enabled=progress, desc="make-labels", unit="img")
@@ -377,7 +374,10 @@ def label_items(
     return written, busy
 
 
-def resolve_settings(preset: str | LabelSettings = "cpu", **overrides: Any) -> LabelSettings:
+def resolve_settings(
+    preset: str | LabelSettings = "cpu",
+    **overrides: Any,  # Any: LabelSettings fields, of several types
+) -> LabelSettings:
     """A preset (``"cpu"``, ``"gpu"`` or a :class:`LabelSettings`) with the non-None overrides."""
     if isinstance(preset, LabelSettings):
         base = preset
@@ -411,14 +411,12 @@ def run_make_labels(
     progress: bool = True,
     preset: str | LabelSettings = "cpu",
     labeler: Labeler | None = None,
-    **settings: Any,
+    **settings: Any,  # Any: LabelSettings fields, of several types
 ) -> MakeLabelsSummary:
     """List, shard, skip finished, label, write. ``labeler`` overrides the SAM labeler.
 
     ``settings``: :class:`LabelSettings` fields overriding the preset (None = the preset's).
     """
-    from olivine_data.labels import LabelStore, get_vocabulary
-
     t0 = time.perf_counter()
     chosen = resolve_settings(preset, **settings)
     root_p = Path(root)

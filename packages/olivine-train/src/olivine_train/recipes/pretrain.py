@@ -1,27 +1,33 @@
 """Image-to-LiDAR pretraining (OLIVINE, PPKT, SLidR-style) with a frozen 2D teacher.
 
-Per optimiser step and per rank, the active loss terms of :mod:`.pretrain_terms` (L_PPNCE on
-uniform pairs, L_sup on DCAS pairs, the vMF prior on all pairs, the superpixel loss) are computed
-by the ``olivine_losses`` modules and summed by :class:`olivine_losses.WeightedSum` with the
-config's weights (``loss.<name>_weight``; 0 switches a term and its heads off). The loop itself
-(optimiser step, logging, checkpoints, resume) is :func:`.loop.run_loop`. Pair indices are drawn
-from a ``torch.Generator`` re-seeded from (seed, rank, step), so a resumed run draws the same
-pairs. Every run ends with a training-health summary (:mod:`olivine_train.health`).
+Per optimiser step and per rank, the active loss terms (:mod:`.pretrain_terms`, the ones whose
+``loss.<name>_weight`` is > 0; :mod:`.pretrain_termset` says what follows from them) draw their
+pairs, read the network's outputs and are summed by :class:`olivine_losses.WeightedSum`. The loop
+itself (optimiser step, logging, checkpoints, resume) is :func:`.loop.run_loop`. Pair indices are
+drawn from a ``torch.Generator`` re-seeded from (seed, rank, step), so a resumed run draws the
+same pairs. Every run ends with a training-health summary (:mod:`olivine_train.health`).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import cast
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
+from olivine_data.collate import PretrainBatch
+from olivine_data.labels import get_vocabulary
+from olivine_data.types import PretrainSample
+from olivine_losses.health import effective_rank
+from olivine_models import create_point_encoder
 from olivine_train.checkpoint import (
+    TERMS_STATE_KEY,
+    Checkpoint,
     capture_rng,
     load_checkpoint,
-    load_strict,
     restore_rng,
     save_backbone,
 )
@@ -54,18 +60,11 @@ from olivine_train.recipes.pretrain_model import (
     build_teacher,
     describe_run,
     describe_teacher,
-    needed_heads,
     teacher_features,
-    vmf_schedule,
 )
-from olivine_train.recipes.pretrain_terms import (
-    PairBatch,
-    PixelPlan,
-    build_terms,
-    pixel_features,
-    plan_pixels,
-    term_weights,
-)
+from olivine_train.recipes.pretrain_outputs import Head
+from olivine_train.recipes.pretrain_terms import PairBatch, PixelPlan, pixel_features, plan_pixels
+from olivine_train.recipes.pretrain_termset import ActiveTerms, TermSet
 
 __all__ = [
     "PretrainNet",
@@ -74,11 +73,10 @@ __all__ = [
     "Pretrainer",
     "describe_teacher",
     "run_pretrain",
-    "vmf_schedule",
 ]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PretrainStepOutput(StepOutput):
     """One step: the loop's :class:`StepOutput` plus the pairs each term drew, the chance level
     of each contrastive term on them, the sampled features (for the health measures) and the
@@ -88,8 +86,7 @@ class PretrainStepOutput(StepOutput):
     indices: dict[str, torch.Tensor] = field(default_factory=dict)
     features: dict[str, torch.Tensor] = field(default_factory=dict)
     chance: dict[str, float] = field(default_factory=dict)
-    batch: Any = None
-    vmf_was_frozen: bool = True  # the vMF prior's state before this step's update
+    batch: PretrainBatch
 
 
 @dataclass
@@ -105,33 +102,32 @@ class PretrainResult:
     health: HealthSummary | None = None
 
 
-class Pretrainer(JobBase):
-    """The models, prior, loss terms, data and optimiser of one pretraining run (a
-    :class:`.loop.LoopJob`).
+class Pretrainer(JobBase[PretrainBatch]):
+    """The models, loss terms, data and optimiser of one pretraining run (a
+    :class:`.loop.JobBase`).
     """
 
-    def __init__(self, cfg: Config, rt: Runtime, logger: RunLogger | None = None) -> None:
-        from olivine_data.labels import get_vocabulary
+    net: PretrainNet
 
+    def __init__(self, cfg: Config, rt: Runtime, logger: RunLogger | None = None) -> None:
         self.cfg, self.rt, self.logger = cfg, rt, logger
         self.vocab = get_vocabulary(cfg.data.vocabulary)
         self.ignore_index = self.vocab.unlabelled_id if cfg.loss.ignore_unlabelled else None
         self.counters = Counters()
+        self.active = ActiveTerms.of(cfg)  # the terms' weights, read once
         self.teacher = build_teacher(cfg, rt.device)
         self._build_network()
         self._build_data()
         self._build_optimisation()
         self._build_losses()
-        self._loader: torch.utils.data.DataLoader[Any] | None = None
+        self._loader: torch.utils.data.DataLoader[PretrainSample] | None = None
         self.health = HealthMonitor(cfg.health, self.total_steps)
         self.health_every = cfg.health.every or cfg.run.log_every
 
     # ------------------------------------------------------------------ building
     def _build_network(self) -> None:
-        from olivine_models import create_point_encoder
-
         cfg, rt = self.cfg, self.rt
-        heads = needed_heads(cfg)
+        heads = self.active.heads
         backbone = create_point_encoder(
             cfg.model.point_encoder,
             in_channels=cfg.model.in_channels,
@@ -142,9 +138,9 @@ class Pretrainer(JobBase):
             int(self.teacher.out_channels),  # type: ignore[arg-type]
             int(self.teacher.stride),  # type: ignore[arg-type]
             cfg.model.head_dim,
-            pp="pp" in heads,
-            sem_3d="sem_3d" in heads,
-            sem_2d="sem_2d" in heads,
+            pp=Head.PP in heads,
+            sem_3d=Head.SEM_3D in heads,
+            sem_2d=Head.SEM_2D in heads,
         ).to(rt.device)
         if cfg.model.sync_bn and rt.dist.distributed:
             if rt.device.type == "cuda":
@@ -153,26 +149,18 @@ class Pretrainer(JobBase):
                 print("[olivine-train] model.sync_bn ignored: torch SyncBatchNorm needs CUDA")
         self.model: nn.Module = self.net
         if rt.dist.distributed:
-            active = term_weights(cfg)
             self.model = nn.parallel.DistributedDataParallel(
                 self.net,
                 device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
-                # the sem 3D head gets no gradient while the vMF prior warms up without L_sup
-                find_unused_parameters="vmf" in active and "sup" not in active,
+                # a head only intermittently trained terms train gets no gradient at some steps
+                find_unused_parameters=self.active.find_unused_parameters,
             )
 
     def _build_data(self) -> None:
-        cfg, lo = self.cfg, self.cfg.loss
+        cfg = self.cfg
         self.collator = build_collator(cfg)
-        base = build_pretrain_dataset(cfg, "train")
-        if lo.superpixel_weight > 0 and lo.superpixel_source == "vfm_components":
-            from olivine_train.superpixels import ComponentSuperpixels
-
-            base = ComponentSuperpixels(base)
-        elif lo.superpixel_weight > 0 and lo.superpixel_source == "sam":
-            from olivine_train.superpixels import SamSuperpixels
-
-            base = SamSuperpixels(base)
+        raw = build_pretrain_dataset(cfg, "train", labels=self.active.needs_labels)
+        base = self.active.wrap_dataset(cfg, raw)
         self.dataset = SeededDataset(
             base, build_pretrain_transform(cfg), seed=cfg.run.seed, limit=cfg.data.max_samples
         )
@@ -187,31 +175,20 @@ class Pretrainer(JobBase):
         self.lr = cfg.optim.lr * lr_scale(cfg.optim, cfg.data.batch_size)
 
     def _build_losses(self) -> None:
-        from olivine_losses import VMFClassPrior, WeightedSum
-
         cfg, rt = self.cfg, self.rt
-        self.vmf_warmup, self.vmf_decay = vmf_schedule(cfg, self.total_steps)
-        group = None
-        if rt.dist.distributed:
-            import torch.distributed as dist
-
-            group = dist.group.WORLD
-        self.prior = VMFClassPrior(
-            len(self.vocab.class_names),
-            cfg.model.head_dim,
-            decay=self.vmf_decay,
-            warmup_steps=self.vmf_warmup,
-            bias_correction=cfg.loss.vmf_bias_correction,
-            freeze_max_cosine=cfg.loss.vmf_freeze_max_cosine,
-            process_group=group,
+        self.terms = TermSet(
+            cfg,
+            self.active,
+            class_names=tuple(self.vocab.class_names),
             ignore_index=self.ignore_index,
-        ).to(rt.device)
-        self.terms = build_terms(cfg, self.prior, self.ignore_index)
-        self.combine = WeightedSum(term_weights(cfg))
+            total_steps=self.total_steps,
+            device=rt.device,
+            process_group=dist.group.WORLD if rt.dist.distributed else None,
+        )
         self.pair_gen = torch.Generator().manual_seed(cfg.run.seed * 1000 + rt.dist.rank)
 
     # ------------------------------------------------------------------ one step
-    def compute(self, batch: Any) -> PretrainStepOutput:
+    def compute(self, batch: PretrainBatch) -> PretrainStepOutput:
         """Forward pass and loss decomposition for one collated :class:`PretrainBatch`."""
         cfg, rt = self.cfg, self.rt
         self.model.train()
@@ -234,8 +211,8 @@ class Pretrainer(JobBase):
             run_dir=rt.run_dir,
         )
         # every term draws its pairs first, so the 2D heads are evaluated at those pixels only
-        draws = {name: term.draw(pairs) for name, term in self.terms.items()}
-        plan = plan_pixels(self.terms, draws, batch.pair_pixels)
+        draws = self.terms.draw(pairs)
+        plan = plan_pixels(self.terms.terms, draws, batch.pair_pixels)
         full_map = cfg.model.image_head == "full_map"
         with rt.autocast():
             with torch.no_grad():
@@ -251,33 +228,30 @@ class Pretrainer(JobBase):
                 (int(images.shape[-2]), int(images.shape[-1])),
                 None if full_map else plan.pixels,
             )
-        pairs.out = {k: v.float() for k, v in out.items()}
-        was_frozen = self.prior.frozen
+        pairs.out = out = out.float()
         results = {
             name: term(pairs, draws[name], self._term_image(name, pairs, draws[name], plan))
-            for name, term in self.terms.items()
+            for name, term in self.terms.terms.items()
         }
-        out = pairs.out
-        total, parts = self.combine({name: r.loss for name, r in results.items()})
+        total, _ = self.terms.combine({name: r.loss for name, r in results.items()})
         feats: dict[str, torch.Tensor] = {}
-        for r in results.values():  # the first term's features win (L_sup's sem over the vMF's)
+        for r in results.values():  # per health name, the first term (in TERMS order) wins
             for k, v in r.features.items():
                 feats.setdefault(k, v)
         indices = {n: r.indices for n, r in results.items() if r.indices is not None}
         # backbone features at the first sampled pair set (all pairs if nothing is sampled)
         sampled = next(iter(indices.values()), None)
         pv = batch.pair_voxels
-        feats["backbone"] = out["backbone"][pv if sampled is None else pv[sampled]]
+        feats["backbone"] = out.backbone[pv if sampled is None else pv[sampled]]
         return PretrainStepOutput(
             total=total,
             terms={name: r.loss for name, r in results.items()},
             batch_size=int(batch.batch_size),
-            scalars={"pairs": float(num_pairs), **self._vmf_scalars(parts)},
+            scalars={"pairs": float(num_pairs), **self.terms.scalars()},
             indices=indices,
             features=feats,
             chance={n: r.chance for n, r in results.items() if r.chance is not None},
             batch=batch,
-            vmf_was_frozen=was_frozen,
         )
 
     def _term_image(
@@ -286,22 +260,14 @@ class Pretrainer(JobBase):
         """The features of a term's 2D head at its pairs: its rows of the sampled head output,
         or (``model.image_head: full_map``) gathered from the full-resolution map.
         """
-        head = self.terms[name].image_head
+        head = self.terms.terms[name].image_head
         if head is None:
             return None
-        q = pairs.out[f"q_{head}"]
+        q = pairs.outputs.image(head)
         if self.cfg.model.image_head == "full_map":
             px = pairs.pair_pixels if idx is None else pairs.pair_pixels[idx]
             return pixel_features(q, px)
         return q[plan.rows[name]]
-
-    def _vmf_scalars(self, parts: dict[str, torch.Tensor]) -> dict[str, float]:
-        if "vmf" not in parts:
-            return {}
-        out = {"vmf/active": float(self.prior.frozen)}
-        for c, kappa in enumerate(self.prior.kappa.tolist()):
-            out[f"vmf/kappa/{self.vocab.class_names[c]}"] = kappa
-        return out
 
     def after_step(self, out: StepOutput) -> dict[str, float]:
         """Health measures of the step just made, and the pairs image at its cadence."""
@@ -315,37 +281,27 @@ class Pretrainer(JobBase):
 
     def _observe_health(self, result: PretrainStepOutput) -> dict[str, float]:
         """Chance margins (every step), effective ranks (every ``health.every`` steps, the first
-        and the last) and the vMF direction statistics (while the prior updates).
+        and the last) and the terms' own measures (:meth:`.pretrain_terms._Term.observe_health`).
         """
         step = self.counters.step
         terms = {k: (float(result.terms[k].detach()), c) for k, c in result.chance.items()}
         out = self.health.observe_terms(step, terms)
         if step % self.health_every == 0 or step in (1, self.total_steps):
-            from olivine_losses.health import effective_rank
-
             ranks = {k: effective_rank(v) for k, v in result.features.items()}
             out.update(self.health.observe_ranks(step, ranks))
-        if "vmf" in self.terms and not result.vmf_was_frozen:
-            out.update(
-                self.health.observe_vmf(
-                    step,
-                    self.prior.direction_stats(),
-                    frozen_now=self.prior.frozen,
-                    warmup_end=self.vmf_warmup,
-                )
-            )
+        out.update(self.terms.observe_health(self.health, step))
         return out
 
     def summarize_health(self) -> HealthSummary:
         """The run's health summary (see :mod:`olivine_train.health`)."""
-        return self.health.summary(self.counters.step, vmf_active="vmf" in self.terms)
+        return self.terms.summarize(self.health, self.counters.step)
 
     # ------------------------------------------------------------------ loop hooks
     def start_epoch(self) -> None:
         self.dataset.set_epoch(self.counters.epoch)
         self.sampler.set_epoch(self.counters.epoch, self.counters.step_in_epoch)
 
-    def batches(self) -> torch.utils.data.DataLoader[Any]:
+    def batches(self) -> torch.utils.data.DataLoader[PretrainSample]:
         """The run's loader, built once: with ``data.num_workers > 0`` its workers persist
         across epochs (the sampler and :class:`SeededDataset` take each epoch through
         ``start_epoch``), pinned memory on CUDA. Augmentation and pair draws are seeded per
@@ -372,11 +328,11 @@ class Pretrainer(JobBase):
             broadcast_buffers(self.net)
 
     # ------------------------------------------------------------------ checkpoints
-    def state(self) -> dict[str, Any]:
+    def state(self) -> Checkpoint:
         return self.checkpoint(
             "pretrain",
             best_metric=None,
-            vmf={k: v.detach().cpu() for k, v in self.prior.state_dict().items()},
+            terms_state=self.terms.state_dict(),
             rng=capture_rng({"pairs": self.pair_gen}),
         ) | {"health": self.health.state_dict()}
 
@@ -394,7 +350,7 @@ class Pretrainer(JobBase):
             path, expect_kind="pretrain", expect_model=self.cfg.model.point_encoder
         )
         self.restore(ckpt, path)
-        load_strict(self.prior, ckpt["vmf"], f"{path}: vMF prior")
+        self.terms.load_state_dict(ckpt[TERMS_STATE_KEY], path)
         if "health" in ckpt:  # absent in checkpoints written before 0.2
             self.health.load_state_dict(ckpt["health"])
         if self.rt.dist.rank == 0:  # global RNGs (the checkpoint holds rank 0's)
@@ -413,8 +369,8 @@ def run_pretrain(cfg: Config, callbacks: list[StepCallback] | None = None) -> Pr
                 print(f"[olivine-train] resumed from {resumed} at step {trainer.counters.step}")
             logger.text(trainer.counters.step, "teacher", describe_teacher(cfg))
             if cfg.run.progress:
-                vmf = (trainer.vmf_warmup, trainer.vmf_decay) if "vmf" in trainer.terms else None
-                print(f"[olivine-train] {describe_run(cfg, trainer.lr, vmf)}")
+                notes = trainer.terms.describe()
+                print(f"[olivine-train] {describe_run(cfg, trainer.lr, notes)}")
         last = run_loop(trainer, logger, callbacks or [], "pretrain")
         trainer.export_backbone()
         health = trainer.summarize_health()
@@ -424,9 +380,7 @@ def run_pretrain(cfg: Config, callbacks: list[StepCallback] | None = None) -> Pr
             if cfg.run.progress:
                 print(f"[olivine-train] {format_summary(health)}")
         state = {k: v.detach().cpu().clone() for k, v in trainer.net.state_dict().items()}
-        state.update(
-            {f"vmf.{k}": v.detach().cpu().clone() for k, v in trainer.prior.state_dict().items()}
-        )
+        state.update(trainer.terms.export_state())
         return PretrainResult(
             run_dir=str(rt.run_dir),
             step=trainer.counters.step,

@@ -4,15 +4,19 @@ heads, the dataset and its augmentation, and the vMF schedule of a run.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from olivine_data import datasets, transforms
+from olivine_data.types import PretrainSample
+from olivine_models import ImageHead, PointHead, create_image_encoder
 from olivine_train.config import Config
-from olivine_train.recipes.common import kitti_sequences, nuscenes_scenes
-from olivine_train.recipes.pretrain_terms import TERMS, term_weights
+from olivine_train.recipes.common import Transform, kitti_sequences, nuscenes_scenes
+from olivine_train.recipes.pretrain_outputs import Head, PretrainOutputs
+from olivine_train.recipes.pretrain_termset import ActiveTerms
 
 __all__ = [
     "PretrainNet",
@@ -21,10 +25,7 @@ __all__ = [
     "build_teacher",
     "describe_run",
     "describe_teacher",
-    "needed_heads",
-    "needs_labels",
     "teacher_features",
-    "vmf_schedule",
 ]
 
 
@@ -44,8 +45,6 @@ class PretrainNet(nn.Module):
         sem_3d: bool,
         sem_2d: bool,
     ) -> None:
-        from olivine_models import ImageHead, PointHead
-
         super().__init__()
         self.backbone = backbone
         c3 = int(backbone.out_channels)  # type: ignore[arg-type]
@@ -64,45 +63,45 @@ class PretrainNet(nn.Module):
         batch_size: int,
         teacher_feats: torch.Tensor,
         image_size: tuple[int, int],
-        pixels: dict[str, torch.Tensor] | None = None,
-    ) -> dict[str, torch.Tensor]:
+        pixels: Mapping[Head, torch.Tensor] | None = None,
+    ) -> PretrainOutputs:
         """Backbone and 3D head voxel features, and the 2D heads' features.
 
-        ``pixels`` (``{"pp": (P, 3), "sem": (P', 3)}``, ``[image, row, col]``): each 2D head is
-        evaluated at those pixels only (:meth:`olivine_models.ImageHead.sample`), giving
+        ``pixels`` (``{Head.PP: (P, 3), Head.SEM_2D: (P', 3)}``, ``[image, row, col]``): each 2D
+        head is evaluated at those pixels only (:meth:`olivine_models.ImageHead.sample`), giving
         ``(P, D)`` rows -- what pretraining uses. ``None``: full-resolution ``(B, D, H, W)`` maps
         (inspection, and the reference the sampled path is tested against).
         """
         v = self.backbone(coords, feats, spatial_shape, batch_size)
-        out: dict[str, torch.Tensor] = {"backbone": v}
-        if self.point_pp is not None:
-            out["k_pp"] = self.point_pp(v)
-        if self.point_sem is not None:
-            out["k_sem"] = self.point_sem(v)
-        for name, head in (("pp", self.image_pp), ("sem", self.image_sem)):
-            if head is None:
-                continue
-            if pixels is None:
-                out[f"q_{name}"] = head(teacher_feats, output_size=image_size)
-            elif name in pixels:
-                out[f"q_{name}"] = head.sample(teacher_feats, pixels[name], image_size)
-        return out
+        k_pp = None if self.point_pp is None else self.point_pp(v)
+        k_sem = None if self.point_sem is None else self.point_sem(v)
+        return PretrainOutputs(
+            backbone=v,
+            k_pp=k_pp,
+            q_pp=self._image(Head.PP, teacher_feats, image_size, pixels),
+            k_sem=k_sem,
+            q_sem=self._image(Head.SEM_2D, teacher_feats, image_size, pixels),
+        )
 
-
-def needed_heads(cfg: Config) -> set[str]:
-    """The heads (``pp``, ``sem_3d``, ``sem_2d``) that the active loss terms use."""
-    return {h for name in term_weights(cfg) for h in TERMS[name].heads}
-
-
-def needs_labels(cfg: Config) -> bool:
-    """Whether an active term uses VFM labels (PPKT's L_PPNCE alone does not)."""
-    return any(TERMS[name].needs_labels for name in term_weights(cfg))
+    def _image(
+        self,
+        head: Head,
+        teacher_feats: torch.Tensor,
+        image_size: tuple[int, int],
+        pixels: Mapping[Head, torch.Tensor] | None,
+    ) -> torch.Tensor | None:
+        module = self.image_pp if head is Head.PP else self.image_sem
+        if module is None:
+            return None
+        if pixels is None:
+            return module(teacher_feats, output_size=image_size)  # type: ignore[no-any-return]
+        if head not in pixels:
+            return None
+        return module.sample(teacher_feats, pixels[head], image_size)  # type: ignore[no-any-return]
 
 
 def build_teacher(cfg: Config, device: torch.device) -> nn.Module:
     """The frozen image teacher (eval mode, no gradients) on ``device``."""
-    from olivine_models import create_image_encoder
-
     teacher = create_image_encoder(
         cfg.model.image_encoder,
         weights=cfg.model.image_weights,
@@ -126,14 +125,14 @@ def describe_teacher(cfg: Config) -> str:
     return f"{m.image_encoder} ({source}), frozen"
 
 
-def describe_run(cfg: Config, lr: float, vmf: tuple[int, float] | None) -> str:
-    """The start-of-run line: teacher, effective lr and the vMF schedule (when active)."""
+def describe_run(cfg: Config, lr: float, notes: list[str]) -> str:
+    """The start-of-run line: teacher, effective lr and the active terms' ``notes`` (the vMF
+    schedule: :meth:`.pretrain_termset.TermSet.describe`).
+    """
     text = f"teacher: {describe_teacher(cfg)}; lr {lr:g}"
     if cfg.optim.auto_scale_lr:
         text += " (auto-scaled)"
-    if vmf is not None:
-        text += f"; vMF warm-up {vmf[0]} steps, EMA {vmf[1]:g}"
-    return text
+    return "; ".join([text, *notes])
 
 
 def teacher_features(
@@ -156,34 +155,16 @@ def teacher_features(
     return F.interpolate(feats, size=grid, mode="bilinear", align_corners=False)
 
 
-def vmf_schedule(cfg: Config, total_steps: int) -> tuple[int, float]:
-    """The vMF prior's (warm-up updates, EMA factor) for a run of ``total_steps`` steps.
-
-    ``loss.vmf_warmup_fraction`` (short runs; then ``loss.vmf_warmup_steps`` is null) is that
-    fraction of the run; ``loss.vmf_decay: null`` ties the EMA factor to the warm-up as the
-    reference does (``1 - 1/warmup``: 0.9999 for 10,000 steps), at least 0.5.
+def build_pretrain_dataset(
+    cfg: Config, split: str = "train", *, labels: bool | None = None
+) -> datasets.NuScenesPretrainDataset | datasets.KittiPretrainDataset:
+    """The raw (un-augmented) pretraining dataset named by ``cfg.data``, with VFM labels when
+    ``labels`` (``None``: when an active loss term reads them, :class:`ActiveTerms`).
     """
-    lo = cfg.loss
-    if lo.vmf_warmup_fraction is not None:
-        warmup = max(1, round(lo.vmf_warmup_fraction * total_steps))
-    elif lo.vmf_warmup_steps is not None:
-        warmup = lo.vmf_warmup_steps
-    else:
-        raise ValueError("loss.vmf_warmup_steps / loss.vmf_warmup_fraction: set exactly one")
-    decay = lo.vmf_decay if lo.vmf_decay is not None else 1.0 - 1.0 / max(warmup, 2)
-    return warmup, decay
-
-
-def build_pretrain_dataset(cfg: Config, split: str = "train") -> Any:
-    """The raw (un-augmented) pretraining dataset named by ``cfg.data`` (with VFM labels only
-    when an active loss term uses them).
-    """
-    from olivine_data import datasets
-
     d = cfg.data
-    label_root = (
-        (d.label_root if d.label_root is not None else d.root) if needs_labels(cfg) else None
-    )
+    if labels is None:
+        labels = ActiveTerms.of(cfg).needs_labels
+    label_root = (d.label_root if d.label_root is not None else d.root) if labels else None
     if d.dataset == "nuscenes":
         scenes, named = nuscenes_scenes(cfg, split)
         return datasets.NuScenesPretrainDataset(
@@ -208,10 +189,8 @@ def build_pretrain_dataset(cfg: Config, split: str = "train") -> Any:
     )
 
 
-def build_pretrain_transform(cfg: Config) -> Any:
+def build_pretrain_transform(cfg: Config) -> Transform[PretrainSample]:
     """Seeded augmentation (``transform(sample, generator)``) or the plain resize."""
-    from olivine_data import transforms
-
     h, w = cfg.data.image_size
     if cfg.data.augment:
         return transforms.PretrainAugmentation(size=(h, w))

@@ -8,17 +8,23 @@ without ground-truth-0 points; mIoU is over classes ``1..K-1``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from olivine_data import datasets
+from olivine_data.collate import SegBatch
+from olivine_data.datasets import SEMANTICKITTI_CLASSES
+from olivine_data.labels import NUSCENES16
 from olivine_data.progress import progress_bar
+from olivine_data.types import SegSample
+from olivine_models import SegmentationHead
 from olivine_train.config import Config
 from olivine_train.metrics import ConfusionMatrix, SegmentationScores, mask_ignore_logits
-from olivine_train.recipes.common import Runtime, kitti_sequences, nuscenes_scenes
+from olivine_train.recipes.common import Runtime, SampleSource, kitti_sequences, nuscenes_scenes
 
 __all__ = [
     "CachedSample",
@@ -51,13 +57,11 @@ class SegNet(nn.Module):
     """Point encoder + per-voxel classifier."""
 
     def __init__(self, backbone: nn.Module, num_classes: int) -> None:
-        from olivine_models import SegmentationHead
-
         super().__init__()
         self.backbone = backbone
         self.classifier = SegmentationHead(int(backbone.out_channels), num_classes)  # type: ignore[arg-type]
 
-    def forward(self, batch: Any) -> torch.Tensor:
+    def forward(self, batch: SegBatch) -> torch.Tensor:
         feats = self.backbone(
             batch.voxel_coords,
             batch.voxel_features,
@@ -70,12 +74,8 @@ class SegNet(nn.Module):
 def class_names_for(cfg: Config) -> tuple[str, ...]:
     """Evaluation class names (index 0 = ignore) of the downstream dataset."""
     if cfg.data.dataset == "semantickitti":
-        from olivine_data.datasets import SEMANTICKITTI_CLASSES
-
         names = tuple(SEMANTICKITTI_CLASSES)
     else:
-        from olivine_data.labels import NUSCENES16
-
         names = tuple(NUSCENES16.class_names)
     if len(names) != cfg.downstream.num_classes:
         raise ValueError(
@@ -85,10 +85,10 @@ def class_names_for(cfg: Config) -> tuple[str, ...]:
     return names
 
 
-def build_seg_dataset(cfg: Config, split: str) -> Any:
+def build_seg_dataset(
+    cfg: Config, split: str
+) -> datasets.NuScenesSegDataset | datasets.SemanticKITTISegDataset:
     """The downstream dataset for ``split`` ("train" honours ``data.skip``; "val" uses all)."""
-    from olivine_data import datasets
-
     d = cfg.data
     skip = d.skip if split == "train" else 1
     if d.dataset == "nuscenes":
@@ -121,7 +121,7 @@ def format_scores(scores: SegmentationScores, title: str = "") -> str:
 @torch.no_grad()
 def evaluate_model(
     model: SegNet,
-    loader: Any,
+    loader: Iterable[SegBatch],
     num_classes: int,
     class_names: tuple[str, ...],
     rt: Runtime,
@@ -155,7 +155,12 @@ class CachedSample:
 
 @torch.no_grad()
 def cache_trunk_features(
-    backbone: nn.Module, dataset: Any, collate: Any, rt: Runtime, desc: str, progress: bool
+    backbone: nn.Module,
+    dataset: SampleSource[SegSample],
+    collate: Callable[[Sequence[SegSample]], SegBatch],
+    rt: Runtime,
+    desc: str,
+    progress: bool,
 ) -> list[CachedSample]:
     """Run the (eval-mode) trunk once per sample; features stay on the run device."""
     backbone.eval()
