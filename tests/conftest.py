@@ -113,6 +113,14 @@ def down_overrides_for() -> Callable[[Path, Path, str], list[str]]:
 
 
 @pytest.fixture(scope="session")
+def machinery() -> tuple[str, ...]:
+    """``MACHINERY`` as a fixture: a test module importing ``conftest`` by name can get
+    another folder's conftest.py, depending on which folders pytest was given.
+    """
+    return tuple(MACHINERY)
+
+
+@pytest.fixture(scope="session")
 def overrides_for() -> Callable[[Path, Path, str], list[str]]:
     """``overrides_for(world, out_dir, run_name)``: demo config shrunk to test size."""
     return tiny_overrides

@@ -9,18 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MACHINERY
 
 from olivine_train.cli import main
 from olivine_train.logging import read_jsonl
 
 
 def test_demo_prints_table_and_paths(
-    tiny_world: Path, tmp_path: Path, overrides_for: Any, capsys: pytest.CaptureFixture[str]
+    tiny_world: Path,
+    tmp_path: Path,
+    overrides_for: Any,
+    machinery: tuple[str, ...],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     # the shipped demo settings (pretrained teacher, scaled lr, vMF guard), shrunk to test size
     shrink = [o for o in overrides_for(tiny_world, tmp_path, "x") if "run." not in o]
-    shrink = [o for o in shrink if not o.startswith("data.root") and o not in MACHINERY]
+    shrink = [o for o in shrink if not o.startswith("data.root") and o not in machinery]
     code = main(
         [
             "demo",
