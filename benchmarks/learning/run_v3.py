@@ -629,6 +629,23 @@ def compare(res: dict[str, dict[int, dict[str, Any]]], a: str, b: str, s: Settin
     return {"a": a, "b": b, "seeds": seeds, "test": test, "gate_fails": fails, "gate_ok": gate_ok}
 
 
+LABEL_HYPOTHESES = ("sup_vfm > ppkt", "olivine_paper > ppkt")  # H1, H4
+
+
+def control_rules(key: str, verdict: str, controls: dict[str, str]) -> str:
+    """PROTOCOL_v3.md's control rules applied to one primary verdict (controls come first)."""
+    if not controls.get("ceiling > ppkt", "").startswith("confirmed"):
+        return f"inconclusive (insensitive: no dynamic range; alone: {verdict})"
+    if key in LABEL_HYPOTHESES:
+        if verdict.startswith("refuted") and not controls.get("sup_gt > ppkt", "").startswith(
+            "confirmed"
+        ):
+            return f"inconclusive (insensitive: positive control failed; alone: {verdict})"
+        if controls.get("sup_shuffled > ppkt", "").startswith("confirmed"):
+            return f"{verdict} (negative control also beat PPKT: not the labels' content)"
+    return verdict
+
+
 def table(work: Path, out_md: Path) -> str:
     s, lrs = settings_from(work)
     res: dict[str, dict[int, dict[str, Any]]] = {}
@@ -714,6 +731,8 @@ def table(work: Path, out_md: Path) -> str:
             t = c["test"]
             verdict = v2.outcome(t, pa, c["gate_ok"], s) if t.get("n", 0) else "not run"  # type: ignore[arg-type]
             key = f"{c['a']} > {c['b']}"
+            if fam is PRIMARY:
+                verdict = control_rules(key, verdict, verdicts)
             verdicts[key] = verdict
             ci = t.get("ci")
             lines.append(
@@ -730,7 +749,7 @@ def table(work: Path, out_md: Path) -> str:
         "Control verdicts:",
         f"- dynamic range (ceiling > PPKT): **{'passed' if ceiling_ok else 'FAILED'}**",
         f"- positive control (GT labels > PPKT): **{'passed' if positive_ok else 'FAILED'}**"
-        + ("" if positive_ok else " — label hypotheses H1-H4 read as 'insensitive' at best"),
+        + ("" if positive_ok else " — a 'refuted' H1/H4 reads 'inconclusive (insensitive)'"),
         f"- negative control (shuffled labels not > PPKT): "
         f"**{'passed' if negative_ok else 'FAILED'}**",
     ]
