@@ -706,6 +706,21 @@ def table(work: Path, out_md: Path) -> str:
             f"{statistics.mean(vals):.2f} ± {v2.fmt(sd)} | {per} | {passed} | "
             f"{min(iters)}–{max(iters)} |"
         )
+    # probe (and run) noise: the pilot ran some identical configurations in both stages
+    twins = {(r["arm"], r["seed"], r["lr"], r["steps"]): miou(r) for r in load(work, "pilot_range")}
+    repeat = [
+        (key, twins[key], miou(r))
+        for r in load(work, "pilot_lr")
+        if (key := (r["arm"], r["seed"], r["lr"], r["steps"])) in twins
+    ]
+    if repeat:
+        worst = max(abs(a - b) for _, a, b in repeat)
+        lines += [
+            "",
+            f"Probe and run noise: {len(repeat)} configurations ran twice in the pilot "
+            f"({', '.join(k[0] for k, _, _ in repeat)}); largest mIoU difference {worst:.4f} "
+            "(pretraining and probe are deterministic; the probe's objective is strictly convex).",
+        ]
     conv = [r["probe"] for a in res.values() for r in a.values()]
     largest = max((p["max_abs_grad"] for p in conv), default=0.0)
     lines += [
