@@ -104,9 +104,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_runtime(cfg: Config) -> Runtime:
+def make_runtime(cfg: Config, *, create_run_dir: bool = True) -> Runtime:
     """Process group (under torchrun), device, dtype, seeds; rank 0 creates the run folder
-    (``loop.open_run`` locks it and writes ``config.yaml``).
+    (``loop.open_run`` locks it and writes ``config.yaml``) unless ``create_run_dir`` is false
+    (evaluation, which writes nothing). The one place a :class:`Runtime` is built.
     """
     if cfg.run.num_threads is not None:
         torch.set_num_threads(cfg.run.num_threads)
@@ -116,7 +117,7 @@ def make_runtime(cfg: Config) -> Runtime:
     if cfg.run.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     run_dir = cfg.run_dir
-    if info.is_main:
+    if info.is_main and create_run_dir:
         run_dir.mkdir(parents=True, exist_ok=True)
     return Runtime(dist=info, device=info.device, amp_dtype=amp, run_dir=run_dir)
 

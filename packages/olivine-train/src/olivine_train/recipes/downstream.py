@@ -22,17 +22,16 @@ from torch import nn
 from olivine_data.collate import SegBatch
 from olivine_data.transforms import SegAugmentation
 from olivine_data.types import SegSample
-from olivine_models import create_point_encoder, load_matching_state
+from olivine_models import create_point_encoder
 from olivine_train.checkpoint import (
     Checkpoint,
     capture_rng,
-    load_backbone_state,
     load_checkpoint,
     load_strict,
     restore_rng,
 )
 from olivine_train.config import Config, merge, parse_overrides, validate
-from olivine_train.distributed import cleanup, resolve_dtype, setup
+from olivine_train.distributed import cleanup
 from olivine_train.logging import RunLogger
 from olivine_train.metrics import ConfusionMatrix, SegmentationScores, cross_entropy_lovasz
 from olivine_train.preemption import worker_ignores_stop_signals
@@ -44,6 +43,7 @@ from olivine_train.recipes.common import (
     build_collator,
     build_sampler,
     describe_student,
+    make_runtime,
 )
 from olivine_train.recipes.loop import (
     Counters,
@@ -61,6 +61,7 @@ from olivine_train.recipes.segmentation import (
     class_names_for,
     evaluate_model,
     format_scores,
+    load_pretrained_backbone,
     score_points,
 )
 
@@ -140,22 +141,10 @@ class Downstream(JobBase[DownstreamBatch]):
 
     def _load_pretrained(self, backbone: nn.Module) -> str:
         """Load ``downstream.pretrained`` into ``backbone``; returns the load report."""
-        cfg, path = self.cfg, self.cfg.downstream.pretrained
-        if path is None:
-            return "random initialisation (downstream.pretrained is null)"
-        state, name = load_backbone_state(path)
-        if name is not None and name != cfg.model.point_encoder:
-            raise ValueError(
-                f"downstream.pretrained: {path} holds a {name!r} backbone but "
-                f"model.point_encoder is {cfg.model.point_encoder!r}"
-            )
-        # refuses (ValueError naming the file) when only BatchNorm counters would match
-        report = load_matching_state(
-            backbone,
-            state,
-            source=f"downstream.pretrained={path} (for {cfg.model.point_encoder!r})",
+        cfg = self.cfg
+        return load_pretrained_backbone(
+            backbone, cfg.downstream.pretrained, cfg.model.point_encoder
         )
-        return f"{path}: {report.summary()}"
 
     def _param_groups(self) -> list[ParamGroup]:
         """Classifier at ``lr_head`` (``lr`` when probing or unset), trunk at ``lr``."""
@@ -348,13 +337,8 @@ def run_evaluate(checkpoint: str, overrides: list[str] | None = None) -> Downstr
     if overrides:
         raw = merge(raw, parse_overrides(overrides))
     cfg = validate(raw, source=f"{checkpoint} (embedded config)")
-    info = setup(cfg.run.device)  # no run folder: evaluation writes nothing
-    rt = Runtime(
-        dist=info,
-        device=info.device,
-        amp_dtype=resolve_dtype(cfg.run.precision, info.device),
-        run_dir=cfg.run_dir,
-    )
+    rt = make_runtime(cfg, create_run_dir=False)  # evaluation writes nothing
+    info = rt.dist
     try:
         backbone = create_point_encoder(
             cfg.model.point_encoder,

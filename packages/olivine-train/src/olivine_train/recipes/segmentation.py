@@ -21,7 +21,8 @@ from olivine_data.datasets import SEMANTICKITTI_CLASSES
 from olivine_data.labels import NUSCENES16
 from olivine_data.progress import progress_bar
 from olivine_data.types import SegSample
-from olivine_models import SegmentationHead
+from olivine_models import SegmentationHead, load_matching_state
+from olivine_train.checkpoint import load_backbone_state
 from olivine_train.config import Config
 from olivine_train.metrics import ConfusionMatrix, SegmentationScores, mask_ignore_logits
 from olivine_train.recipes.common import Runtime, SampleSource, kitti_sequences, nuscenes_scenes
@@ -34,6 +35,7 @@ __all__ = [
     "class_names_for",
     "evaluate_model",
     "format_scores",
+    "load_pretrained_backbone",
     "score_points",
 ]
 
@@ -51,6 +53,26 @@ def score_points(
         raise ValueError("evaluation samples have no point labels")
     pred_voxel = mask_ignore_logits(voxel_logits.float(), 0).argmax(1)
     cm.update(pred_voxel[point_to_voxel], point_labels)
+
+
+def load_pretrained_backbone(backbone: nn.Module, path: str | None, point_encoder: str) -> str:
+    """Load the trunk weights at ``path`` (``backbone.pt``, a pretraining ``last.pt``/``best.pt``
+    or a plain state dict) into ``backbone``; returns the load report. ``None``: nothing is
+    loaded (a random trunk).
+    """
+    if path is None:
+        return "random initialisation (downstream.pretrained is null)"
+    state, name = load_backbone_state(path)
+    if name is not None and name != point_encoder:
+        raise ValueError(
+            f"downstream.pretrained: {path} holds a {name!r} backbone but "
+            f"model.point_encoder is {point_encoder!r}"
+        )
+    # refuses (ValueError naming the file) when only BatchNorm counters would match
+    report = load_matching_state(
+        backbone, state, source=f"downstream.pretrained={path} (for {point_encoder!r})"
+    )
+    return f"{path}: {report.summary()}"
 
 
 class SegNet(nn.Module):
