@@ -4,7 +4,7 @@ perfect labels), then asks what VFM labels, the vMF prior and DCAS add over PPKT
 The protocol is ``PROTOCOL_v3.md`` next to this file (committed before any v3 result); this
 script implements it and pins every setting in ``Settings``, ``PINNED`` and ``ARMS``, stored in
 every result file. It reuses v2's world export, label stores, gate and statistics
-(``run_v2.py``); what is new:
+(``common.py``, ``stats.py``); what is new:
 
 * a **converged linear probe**: the frozen trunk's voxel features (eval mode) of the training
   split, standardised with the training mean/sd, and a multinomial logistic regression (L2) fitted
@@ -16,28 +16,27 @@ every result file. It reuses v2's world export, label stores, gate and statistic
   for the same number of steps as pretraining, then probed like every other trunk;
 * arms that change one thing each, an lr grid per arm on the pilot, 8 paired seeds.
 
-    python benchmarks/learning/run_v3.py --pilot range     # pilot stage A: steps vs dynamic range
-    python benchmarks/learning/run_v3.py --pilot lr        # pilot stage B: lr grid per arm
-    python benchmarks/learning/run_v3.py                   # main runs (resumable), then --table
-    python benchmarks/learning/run_v3.py --table           # results_v3.md from the JSONs
+    python -m benchmarks.learning.run_v3 --pilot range     # pilot stage A: steps vs dynamic range
+    python -m benchmarks.learning.run_v3 --pilot lr        # pilot stage B: lr grid per arm
+    python -m benchmarks.learning.run_v3                   # main runs (resumable), then --table
+    python -m benchmarks.learning.run_v3 --table           # results_v3.md from the JSONs
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from benchmarks import harness
+from benchmarks.learning import common, stats
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import run_v2 as v2  # noqa: E402  (world export, label stores, gate, statistics)
 
 DEFAULT_WORK = HERE / "work_v3"
 
@@ -81,7 +80,7 @@ STEP_CHOICES = (48, 96, 192)
 LR_GRID = (0.5, 1.0, 2.0)  # base lr for a batch of 16, auto-scaled to the batch of 2 (x 1/8)
 PROVISIONAL_LR = 1.0  # v2's choice, used in pilot stage A only
 
-PINNED: tuple[str, ...] = (*v2.PINNED, "model.image_head=pairs")
+PINNED: tuple[str, ...] = (*common.PINNED, "model.image_head=pairs")
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ class Arm:
     what: str = ""
 
     @property
-    def pretrain(self) -> bool:  # what v2.gate reads
+    def pretrain(self) -> bool:  # what common.gate reads
         return self.kind == "pretrain"
 
 
@@ -206,120 +205,33 @@ def arm_lr(arm: str, lrs: dict[str, float]) -> float:
 # probe
 
 
-def _runtime(run_dir: Path) -> Any:
-    import torch
-
-    from olivine_train.distributed import DistInfo
-    from olivine_train.recipes.common import Runtime
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return Runtime(
-        dist=DistInfo(0, 1, 0, torch.device("cpu")),
-        device=torch.device("cpu"),
-        amp_dtype=None,
-        run_dir=run_dir,
-    )
-
-
 def probe_cfg(pre: Any, backbone: str | None) -> Any:
     from olivine_train.recipes.demo import probe_config
 
     return probe_config(pre, "probe", backbone)
 
 
-def calibrate_bn(job: Any) -> int:
-    """Exact BN statistics of the (random) trunk over one pass of the training split."""
-    import torch
-
-    bns = [
-        m
-        for m in job.net.backbone.modules()
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-    ]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    job.net.backbone.train()
-    n = 0
-    with torch.no_grad():
-        for i in range(len(job.train_set)):
-            batch = job.collator.seg([job.train_set[i]])
-            job.net.backbone(
-                batch.voxel_coords, batch.voxel_features, tuple(batch.spatial_shape), 1
-            )
-            n += 1
-    job.net.backbone.eval()
-    return n
+PROBE_FIELDS = (
+    "scores", "train_voxels", "feature_dim", "loss", "max_abs_grad", "iterations", "converged",
+    "bn_calibration_samples", "cache_s", "fit_s",
+)  # fmt: skip
 
 
-def converged_probe(cfg: Any, s: Settings, seed: int, calibrate: bool = False) -> dict[str, Any]:
-    """Standardised features + L2 multinomial logistic regression fitted by L-BFGS."""
-    import torch
+def converged_probe(cfg: Any, s: Settings, calibrate: bool = False) -> dict[str, Any]:
+    """``olivine-train probe`` with the protocol's settings (``run.seed`` seeds a random trunk);
+    the record is also written to ``<probe run folder>/probe.json``.
+    """
+    from olivine_train.recipes.probe import ProbeSettings, run_probe
 
-    from olivine_train.metrics import ConfusionMatrix
-    from olivine_train.recipes.downstream import Downstream
-    from olivine_train.recipes.segmentation import score_points
-
-    torch.manual_seed(seed)
-    job = Downstream(cfg, _runtime(cfg.run_dir))
-    calibrated = calibrate_bn(job) if calibrate else 0
-    t0 = time.perf_counter()
-    job.prepare_cache()
-    cache_s = time.perf_counter() - t0
-    train, val = job.train_cache or [], job.val_cache or []
-    dtype = getattr(torch, s.probe_dtype)
-    x = torch.cat([c.features for c in train]).to(dtype)
-    y = torch.cat([c.voxel_labels for c in train])
-    keep = y > 0
-    x, y = x[keep], y[keep]
-    mean, sd = x.mean(0), x.std(0).clamp_min(1e-6)
-    z = (x - mean) / sd
-    k = int(cfg.downstream.num_classes)
-    w = torch.zeros(z.shape[1], k, dtype=dtype, requires_grad=True)
-    b = torch.zeros(k, dtype=dtype, requires_grad=True)
-    mask = torch.zeros(k, dtype=dtype)
-    mask[0] = -math.inf  # class 0 is "ignore": never predicted
-    opt = torch.optim.LBFGS(
-        [w, b],
-        lr=1.0,
+    settings = ProbeSettings(
+        l2=s.probe_l2,
+        tolerance=s.probe_tol,
         max_iter=s.probe_max_iter,
-        tolerance_grad=s.probe_tol,
-        tolerance_change=1e-12,
-        history_size=20,
-        line_search_fn="strong_wolfe",
+        dtype=s.probe_dtype,
+        calibrate_bn=calibrate,
     )
-
-    def objective() -> torch.Tensor:
-        opt.zero_grad()
-        logits = z @ w + b + mask
-        loss = torch.nn.functional.cross_entropy(logits, y) + 0.5 * s.probe_l2 * (w * w).sum()
-        loss.backward()
-        return loss
-
-    t1 = time.perf_counter()
-    opt.step(objective)
-    fit_s = time.perf_counter() - t1
-    loss = float(objective().detach())
-    grad = max(float(w.grad.abs().max()), float(b.grad.abs().max()))
-    iters = int(opt.state[opt._params[0]]["n_iter"])
-    cm = ConfusionMatrix(k, ignore_index=0)
-    with torch.no_grad():
-        for c in val:
-            logits = ((c.features.to(dtype) - mean) / sd) @ w + b
-            score_points(cm, logits.float(), c.point_to_voxel, c.point_labels)
-    scores = cm.scores(job.class_names)
-    return {
-        "scores": v2.scores_record(scores),
-        "train_voxels": int(z.shape[0]),
-        "feature_dim": int(z.shape[1]),
-        "loss": loss,
-        "max_abs_grad": grad,
-        "iterations": iters,
-        "converged": grad <= s.probe_tol,
-        "bn_calibration_samples": calibrated,
-        "cache_s": round(cache_s, 2),
-        "fit_s": round(fit_s, 2),
-    }
+    record = run_probe(cfg, settings, strict=False).record
+    return {k: record[k] for k in PROBE_FIELDS}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -352,7 +264,7 @@ def overrides_for(
 def label_root(arm: Arm, work: Path, world: Path, world_seed: int) -> str | None:
     if arm.kind != "pretrain":
         return None
-    return v2.label_root(arm, work, world, world_seed)  # type: ignore[arg-type]
+    return common.label_root(arm, work, world, world_seed)  # type: ignore[arg-type]
 
 
 def ceiling_backbone(pre: Any, run_root: Path, s: Settings) -> tuple[str, dict[str, Any]]:
@@ -408,7 +320,7 @@ def run_one(
     from olivine_train.recipes.pretrain import run_pretrain
 
     t0 = time.perf_counter()
-    world = v2.ensure_world(s, work, world_seed)  # type: ignore[arg-type]
+    world = common.ensure_world(s, work, world_seed)  # type: ignore[arg-type]
     labels = label_root(arm, work, world, world_seed)
     run_root = work / "runs" / tag / arm.name / f"seed{seed}_lr{lr:g}_s{s.steps}"
     overrides = overrides_for(s, arm, world, labels, run_root, seed, lr)
@@ -435,15 +347,15 @@ def run_one(
         rec["pretrain_s"] = round(time.perf_counter() - t1, 2)
         rec["s_per_step"] = round(rec["pretrain_s"] / max(pre.step, 1), 4)
         rec["health"] = pre.health.to_dict() if pre.health is not None else None
-        rec["curves"] = v2.curves(Path(pre.run_dir))
+        rec["curves"] = common.curves(Path(pre.run_dir))
         backbone = str(Path(pre.run_dir) / "backbone.pt")
     elif arm.kind == "ceiling":
         backbone, info = ceiling_backbone(cfg, run_root, s)
         rec.update(info)
-    rec["gate"] = v2.gate(arm, rec.get("health"), s)  # type: ignore[arg-type]
+    rec["gate"] = common.gate(arm, rec.get("health"), s)  # type: ignore[arg-type]
     probe = probe_cfg(cfg, backbone)
     t2 = time.perf_counter()
-    rec["probe"] = converged_probe(probe, s, seed, calibrate=arm.kind == "random")
+    rec["probe"] = converged_probe(probe, s, calibrate=arm.kind == "random")
     rec["probe_s"] = round(time.perf_counter() - t2, 2)
     rec["probe_config"] = config_to_dict(probe)
     rec["wall_s"] = round(time.perf_counter() - t0, 2)
@@ -459,15 +371,15 @@ def result_path(work: Path, tag: str, arm: str, seed: int, lr: float, steps: int
 
 
 def run_jobs(jobs: list[tuple[str, int, int, float, Settings]], work: Path, tag: str) -> None:
-    snap = v2.snapshot_info()
+    snap = harness.environment()
     todo = [j for j in jobs if not result_path(work, tag, j[0], j[1], j[3], j[4].steps).is_file()]
-    v2.log(f"{tag}: {len(jobs) - len(todo)} of {len(jobs)} runs done, {len(todo)} to go")
+    harness.log(f"{tag}: {len(jobs) - len(todo)} of {len(jobs)} runs done, {len(todo)} to go")
     for i, (arm, seed, world_seed, lr, s) in enumerate(todo, 1):
         t0 = time.perf_counter()
         rec = run_one(s, work, ARMS[arm], seed, world_seed, tag, lr, snap)
-        v2.atomic_json(result_path(work, tag, arm, seed, lr, s.steps), rec)
+        harness.atomic_json(result_path(work, tag, arm, seed, lr, s.steps), rec)
         p = rec["probe"]
-        v2.log(
+        harness.log(
             f"[{i}/{len(todo)}] {tag} {arm} seed {seed} lr {lr:g} S {s.steps}: probe "
             f"{100 * p['scores']['miou_present']:.2f} (iters {p['iterations']}, grad "
             f"{p['max_abs_grad']:.1e}), gate {'ok' if rec['gate']['passed'] else 'FAIL'}, "
@@ -487,14 +399,6 @@ def miou(rec: dict[str, Any]) -> float:
     return 100 * rec["probe"]["scores"]["miou_present"]
 
 
-def mde(sd_diff: float, n: int, alpha: float, power: float) -> float:
-    """Minimum detectable mean paired difference (one-sided paired t, normal-t approximation)."""
-    from scipy import stats
-
-    t = stats.t.ppf(1 - alpha, n - 1) + stats.t.ppf(power, n - 1)
-    return float(t) * sd_diff / math.sqrt(n)
-
-
 def range_decision(work: Path, s: Settings) -> dict[str, Any]:
     """Pilot stage A's rule (PROTOCOL_v3.md): the smallest S with ceiling - PPKT >= 3 x MDE."""
     recs = load(work, "pilot_range")
@@ -510,7 +414,7 @@ def range_decision(work: Path, s: Settings) -> dict[str, Any]:
             continue
         d = [by["ceiling"][k] - by["ppkt"][k] for k in seeds]
         sd = max(statistics.stdev(d), 0.5)
-        m = mde(sd, s.main_seeds, alpha, s.power)
+        m = stats.mde(sd, s.main_seeds, alpha, s.power)
         times = [r["wall_s"] for r in recs if r["steps"] == steps]
         rows.append(
             {
@@ -588,7 +492,7 @@ def pilot(work: Path, stage: str) -> None:
         print(json.dumps(dec, indent=2))
         if dec["chosen"] is None:
             raise SystemExit("no step count reaches the dynamic range: stop (PROTOCOL_v3.md)")
-        v2.atomic_json(decisions_path(work), {"steps": dec["chosen"], "range": dec, "lrs": {}})
+        harness.atomic_json(decisions_path(work), {"steps": dec["chosen"], "range": dec, "lrs": {}})
         return
     dec = json.loads(decisions_path(work).read_text())
     s = replace(SETTINGS, steps=int(dec["steps"]))
@@ -598,7 +502,7 @@ def pilot(work: Path, stage: str) -> None:
     lrs = lr_decision(work)
     dec["lr_grid"] = lrs
     dec["lrs"] = {a: v["lr"] for a, v in lrs.items()}
-    v2.atomic_json(decisions_path(work), dec)
+    harness.atomic_json(decisions_path(work), dec)
     print(json.dumps(lrs, indent=2))
 
 
@@ -620,172 +524,25 @@ def main_jobs(s: Settings, lrs: dict[str, float]) -> list[tuple[str, int, int, f
     return jobs
 
 
-def compare(res: dict[str, dict[int, dict[str, Any]]], a: str, b: str, s: Settings) -> Any:
-    seeds = sorted(set(res.get(a, {})) & set(res.get(b, {})))
-    ra, rb = res.get(a, {}), res.get(b, {})
-    test = v2.paired_test([miou(ra[k]) for k in seeds], [miou(rb[k]) for k in seeds], s.sesoi)
-    fails = {x: [k for k in seeds if not r[k]["gate"]["passed"]] for x, r in ((a, ra), (b, rb))}
-    gate_ok = all(len(v) < max(2, math.ceil(0.25 * len(seeds))) for v in fails.values())
-    return {"a": a, "b": b, "seeds": seeds, "test": test, "gate_fails": fails, "gate_ok": gate_ok}
-
-
-LABEL_HYPOTHESES = ("sup_vfm > ppkt", "olivine_paper > ppkt")  # H1, H4
-
-
-def control_rules(key: str, verdict: str, controls: dict[str, str]) -> str:
-    """PROTOCOL_v3.md's control rules applied to one primary verdict (controls come first)."""
-    if not controls.get("ceiling > ppkt", "").startswith("confirmed"):
-        return f"inconclusive (insensitive: no dynamic range; alone: {verdict})"
-    if key in LABEL_HYPOTHESES:
-        if verdict.startswith("refuted") and not controls.get("sup_gt > ppkt", "").startswith(
-            "confirmed"
-        ):
-            return f"inconclusive (insensitive: positive control failed; alone: {verdict})"
-        if controls.get("sup_shuffled > ppkt", "").startswith("confirmed"):
-            return f"{verdict} (negative control also beat PPKT: not the labels' content)"
-    return verdict
-
-
-def table(work: Path, out_md: Path) -> str:
+def rerun(work: Path, scratch: Path, arm: str, seed: int) -> int:
+    """Re-run main run (``arm``, ``seed``) with the current code into ``scratch``; 0 when its probe
+    mIoU equals the stored result's to the last digit.
+    """
     s, lrs = settings_from(work)
-    res: dict[str, dict[int, dict[str, Any]]] = {}
-    for rec in load(work, "main"):
-        rec["gate"] = v2.gate(ARMS[rec["arm"]], rec.get("health"), s)  # type: ignore[arg-type]
-        res.setdefault(rec["arm"], {})[int(rec["seed"])] = rec
-    dec = json.loads(decisions_path(work).read_text())
-    lines = [
-        "# Learning benchmark v3 (pre-registered; synthetic world, 2-core CPU)",
-        "",
-        "Protocol: [PROTOCOL_v3.md](PROTOCOL_v3.md), committed before any v3 result. Regenerate: "
-        "`python benchmarks/learning/run_v3.py --table`.",
-        "",
-    ]
-    snaps = sorted({r["snapshot"].get("commit", "?") for a in res.values() for r in a.values()})
-    total = sum(r["wall_s"] for a in res.values() for r in a.values())
-    n_runs = sum(len(a) for a in res.values())
-    lines.append(
-        f"Code snapshot(s): {', '.join(snaps)}. {n_runs} finished runs, {total / 60:.1f} min of "
-        f"run time. Steps S = {s.steps} (pilot stage A), student `{s.point_encoder}`, batch 2."
+    lr = arm_lr(arm, lrs)
+    stored = json.loads(result_path(work, "main", arm, seed, lr, s.steps).read_text())
+    scratch.mkdir(parents=True, exist_ok=True)
+    rec = run_one(s, scratch, ARMS[arm], seed, s.world_seed_offset + seed, "main", lr,
+                  harness.environment())  # fmt: skip
+    harness.atomic_json(result_path(scratch, "main", arm, seed, lr, s.steps), rec)
+    old, new = stored["probe"]["scores"]["miou_present"], rec["probe"]["scores"]["miou_present"]
+    same = old == new
+    print(
+        f"{arm} seed {seed}: stored mIoU {100 * old!r} ({stored['snapshot'].get('commit')}), "
+        f"re-run {100 * new!r} ({rec['snapshot'].get('commit')}): "
+        + ("identical" if same else f"DIFFERENT by {100 * (new - old):+.6f}")
     )
-    lines += ["", "## Pilot", "", "Stage A (steps vs dynamic range; 3 pilot worlds, lr 1.0):", ""]
-    lines.append("| S | ppkt | ceiling | range | sd diff | MDE (n=8) | 3×MDE reached | s/run |")
-    lines.append("|---|---|---|---|---|---|---|---|")
-    for r in dec["range"]["rows"]:
-        lines.append(
-            f"| {r['steps']} | {r['ppkt']:.2f} | {r['ceiling']:.2f} | {r['range']:.2f} | "
-            f"{r['sd_diff']:.2f} | {r['mde']:.2f} | {'yes' if r['ok'] else 'no'} | "
-            f"{r['mean_run_s']:.0f} |"
-        )
-    lines += ["", "Stage B (base lr grid per arm, pilot world 1000; probe mIoU, gate):", ""]
-    lines.append("| arm | " + " | ".join(f"lr {x:g}" for x in LR_GRID) + " | chosen |")
-    lines.append("|---|" + "---|" * (len(LR_GRID) + 1))
-    for arm, v in sorted(dec.get("lr_grid", {}).items()):
-        cells = []
-        for x in LR_GRID:
-            m, ok = v["grid"].get(f"{x:g}", (None, None))
-            cells.append("—" if m is None else f"{m:.2f}{'' if ok else '✗'}")
-        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {v['lr']:g} {v['flag']} |")
-    lines += ["", "## Linear-probe mIoU per arm (converged probe)", ""]
-    lines.append(
-        "| arm | role | lr | seeds | mIoU mean ± sd | per seed | gate pass | probe iters |"
-    )
-    lines.append("|---|---|---|---|---|---|---|---|")
-    for arm in (*MAIN_ARMS, *DOSE_ARMS):
-        r = res.get(arm, {})
-        if not r:
-            continue
-        vals = [miou(r[k]) for k in sorted(r)]
-        sd = statistics.stdev(vals) if len(vals) > 1 else math.nan
-        per = ", ".join(
-            f"{miou(r[k]):.1f}{'' if r[k]['gate']['passed'] else '✗'}" for k in sorted(r)
-        )
-        passed = sum(r[k]["gate"]["passed"] for k in r) if ARMS[arm].pretrain else "—"
-        iters = [r[k]["probe"]["iterations"] for k in r]
-        lines.append(
-            f"| {arm} | {ARMS[arm].role} | {arm_lr(arm, lrs):g} | {len(vals)} | "
-            f"{statistics.mean(vals):.2f} ± {v2.fmt(sd)} | {per} | {passed} | "
-            f"{min(iters)}–{max(iters)} |"
-        )
-    # probe (and run) noise: the pilot ran some identical configurations in both stages
-    twins = {(r["arm"], r["seed"], r["lr"], r["steps"]): miou(r) for r in load(work, "pilot_range")}
-    repeat = [
-        (key, twins[key], miou(r))
-        for r in load(work, "pilot_lr")
-        if (key := (r["arm"], r["seed"], r["lr"], r["steps"])) in twins
-    ]
-    if repeat:
-        worst = max(abs(a - b) for _, a, b in repeat)
-        lines += [
-            "",
-            f"Probe and run noise: {len(repeat)} configurations ran twice in the pilot "
-            f"({', '.join(k[0] for k, _, _ in repeat)}); largest mIoU difference {worst:.4f} "
-            "(pretraining and probe are deterministic; the probe's objective is strictly convex).",
-        ]
-    conv = [r["probe"] for a in res.values() for r in a.values()]
-    largest = max((p["max_abs_grad"] for p in conv), default=0.0)
-    lines += [
-        "",
-        f"Probe convergence: {sum(p['converged'] for p in conv)}/{len(conv)} fits reached max "
-        f"|gradient| ≤ {s.probe_tol:g} (largest {largest:.1e}).",
-    ]
-    verdicts: dict[str, str] = {}
-    for title, fam, adjust in (
-        ("Controls (unadjusted)", CONTROLS, False),
-        ("Primary hypotheses (Holm over the family)", PRIMARY, True),
-        ("Secondary (unadjusted)", SECONDARY, False),
-    ):
-        comps = [compare(res, a, b, s) for a, b in fam]
-        ps = [c["test"].get("p", math.nan) for c in comps]
-        adj = v2.holm(ps) if adjust else ps
-        lines += ["", f"## {title}", ""]
-        lines.append(
-            "| comparison | n | mean diff | sd | 95 % CI | seeds a > b | p | p adj | verdict |"
-        )
-        lines.append("|---|---|---|---|---|---|---|---|---|")
-        for c, pa in zip(comps, adj, strict=True):
-            t = c["test"]
-            verdict = v2.outcome(t, pa, c["gate_ok"], s) if t.get("n", 0) else "not run"  # type: ignore[arg-type]
-            key = f"{c['a']} > {c['b']}"
-            if fam is PRIMARY:
-                verdict = control_rules(key, verdict, verdicts)
-            verdicts[key] = verdict
-            ci = t.get("ci")
-            lines.append(
-                f"| {key} | {t.get('n', 0)} | {v2.fmt(t.get('mean'))} | {v2.fmt(t.get('sd'))} | "
-                f"{'[' + v2.fmt(ci[0]) + ', ' + v2.fmt(ci[1]) + ']' if ci else '—'} | "
-                f"{t.get('positive', '—')}/{t.get('n', 0)} | {v2.fmt_p(t.get('p'))} | "
-                f"{v2.fmt_p(pa) if adjust else '—'} | {verdict} |"
-            )
-    ceiling_ok = verdicts.get("ceiling > ppkt", "").startswith("confirmed")
-    positive_ok = verdicts.get("sup_gt > ppkt", "").startswith("confirmed")
-    negative_ok = not verdicts.get("sup_shuffled > ppkt", "").startswith("confirmed")
-    lines += [
-        "",
-        "Control verdicts:",
-        f"- dynamic range (ceiling > PPKT): **{'passed' if ceiling_ok else 'FAILED'}**",
-        f"- positive control (GT labels > PPKT): **{'passed' if positive_ok else 'FAILED'}**"
-        + ("" if positive_ok else " — a 'refuted' H1/H4 reads 'inconclusive (insensitive)'"),
-        f"- negative control (shuffled labels not > PPKT): "
-        f"**{'passed' if negative_ok else 'FAILED'}**",
-    ]
-    # dose-response: fraction of (ceiling - ppkt) recovered
-    lines += ["", "## Dose-response (secondary): fraction of (ceiling − PPKT) recovered", ""]
-    lines.append("| arm | seeds | mean gain over PPKT | fraction of ceiling − PPKT |")
-    lines.append("|---|---|---|---|")
-    # the same seeds for every row (the dose arms ran on fewer seeds than sup_gt)
-    dose = ("sup_gt", *DOSE_ARMS)
-    common = set(res.get("ppkt", {})) & set(res.get("ceiling", {}))
-    for arm in dose:
-        common &= set(res.get(arm, {}))
-    seeds = sorted(common)
-    if seeds:
-        span = statistics.mean(miou(res["ceiling"][k]) - miou(res["ppkt"][k]) for k in seeds)
-        for arm in dose:
-            gain = statistics.mean(miou(res[arm][k]) - miou(res["ppkt"][k]) for k in seeds)
-            lines.append(f"| {arm} | {len(seeds)} | {gain:.2f} | {gain / span:.2f} |")
-    text = "\n".join(lines) + "\n"
-    out_md.write_text(text)
-    return text
+    return 0 if same else 1
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -794,6 +551,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pilot", choices=("range", "lr"))
     parser.add_argument("--table", action="store_true")
     parser.add_argument("--plan", action="store_true")
+    parser.add_argument(
+        "--rerun",
+        nargs=2,
+        metavar=("ARM", "SEED"),
+        help="re-run one main run into --rerun-work and compare its probe mIoU with the stored one",
+    )
+    parser.add_argument("--rerun-work", type=Path, default=Path("/tmp/olivine_v3_rerun"))
     args = parser.parse_args(argv)
     import torch
 
@@ -801,10 +565,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.pilot:
         pilot(args.work, args.pilot)
         return
+    from benchmarks.learning.table_v3 import table
+
     if args.table:
         print(table(args.work, HERE / "results_v3.md"))
         return
     s, lrs = settings_from(args.work)
+    if args.rerun:
+        raise SystemExit(rerun(args.work, args.rerun_work, args.rerun[0], int(args.rerun[1])))
     jobs = main_jobs(s, lrs)
     if args.plan:
         for j in jobs:

@@ -44,7 +44,8 @@ def test_probe_record_is_complete_and_deterministic(
     for name in ("a", "b"):
         out = tmp_path / f"{name}.json"
         args = [*down_overrides_for(tiny_world, tmp_path, name), *TINY]
-        assert _probe([*args, "--trunk", str(trunk_dir), "--out", str(out)]) == 0
+        bins = ["--range-bins", "0", "10", "25"]
+        assert _probe([*args, "--trunk", str(trunk_dir), "--out", str(out), *bins]) == 0
         records.append(_record(out))
     text = capsys.readouterr().out
     assert "converged linear probe" in text and "L-BFGS iterations" in text
@@ -59,6 +60,10 @@ def test_probe_record_is_complete_and_deterministic(
     assert a["feature_dim"] == 16 and a["train_voxels"] > 0
     assert 0.0 <= a["scores"]["miou_present"] <= 1.0
     assert set(a["scores"]["present"]) <= set(a["scores"]["iou"])
+    bins = a["scores_by_range"]
+    assert list(bins) == ["0-10", "10-25", "25-inf"]
+    # every evaluated point falls in exactly one bin
+    assert sum(b["num_points"] for b in bins.values()) == a["scores"]["num_points"]
 
 
 def test_random_trunk_is_calibrated_and_seeded(

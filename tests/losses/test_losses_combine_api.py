@@ -26,6 +26,7 @@ PUBLIC_API = [
     "info_nce",
     "info_nce_chance",
     "log_bessel_iv",
+    "most_collinear_pair",
     "pool_by_segment",
     "semantic_contrastive",
     "semantic_contrastive_chance",

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from olivine_losses import (
     VMFClassPrior,
     direction_cosines,
+    most_collinear_pair,
     effective_rank,
     info_nce,
     info_nce_chance,
@@ -96,6 +97,23 @@ def test_direction_cosines() -> None:
     assert mean == pytest.approx((c - 1 - c) / 3)
     assert top == pytest.approx(c)
     assert math.isnan(direction_cosines(mu, torch.tensor([True, False, False, False]))[0])
+
+
+def test_most_collinear_pair_names_the_pair() -> None:
+    mu = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.9, 0.1], [-1.0, 0.0]])
+    a, b, c = most_collinear_pair(mu)  # the zero row (2) is left out
+    assert (a, b) == (0, 3)
+    assert c == pytest.approx(0.9 / math.hypot(0.9, 0.1))
+    # brute force over random directions: the same pair as the full cosine matrix gives
+    g = torch.Generator().manual_seed(0)
+    m = torch.randn(7, 5, generator=g)
+    u = F.normalize(m, dim=1)
+    cos = (u @ u.T).fill_diagonal_(-2)
+    i, j = divmod(int(cos.argmax()), 7)
+    assert most_collinear_pair(m)[:2] == (min(i, j), max(i, j))
+    valid = torch.tensor([True, True, False, False, False, False, False])
+    assert most_collinear_pair(m, valid)[:2] == (0, 1)
+    assert most_collinear_pair(m, torch.zeros(7, dtype=torch.bool))[:2] == (-1, -1)
 
 
 def clustered(n_per: int, directions: torch.Tensor, noise: float, seed: int) -> tuple:

@@ -11,6 +11,7 @@ from olivine_losses.combine import OLIVINE_WEIGHTS, WeightedSum
 from olivine_losses.contrastive import info_nce, pool_by_segment, superpixel_info_nce
 from olivine_losses.health import (
     direction_cosines,
+    most_collinear_pair,
     effective_rank,
     info_nce_chance,
     semantic_contrastive_chance,
@@ -32,6 +33,7 @@ __all__ = [
     "__version__",
     "banerjee_kappa",
     "direction_cosines",
+    "most_collinear_pair",
     "effective_rank",
     "info_nce",
     "info_nce_chance",

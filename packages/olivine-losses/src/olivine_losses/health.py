@@ -31,6 +31,7 @@ __all__ = [
     "direction_cosines",
     "effective_rank",
     "info_nce_chance",
+    "most_collinear_pair",
     "semantic_contrastive_chance",
     "superpixel_chance",
 ]
@@ -133,3 +134,24 @@ def direction_cosines(mu: Tensor, valid: Tensor | None = None) -> tuple[float, f
     cos = m @ m.T
     off = cos[~torch.eye(k, dtype=torch.bool, device=m.device)]
     return float(off.mean()), float(off.max())
+
+
+def most_collinear_pair(mu: Tensor, valid: Tensor | None = None) -> tuple[int, int, float]:
+    """``(a, b, cosine)``: the two rows of ``mu`` ``(K, C)`` (class indices, ``a < b``) with the
+    largest cosine similarity, over the rows where ``valid`` is True (default: all non-zero rows).
+    Returns ``(-1, -1, nan)`` when fewer than two rows take part.
+    """
+    if not isinstance(mu, Tensor) or mu.ndim != 2:
+        raise ValueError(f"mu must be a (K, C) tensor, got {getattr(mu, 'shape', type(mu))}")
+    m = mu.detach().to(torch.float64)
+    norms = torch.linalg.vector_norm(m, dim=1)
+    keep = norms > 0 if valid is None else valid.to(device=m.device, dtype=torch.bool) & (norms > 0)
+    rows = torch.nonzero(keep).flatten()
+    if rows.numel() < 2:
+        return -1, -1, math.nan
+    u = m[rows] / norms[rows][:, None]
+    cos = u @ u.T
+    upper = torch.triu(torch.ones_like(cos, dtype=torch.bool), diagonal=1)
+    flat = torch.where(upper, cos, torch.full_like(cos, -math.inf)).argmax()
+    i, j = divmod(int(flat), int(rows.numel()))
+    return int(rows[i]), int(rows[j]), float(cos[i, j])

@@ -153,18 +153,23 @@ class VMFClassPrior(nn.Module):
 
     def direction_stats(self) -> dict[str, float]:
         """Health of the class directions: mean and max pairwise cosine of the observed ``mu``
-        (``mu_cos_mean``, ``mu_cos_max``; NaN below two classes), the ``kappa`` range over the
-        observed classes (``kappa_min``, ``kappa_max``; NaN if none) and ``observed`` classes.
+        (``mu_cos_mean``, ``mu_cos_max``; NaN below two classes), the two classes of that maximum
+        (``mu_cos_max_a``, ``mu_cos_max_b``: class indices as floats; -1 below two classes), the
+        ``kappa`` range over the observed classes (``kappa_min``, ``kappa_max``; NaN if none) and
+        ``observed`` classes.
         """
-        from olivine_losses.health import direction_cosines
+        from olivine_losses.health import direction_cosines, most_collinear_pair
 
         seen = self.observed
         mean, top = direction_cosines(self.mu, seen)
+        a, b, _ = most_collinear_pair(self.mu, seen)
         kappa = self.kappa[seen]
         empty = kappa.numel() == 0
         return {
             "mu_cos_mean": mean,
             "mu_cos_max": top,
+            "mu_cos_max_a": float(a),
+            "mu_cos_max_b": float(b),
             "kappa_min": float("nan") if empty else float(kappa.min()),
             "kappa_max": float("nan") if empty else float(kappa.max()),
             "observed": float(seen.sum()),

@@ -152,6 +152,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         max_iter=args.max_iter,
         dtype=args.dtype,
         calibrate_bn=args.calibrate_bn,
+        range_bins=tuple(args.range_bins or ()),
     )
     cfg = load_config(args.config, [*args.overrides, *_trunk_override(args.trunk)])
     res = probe.run_probe(cfg, settings, args.out)

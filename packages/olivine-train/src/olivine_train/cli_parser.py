@@ -119,6 +119,14 @@ def _add_probe_command(sub: _Subparsers) -> None:
     )
     p.add_argument("--max-iter", type=int, default=d.max_iter, help="default %(default)d")
     p.add_argument("--dtype", choices=["float32", "float64"], default=d.dtype)
+    p.add_argument(
+        "--range-bins",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="M",
+        help="also score per horizontal-range bin: increasing edges in metres (e.g. 0 10 20 30)",
+    )
     bn = p.add_mutually_exclusive_group()
     bn.add_argument(
         "--calibrate-bn",

@@ -34,7 +34,7 @@ from olivine_models import create_point_encoder
 from olivine_train.checkpoint import atomic_write_text
 from olivine_train.config import Config, ConfigError, config_to_dict
 from olivine_train.distributed import cleanup
-from olivine_train.metrics import ConfusionMatrix, SegmentationScores
+from olivine_train.metrics import ConfusionMatrix, SegmentationScores, mask_ignore_logits
 from olivine_train.recipes.common import (
     Runtime,
     SampleSource,
@@ -77,7 +77,9 @@ class ProbeSettings:
     (L-BFGS's ``tolerance_grad``). ``max_iter``: L-BFGS iterations at most. ``dtype``: the fit's
     float type. ``calibrate_bn``: recompute BatchNorm statistics on the training split before
     caching; ``None`` does it for a random trunk only (a random trunk's BN statistics are
-    meaningless; a pretrained trunk's are part of what is probed).
+    meaningless; a pretrained trunk's are part of what is probed). ``range_bins``: increasing
+    edges in metres of the horizontal range ``sqrt(x^2 + y^2)``; when given, the validation
+    points are also scored per bin (``scores_by_range``; the last bin is open-ended).
     """
 
     l2: float = 1e-3
@@ -86,6 +88,7 @@ class ProbeSettings:
     dtype: str = "float32"
     calibrate_bn: bool | None = None
     history_size: int = 20
+    range_bins: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         problems = []
@@ -99,6 +102,9 @@ class ProbeSettings:
             problems.append(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if self.history_size < 1:
             problems.append(f"history_size must be >= 1, got {self.history_size!r}")
+        edges = list(self.range_bins)
+        if edges and (edges[0] < 0 or any(b <= a for a, b in zip(edges, edges[1:]))):
+            problems.append(f"range_bins must be increasing edges >= 0, got {self.range_bins!r}")
         if problems:
             raise ValueError("probe settings: " + "; ".join(problems))
 
@@ -232,6 +238,41 @@ def scores_record(scores: SegmentationScores) -> dict[str, Any]:
     }
 
 
+def _scores_by_range(
+    fit: LogisticFit,
+    val: SampleSource[SegSample],
+    cache: list[Any],
+    edges: tuple[float, ...],
+    num_classes: int,
+    names: tuple[str, ...],
+) -> dict[str, Any] | None:
+    """Validation scores per horizontal-range bin (``None`` without bins)."""
+    if not edges:
+        return None
+    bounds = [*edges, math.inf]
+    keys = [f"{a:g}-{b:g}" for a, b in zip(bounds, bounds[1:])]
+    cms = [ConfusionMatrix(num_classes, ignore_index=0) for _ in keys]
+    with torch.no_grad():
+        for i, c in enumerate(cache):
+            pts = val[i].points
+            if c.point_labels is None or len(pts) != len(c.point_labels):
+                raise ValueError(
+                    f"probe: validation sweep {i} has {len(pts)} points but "
+                    f"{0 if c.point_labels is None else len(c.point_labels)} evaluated labels; "
+                    "range bins need every point evaluated"
+                )
+            logits = fit.logits(c.features.cpu()).float()
+            pred = mask_ignore_logits(logits, 0).argmax(1)[c.point_to_voxel.cpu()]
+            rng = torch.from_numpy(np.hypot(pts[:, 0], pts[:, 1]).astype(np.float64))
+            bin_of = torch.bucketize(rng, torch.tensor(bounds, dtype=torch.float64), right=True)
+            labels = c.point_labels.cpu()
+            for b, cm in enumerate(cms, start=1):
+                sel = bin_of == b
+                if bool(sel.any()):
+                    cm.update(pred[sel], labels[sel])
+    return {k: scores_record(cm.scores(names)) for k, cm in zip(keys, cms)}
+
+
 @dataclass(frozen=True)
 class ProbeResult:
     """What :func:`run_probe` measured; ``record`` is the JSON written to ``path``."""
@@ -257,24 +298,30 @@ def _check_config(cfg: Config) -> None:
 
 
 def run_probe(
-    cfg: Config, settings: ProbeSettings = ProbeSettings(), out: str | Path | None = None
+    cfg: Config,
+    settings: ProbeSettings = ProbeSettings(),
+    out: str | Path | None = None,
+    *,
+    strict: bool = True,
 ) -> ProbeResult:
     """Probe the trunk ``cfg.downstream.pretrained`` (``None``: a random trunk) on ``cfg``'s data.
 
     The trunk is built right after the run's seeding (``run.seed``), so a random trunk is the
     same for the same seed. Writes the record to ``out`` (default ``<run folder>/probe.json``,
     atomically) and raises :class:`ProbeNotConverged` after writing it when the fit did not
-    converge.
+    converge (``strict=False``: returns the result, whose record says ``converged: false``).
     """
     _check_config(cfg)
     rt = make_runtime(cfg)
     try:
-        return _probe(cfg, settings, rt, Path(out) if out is not None else None)
+        return _probe(cfg, settings, rt, Path(out) if out is not None else None, strict)
     finally:
         cleanup()
 
 
-def _probe(cfg: Config, settings: ProbeSettings, rt: Runtime, out: Path | None) -> ProbeResult:
+def _probe(
+    cfg: Config, settings: ProbeSettings, rt: Runtime, out: Path | None, strict: bool
+) -> ProbeResult:
     ds, pretrained = cfg.downstream, cfg.downstream.pretrained
     backbone = create_point_encoder(
         cfg.model.point_encoder,
@@ -312,6 +359,7 @@ def _probe(cfg: Config, settings: ProbeSettings, rt: Runtime, out: Path | None) 
             score_points(cm, fit.logits(c.features.cpu()).float(), c.point_to_voxel.cpu(),
                          None if c.point_labels is None else c.point_labels.cpu())  # fmt: skip
     scores = cm.scores(names)
+    by_range = _scores_by_range(fit, val, val_cache, settings.range_bins, ds.num_classes, names)
     record: dict[str, Any] = {
         "format": RECORD_FORMAT,
         "trunk": {
@@ -330,6 +378,7 @@ def _probe(cfg: Config, settings: ProbeSettings, rt: Runtime, out: Path | None) 
         "iterations": fit.iterations,
         "converged": fit.converged,
         "scores": scores_record(scores),
+        "scores_by_range": by_range,
         "cache_s": round(cache_s, 2),
         "fit_s": round(fit_s, 2),
         "config": config_to_dict(cfg),
@@ -337,7 +386,7 @@ def _probe(cfg: Config, settings: ProbeSettings, rt: Runtime, out: Path | None) 
     path = out if out is not None else rt.run_dir / "probe.json"
     if rt.is_main:
         atomic_write_text(json.dumps(record, indent=1) + "\n", path)
-    if not fit.converged:
+    if strict and not fit.converged:
         raise ProbeNotConverged(
             f"the probe did not converge: max |gradient| {fit.max_abs_grad:.3g} > tolerance "
             f"{settings.tolerance:g} after {fit.iterations} L-BFGS iterations (max_iter "
