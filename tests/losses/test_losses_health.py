@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from olivine_losses import (
     VMFClassPrior,
     direction_cosines,
-    most_collinear_pair,
     effective_rank,
     info_nce,
     info_nce_chance,
+    most_collinear_pair,
     semantic_contrastive,
     semantic_contrastive_chance,
     superpixel_chance,

@@ -11,9 +11,9 @@ from olivine_losses.combine import OLIVINE_WEIGHTS, WeightedSum
 from olivine_losses.contrastive import info_nce, pool_by_segment, superpixel_info_nce
 from olivine_losses.health import (
     direction_cosines,
-    most_collinear_pair,
     effective_rank,
     info_nce_chance,
+    most_collinear_pair,
     semantic_contrastive_chance,
     superpixel_chance,
 )
