@@ -284,17 +284,17 @@ class ProbeResult:
 
 
 def _check_config(cfg: Config) -> None:
+    """Every reason ``cfg`` cannot be probed, at once (:class:`ConfigError`)."""
+    problems = []
     if cfg.recipe != "downstream":
-        raise ConfigError(
-            [
-                f"recipe: the probe needs a downstream config (e.g. linear_probe_nuscenes or a "
-                f"finetune_* config), got recipe {cfg.recipe!r}"
-            ]
+        problems.append(
+            "recipe: the probe needs a downstream config (e.g. linear_probe_nuscenes or a "
+            f"finetune_* config), got recipe {cfg.recipe!r}"
         )
     if cfg.data.augment:
-        raise ConfigError(
-            ["data.augment: the probe encodes each sweep once; set data.augment=false"]
-        )
+        problems.append("data.augment: the probe encodes each sweep once; set data.augment=false")
+    if problems:
+        raise ConfigError(problems, "the probe's config")
 
 
 def run_probe(
