@@ -213,8 +213,10 @@ def _directions(lines: list[str], res: Results, s: Settings) -> None:
         frozen = [
             f for k in r if (f := ((r[k].get("health") or {}).get("vmf") or {}).get("at_freeze"))
         ]
-        at = (f"{statistics.mean(f['mu_cos_mean'] for f in frozen):.2f} / "
-              f"{statistics.mean(f['mu_cos_max'] for f in frozen):.3f}") if frozen else "never"  # fmt: skip
+        at = "never"
+        if frozen:
+            at = (f"{statistics.mean(f['mu_cos_mean'] for f in frozen):.2f} / "
+                  f"{statistics.mean(f['mu_cos_max'] for f in frozen):.3f}")  # fmt: skip
         step = f"{statistics.median(f['step'] for f in frozen):.0f}" if frozen else "—"
         pairs: dict[str, int] = {}
         for k in r:
