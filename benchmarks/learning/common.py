@@ -10,6 +10,7 @@ dataclass with the fields named below (each benchmark's ``Settings``); an "arm" 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -23,6 +24,9 @@ from benchmarks.harness import log
 __all__ = [
     "CAMERAS",
     "PINNED",
+    "ceiling_backbone",
+    "overrides_for",
+    "probe_cfg",
     "curves",
     "ensure_world",
     "gate",
@@ -232,3 +236,76 @@ def curves(run_dir: Path) -> dict[str, Any]:
             out.setdefault("mu_cos_max", []).append([step, rec["vmf/mu_cos_max"], *pair])
         out["lr"].append([step, rec.get("lr")])
     return out
+
+
+# the runs shared by v3 and v4
+
+
+def probe_cfg(pre: Any, backbone: str | None) -> Any:
+    from olivine_train.recipes.demo import probe_config
+
+    return probe_config(pre, "probe", backbone)
+
+
+def overrides_for(
+    s: Any, arm: Any, world: Path, labels: str | None, run_root: Path, seed: int, lr: float
+) -> list[str]:
+    """The demo config's overrides of one pretraining run: the pinned set-up, the world, the run
+    folder, seed, steps, lr, the vMF warm-up and guard, the gate thresholds, then the arm's own.
+    """
+    return [
+        *PINNED,
+        "model.image_head=pairs",
+        f"model.point_encoder={s.point_encoder}",
+        f"data.root={world}",
+        f"run.out_dir={run_root}",
+        "run.name=pretrain",
+        f"run.seed={seed}",
+        "run.resume=auto",
+        f"optim.max_steps={s.steps}",
+        f"optim.lr={lr}",
+        f"loss.vmf_warmup_fraction={s.vmf_warmup_fraction}",
+        f"loss.vmf_freeze_max_cosine={s.vmf_freeze_max_cosine}",
+        f"health.chance_margin={s.gate_chance_margin}",
+        f"health.min_effective_rank={s.gate_min_effective_rank}",
+        f"health.max_mu_cosine={s.vmf_freeze_max_cosine}",
+        *arm.overrides,
+        *([f"data.label_root={labels}"] if labels is not None else []),
+    ]
+
+
+def ceiling_backbone(pre: Any, run_root: Path, s: Any) -> tuple[str, dict[str, Any]]:
+    """Fine-tune a random trunk + classifier on GT point labels for ``s.steps`` steps; export the
+    trunk as ``backbone.pt``.
+    """
+    from olivine_models import create_point_encoder
+    from olivine_train.checkpoint import load_backbone_state, save_backbone
+    from olivine_train.config import config_to_dict, validate
+    from olivine_train.recipes.downstream import run_downstream
+
+    raw = copy.deepcopy(config_to_dict(pre))
+    raw["recipe"] = "downstream"
+    raw["description"] = "supervised ceiling (learning benchmark)"
+    raw["data"]["augment"] = True
+    raw["downstream"].update(
+        mode="finetune", pretrained=None, num_classes=17, lovasz_weight=1.0, eval_every=10_000
+    )
+    raw["optim"].update(lr_head=None, max_steps=s.steps)
+    raw["run"].update(name="ceiling")
+    cfg = validate(raw, check_paths=True, source="v3 ceiling")
+    t0 = time.perf_counter()
+    res = run_downstream(cfg)
+    wall = time.perf_counter() - t0
+    state, _ = load_backbone_state(Path(res.run_dir) / "last.pt")
+    trunk = create_point_encoder(s.point_encoder, in_channels=pre.model.in_channels)
+    trunk.load_state_dict(state)
+    out = run_root / "ceiling" / "backbone.pt"
+    save_backbone(out, trunk, s.point_encoder, pre.model.in_channels)
+    info = {
+        "finetune_s": round(wall, 2),
+        "finetune_steps": res.step,
+        "finetune_val_miou_present": (
+            100 * res.scores.miou_present if res.scores is not None else None
+        ),
+    }
+    return str(out), info

@@ -12,7 +12,6 @@ from typing import Any
 
 from benchmarks import harness
 from benchmarks.learning import common, stats
-from benchmarks.learning.run_v3 import PINNED, probe_cfg
 from benchmarks.learning.run_v4 import (
     FALLBACK_GUARD,
     LR_GRID,
@@ -90,8 +89,8 @@ def rare_classes(work: Path, s: Settings) -> dict[str, Any]:
     from olivine_train.recipes.segmentation import build_seg_dataset, class_names_for
 
     world = common.ensure_world(s, work, s.pilot_world_offset)
-    pre = load_config("demo", [*PINNED, f"data.root={world}"])
-    cfg = probe_cfg(pre, None)
+    pre = load_config("demo", [*common.PINNED, f"data.root={world}"])
+    cfg = common.probe_cfg(pre, None)
     names = class_names_for(cfg)
     counts = np.zeros(len(names), np.int64)
     ds = build_seg_dataset(cfg, "train")

@@ -2,16 +2,16 @@
 perfect labels), then asks what VFM labels, the vMF prior and DCAS add over PPKT.
 
 The protocol is ``PROTOCOL_v3.md`` next to this file (committed before any v3 result); this
-script implements it and pins every setting in ``Settings``, ``PINNED`` and ``ARMS``, stored in
-every result file. It reuses v2's world export, label stores, gate and statistics
-(``common.py``, ``stats.py``); what is new:
+script implements it and pins every setting in ``Settings``, ``ARMS`` and ``common.PINNED``
+(+ ``model.image_head=pairs``), stored in every result file. It reuses v2's world export, label
+stores, gate and statistics (now ``common.py``, ``stats.py``); what is new:
 
 * a **converged linear probe**: the frozen trunk's voxel features (eval mode) of the training
   split, standardised with the training mean/sd, and a multinomial logistic regression (L2) fitted
   to convergence with full-batch L-BFGS (strong Wolfe line search) until the gradient's max-norm
   is below a tolerance; the iterations and final gradient norm are stored with every result;
-* a **random trunk with calibrated BatchNorm**: the statistics are the exact mean/var of one pass
-  over the training split (``momentum=None``);
+* a **random trunk with calibrated BatchNorm**: one pass over the training split, one sweep a
+  batch, with ``momentum=None`` (the average of the sweeps' batch statistics);
 * a **supervised ceiling**: the trunk fine-tuned on the training split's ground-truth point labels
   for the same number of steps as pretraining, then probed like every other trunk;
 * arms that change one thing each, an lr grid per arm on the pilot, 8 paired seeds.
@@ -27,14 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from benchmarks import harness
-from benchmarks.learning import common, stats
+from benchmarks.learning import common
 
 HERE = Path(__file__).resolve().parent
 
@@ -79,8 +78,6 @@ SETTINGS = Settings()
 STEP_CHOICES = (48, 96, 192)
 LR_GRID = (0.5, 1.0, 2.0)  # base lr for a batch of 16, auto-scaled to the batch of 2 (x 1/8)
 PROVISIONAL_LR = 1.0  # v2's choice, used in pilot stage A only
-
-PINNED: tuple[str, ...] = (*common.PINNED, "model.image_head=pairs")
 
 
 @dataclass(frozen=True)
@@ -205,12 +202,6 @@ def arm_lr(arm: str, lrs: dict[str, float]) -> float:
 # probe
 
 
-def probe_cfg(pre: Any, backbone: str | None) -> Any:
-    from olivine_train.recipes.demo import probe_config
-
-    return probe_config(pre, "probe", backbone)
-
-
 PROBE_FIELDS = (
     "scores", "train_voxels", "feature_dim", "loss", "max_abs_grad", "iterations", "converged",
     "bn_calibration_samples", "cache_s", "fit_s",
@@ -238,72 +229,10 @@ def converged_probe(cfg: Any, s: Settings, calibrate: bool = False) -> dict[str,
 # one run
 
 
-def overrides_for(
-    s: Settings, arm: Arm, world: Path, labels: str | None, run_root: Path, seed: int, lr: float
-) -> list[str]:
-    return [
-        *PINNED,
-        f"model.point_encoder={s.point_encoder}",
-        f"data.root={world}",
-        f"run.out_dir={run_root}",
-        "run.name=pretrain",
-        f"run.seed={seed}",
-        "run.resume=auto",
-        f"optim.max_steps={s.steps}",
-        f"optim.lr={lr}",
-        f"loss.vmf_warmup_fraction={s.vmf_warmup_fraction}",
-        f"loss.vmf_freeze_max_cosine={s.vmf_freeze_max_cosine}",
-        f"health.chance_margin={s.gate_chance_margin}",
-        f"health.min_effective_rank={s.gate_min_effective_rank}",
-        f"health.max_mu_cosine={s.vmf_freeze_max_cosine}",
-        *arm.overrides,
-        *([f"data.label_root={labels}"] if labels is not None else []),
-    ]
-
-
 def label_root(arm: Arm, work: Path, world: Path, world_seed: int) -> str | None:
     if arm.kind != "pretrain":
         return None
     return common.label_root(arm, work, world, world_seed)  # type: ignore[arg-type]
-
-
-def ceiling_backbone(pre: Any, run_root: Path, s: Settings) -> tuple[str, dict[str, Any]]:
-    """Fine-tune a random trunk + classifier on GT point labels for ``s.steps`` steps; export the
-    trunk as ``backbone.pt``.
-    """
-    import copy
-
-    from olivine_models import create_point_encoder
-    from olivine_train.checkpoint import load_backbone_state, save_backbone
-    from olivine_train.config import config_to_dict, validate
-    from olivine_train.recipes.downstream import run_downstream
-
-    raw = copy.deepcopy(config_to_dict(pre))
-    raw["recipe"] = "downstream"
-    raw["description"] = "v3 supervised ceiling"
-    raw["data"]["augment"] = True
-    raw["downstream"].update(
-        mode="finetune", pretrained=None, num_classes=17, lovasz_weight=1.0, eval_every=10_000
-    )
-    raw["optim"].update(lr_head=None, max_steps=s.steps)
-    raw["run"].update(name="ceiling")
-    cfg = validate(raw, check_paths=True, source="v3 ceiling")
-    t0 = time.perf_counter()
-    res = run_downstream(cfg)
-    wall = time.perf_counter() - t0
-    state, _ = load_backbone_state(Path(res.run_dir) / "last.pt")
-    trunk = create_point_encoder(s.point_encoder, in_channels=pre.model.in_channels)
-    trunk.load_state_dict(state)
-    out = run_root / "ceiling" / "backbone.pt"
-    save_backbone(out, trunk, s.point_encoder, pre.model.in_channels)
-    info = {
-        "finetune_s": round(wall, 2),
-        "finetune_steps": res.step,
-        "finetune_val_miou_present": (
-            100 * res.scores.miou_present if res.scores is not None else None
-        ),
-    }
-    return str(out), info
 
 
 def run_one(
@@ -323,7 +252,7 @@ def run_one(
     world = common.ensure_world(s, work, world_seed)  # type: ignore[arg-type]
     labels = label_root(arm, work, world, world_seed)
     run_root = work / "runs" / tag / arm.name / f"seed{seed}_lr{lr:g}_s{s.steps}"
-    overrides = overrides_for(s, arm, world, labels, run_root, seed, lr)
+    overrides = common.overrides_for(s, arm, world, labels, run_root, seed, lr)
     cfg = load_config("demo", overrides)
     rec: dict[str, Any] = {
         "arm": arm.name,
@@ -350,10 +279,10 @@ def run_one(
         rec["curves"] = common.curves(Path(pre.run_dir))
         backbone = str(Path(pre.run_dir) / "backbone.pt")
     elif arm.kind == "ceiling":
-        backbone, info = ceiling_backbone(cfg, run_root, s)
+        backbone, info = common.ceiling_backbone(cfg, run_root, s)
         rec.update(info)
     rec["gate"] = common.gate(arm, rec.get("health"), s)  # type: ignore[arg-type]
-    probe = probe_cfg(cfg, backbone)
+    probe = common.probe_cfg(cfg, backbone)
     t2 = time.perf_counter()
     rec["probe"] = converged_probe(probe, s, calibrate=arm.kind == "random")
     rec["probe_s"] = round(time.perf_counter() - t2, 2)
@@ -388,125 +317,6 @@ def run_jobs(jobs: list[tuple[str, int, int, float, Settings]], work: Path, tag:
 
 
 # ----------------------------------------------------------------------------------------------
-# pilot and decisions
-
-
-def load(work: Path, tag: str) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted((work / "results" / tag).rglob("*.json"))]
-
-
-def miou(rec: dict[str, Any]) -> float:
-    return 100 * rec["probe"]["scores"]["miou_present"]
-
-
-def range_decision(work: Path, s: Settings) -> dict[str, Any]:
-    """Pilot stage A's rule (PROTOCOL_v3.md): the smallest S with ceiling - PPKT >= 3 x MDE."""
-    recs = load(work, "pilot_range")
-    rows = []
-    alpha = s.alpha / len(PRIMARY)  # Holm's first (strictest) step over the primary family
-    for steps in STEP_CHOICES:
-        by = {
-            a: {r["seed"]: miou(r) for r in recs if r["arm"] == a and r["steps"] == steps}
-            for a in ("ppkt", "ceiling")
-        }
-        seeds = sorted(set(by["ppkt"]) & set(by["ceiling"]))
-        if len(seeds) < 2:
-            continue
-        d = [by["ceiling"][k] - by["ppkt"][k] for k in seeds]
-        sd = max(statistics.stdev(d), 0.5)
-        m = stats.mde(sd, s.main_seeds, alpha, s.power)
-        times = [r["wall_s"] for r in recs if r["steps"] == steps]
-        rows.append(
-            {
-                "steps": steps,
-                "seeds": seeds,
-                "ppkt": statistics.mean(by["ppkt"][k] for k in seeds),
-                "ceiling": statistics.mean(by["ceiling"][k] for k in seeds),
-                "range": statistics.mean(d),
-                "sd_diff": statistics.stdev(d),
-                "mde": m,
-                "ok": bool(statistics.mean(d) >= s.range_factor * m),
-                "mean_run_s": statistics.mean(times),
-            }
-        )
-    n_main = len(MAIN_ARMS) * s.main_seeds + len(DOSE_ARMS) * s.dose_seeds
-    for r in rows:
-        r["predicted_main_min"] = r["mean_run_s"] * n_main / 60
-    fits = [r for r in rows if r["ok"] and r["predicted_main_min"] <= 120]
-    chosen = fits[0]["steps"] if fits else None
-    return {"rows": rows, "chosen": chosen, "alpha": alpha, "main_runs": n_main}
-
-
-def lr_decision(work: Path) -> dict[str, Any]:
-    """Pilot stage B's rule: per arm, the grid lr with the best probe among gate-passing runs
-    (ties within 0.3 point: the smaller lr; no passing run: the best overall, flagged).
-    """
-    recs = load(work, "pilot_lr")
-    out: dict[str, Any] = {}
-    for arm in {r["arm"] for r in recs}:
-        runs = sorted((r for r in recs if r["arm"] == arm), key=lambda r: r["lr"])
-        ok = [r for r in runs if r["gate"]["passed"]] or runs
-        best = max(miou(r) for r in ok)
-        pick = next(r for r in ok if miou(r) >= best - 0.3)
-        out[arm] = {
-            "lr": pick["lr"],
-            "flag": "no run passed its gate" if not any(r["gate"]["passed"] for r in runs) else "",
-            "grid": {f"{r['lr']:g}": (round(miou(r), 2), r["gate"]["passed"]) for r in runs},
-        }
-    return out
-
-
-def decisions_path(work: Path) -> Path:
-    return work / "decisions.json"
-
-
-def settings_from(work: Path) -> tuple[Settings, dict[str, float]]:
-    """The settings and per-arm lrs the pilot fixed (``decisions.json``)."""
-    path = decisions_path(work)
-    if not path.is_file():
-        raise SystemExit(f"{path} missing: run the pilot (--pilot range, then --pilot lr)")
-    dec = json.loads(path.read_text())
-    return replace(SETTINGS, steps=int(dec["steps"])), {k: float(v) for k, v in dec["lrs"].items()}
-
-
-def pilot(work: Path, stage: str) -> None:
-    if stage == "range":
-        # S in increasing order, stopping at the first that reaches the range: the rule takes the
-        # smallest such S, so a larger one cannot change the choice (Amendment 0)
-        for st in STEP_CHOICES:
-            jobs = [
-                (
-                    arm,
-                    k,
-                    SETTINGS.pilot_world_offset + k,
-                    PROVISIONAL_LR,
-                    replace(SETTINGS, steps=st),
-                )
-                for k in range(3)
-                for arm in ("ppkt", "ceiling")
-            ]
-            run_jobs(jobs, work, "pilot_range")
-            dec = range_decision(work, SETTINGS)
-            if dec["chosen"] is not None:
-                break
-        print(json.dumps(dec, indent=2))
-        if dec["chosen"] is None:
-            raise SystemExit("no step count reaches the dynamic range: stop (PROTOCOL_v3.md)")
-        harness.atomic_json(decisions_path(work), {"steps": dec["chosen"], "range": dec, "lrs": {}})
-        return
-    dec = json.loads(decisions_path(work).read_text())
-    s = replace(SETTINGS, steps=int(dec["steps"]))
-    arms = [a for a in MAIN_ARMS if a != "random"]
-    jobs = [(a, 0, s.pilot_world_offset, lr, s) for a in arms for lr in LR_GRID]
-    run_jobs(jobs, work, "pilot_lr")
-    lrs = lr_decision(work)
-    dec["lr_grid"] = lrs
-    dec["lrs"] = {a: v["lr"] for a, v in lrs.items()}
-    harness.atomic_json(decisions_path(work), dec)
-    print(json.dumps(lrs, indent=2))
-
-
-# ----------------------------------------------------------------------------------------------
 # main runs and table
 
 
@@ -528,6 +338,8 @@ def rerun(work: Path, scratch: Path, arm: str, seed: int) -> int:
     """Re-run main run (``arm``, ``seed``) with the current code into ``scratch``; 0 when its probe
     mIoU equals the stored result's to the last digit.
     """
+    from benchmarks.learning.pilot_v3 import settings_from
+
     s, lrs = settings_from(work)
     lr = arm_lr(arm, lrs)
     stored = json.loads(result_path(work, "main", arm, seed, lr, s.steps).read_text())
@@ -562,10 +374,12 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(1)
+    from benchmarks.learning.pilot_v3 import pilot, settings_from
+    from benchmarks.learning.table_v3 import table
+
     if args.pilot:
         pilot(args.work, args.pilot)
         return
-    from benchmarks.learning.table_v3 import table
 
     if args.table:
         print(table(args.work, HERE / "results_v3.md"))

@@ -28,7 +28,7 @@ from typing import Any
 
 from benchmarks import harness
 from benchmarks.learning import common
-from benchmarks.learning.run_v3 import Arm, ceiling_backbone, overrides_for, probe_cfg
+from benchmarks.learning.run_v3 import Arm
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_WORK = HERE / "work_v4"
@@ -181,7 +181,7 @@ def run_one(
     world = common.ensure_world(s, work, world_seed)
     labels = common.label_root(arm, work, world, world_seed) if arm.pretrain else None
     run_root = work / "runs" / tag / arm_name / f"seed{seed}_lr{lr:g}"
-    overrides = overrides_for(s, arm, world, labels, run_root, seed, lr)  # type: ignore[arg-type]
+    overrides = common.overrides_for(s, arm, world, labels, run_root, seed, lr)  # type: ignore[arg-type]
     cfg = load_config("demo", overrides)
     rec: dict[str, Any] = {
         "arm": arm_name, "role": arm.role, "what": arm.what, "seed": seed,
@@ -200,10 +200,10 @@ def run_one(
         rec["directions"] = freeze_record(pre, cfg)
         backbone = str(Path(pre.run_dir) / "backbone.pt")
     elif arm.kind == "ceiling":
-        backbone, info = ceiling_backbone(cfg, run_root, s)  # type: ignore[arg-type]
+        backbone, info = common.ceiling_backbone(cfg, run_root, s)  # type: ignore[arg-type]
         rec.update(info)
     rec["gate"] = common.gate(arm, rec.get("health"), s)
-    probe = probe_cfg(cfg, backbone)
+    probe = common.probe_cfg(cfg, backbone)
     t2 = time.perf_counter()
     record = run_probe(probe, probe_settings(s, arm.kind == "random"), strict=False).record
     rec["probe"] = {k: v for k, v in record.items() if k != "config"}

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.learning import common, stats
+from benchmarks.learning.pilot_v3 import decisions_path, load, miou, settings_from
 from benchmarks.learning.run_v3 import (
     ARMS,
     CONTROLS,
@@ -23,10 +24,6 @@ from benchmarks.learning.run_v3 import (
     SECONDARY,
     Settings,
     arm_lr,
-    decisions_path,
-    load,
-    miou,
-    settings_from,
 )
 
 __all__ = ["compare", "control_rules", "table"]
