@@ -34,6 +34,37 @@ __all__ = [
 
 _KITTI_SPLITS = semantickitti_spec().splits
 
+# fmt: off
+_RELLIS_CLASSES = (
+    "void", "dirt", "grass", "tree", "pole", "water", "sky", "vehicle", "object", "asphalt",
+    "building", "log", "person", "fence", "bush", "concrete", "barrier", "puddle", "mud",
+    "rubble",
+)
+_RELLIS_MAP = {
+    0: 0, 1: 1, 3: 2, 4: 3, 5: 4, 6: 5, 7: 6, 8: 7, 9: 8, 10: 9, 12: 10, 15: 11, 17: 12,
+    18: 13, 19: 14, 23: 15, 27: 16, 31: 17, 33: 18, 34: 19,
+}
+_POSS_CLASSES = (
+    "unlabeled", "person", "rider", "car", "trunk", "plants", "traffic-sign", "pole",
+    "trashcan", "building", "cone/stone", "fence", "bike", "ground",
+)
+_POSS_MAP = {
+    0: 0, 1: 0, 2: 0, 3: 0, 4: 1, 5: 1, 6: 2, 7: 3, 8: 4, 9: 5, 10: 6, 11: 6, 12: 6, 13: 7,
+    14: 8, 15: 9, 16: 10, 17: 11, 18: 0, 19: 0, 20: 0, 21: 12, 22: 13,
+}
+_SYNLIDAR_MAP = {
+    0: 0, 1: 1, 2: 4, 3: 4, 4: 5, 5: 2, 6: 3, 7: 5, 8: 9, 9: 11, 10: 10, 11: 12, 12: 6, 13: 6,
+    14: 6, 15: 6, 16: 7, 17: 8, 18: 13, 19: 0, 20: 15, 21: 16, 22: 17, 23: 19, 24: 18, 25: 0,
+    26: 14, 27: 0, 28: 0, 29: 0, 30: 0, 31: 0, 32: 0,
+}
+_DAPS_MAP = {
+    0: 0, 1: 0, 10: 1, 11: 1, 13: 1, 15: 1, 16: 1, 18: 1, 20: 1, 30: 2, 31: 2, 32: 2, 40: 3,
+    44: 3, 48: 3, 49: 3, 50: 4, 51: 4, 52: 0, 60: 3, 70: 4, 71: 4, 72: 3, 80: 4, 81: 4,
+    99: 0, 252: 1, 253: 2, 254: 2, 255: 2, 256: 1, 257: 1, 258: 1, 259: 1,
+}
+# fmt: on
+
+
 SCRIBBLEKITTI = LidarSegSpec(
     name="scribblekitti",
     title="ScribbleKITTI",
@@ -57,15 +88,8 @@ SCRIBBLEKITTI = LidarSegSpec(
 RELLIS3D = LidarSegSpec(
     name="rellis3d",
     title="RELLIS-3D",
-    classes=(
-        "void", "dirt", "grass", "tree", "pole", "water", "sky", "vehicle", "object", "asphalt",
-        "building", "log", "person", "fence", "bush", "concrete", "barrier", "puddle", "mud",
-        "rubble",
-    ),  # fmt: skip
-    learning_map={
-        0: 0, 1: 1, 3: 2, 4: 3, 5: 4, 6: 5, 7: 6, 8: 7, 9: 8, 10: 9, 12: 10, 15: 11, 17: 12,
-        18: 13, 19: 14, 23: 15, 27: 16, 31: 17, 33: 18, 34: 19,
-    },  # fmt: skip
+    classes=_RELLIS_CLASSES,
+    learning_map=_RELLIS_MAP,
     split_files={"train": "pt_train.lst", "val": "pt_val.lst", "test": "pt_test.lst"},
     sequences_dir="",
     scan_dir="os1_cloud_node_kitti_bin",
@@ -87,14 +111,8 @@ RELLIS3D = LidarSegSpec(
 SEMANTICPOSS = LidarSegSpec(
     name="semanticposs",
     title="SemanticPOSS",
-    classes=(
-        "unlabeled", "person", "rider", "car", "trunk", "plants", "traffic-sign", "pole",
-        "trashcan", "building", "cone/stone", "fence", "bike", "ground",
-    ),  # fmt: skip
-    learning_map={
-        0: 0, 1: 0, 2: 0, 3: 0, 4: 1, 5: 1, 6: 2, 7: 3, 8: 4, 9: 5, 10: 6, 11: 6, 12: 6, 13: 7,
-        14: 8, 15: 9, 16: 10, 17: 11, 18: 0, 19: 0, 20: 0, 21: 12, 22: 13,
-    },  # fmt: skip
+    classes=_POSS_CLASSES,
+    learning_map=_POSS_MAP,
     splits={"train": ("00", "01", "02", "04", "05"), "val": ("03",)},
     doc=(
         "SemanticPOSS (Pan et al., IV 2020, www.poss.pku.edu.cn/semanticposs.html): 6 sequences "
@@ -138,11 +156,7 @@ SYNLIDAR = LidarSegSpec(
     name="synlidar",
     title="SynLiDAR",
     classes=SEMANTICKITTI_CLASSES,
-    learning_map={
-        0: 0, 1: 1, 2: 4, 3: 4, 4: 5, 5: 2, 6: 3, 7: 5, 8: 9, 9: 11, 10: 10, 11: 12, 12: 6, 13: 6,
-        14: 6, 15: 6, 16: 7, 17: 8, 18: 13, 19: 0, 20: 15, 21: 16, 22: 17, 23: 19, 24: 18, 25: 0,
-        26: 14, 27: 0, 28: 0, 29: 0, 30: 0, 31: 0, 32: 0,
-    },  # fmt: skip
+    learning_map=_SYNLIDAR_MAP,
     splits={"train": tuple(f"{i:02d}" for i in range(12)), "val": ("12",)},
     sequences_dir="",
     doc=(
@@ -162,11 +176,7 @@ DAPS3D = LidarSegSpec(
     name="daps3d",
     title="DAPS-3D",
     classes=("unlabeled", "vehicle", "human", "surface", "obstacle"),
-    learning_map={
-        0: 0, 1: 0, 10: 1, 11: 1, 13: 1, 15: 1, 16: 1, 18: 1, 20: 1, 30: 2, 31: 2, 32: 2, 40: 3,
-        44: 3, 48: 3, 49: 3, 50: 4, 51: 4, 52: 0, 60: 3, 70: 4, 71: 4, 72: 3, 80: 4, 81: 4,
-        99: 0, 252: 1, 253: 2, 254: 2, 255: 2, 256: 1, 257: 1, 258: 1, 259: 1,
-    },  # fmt: skip
+    learning_map=_DAPS_MAP,
     splits={
         "train": ("38-18_7_72_90",),
         "val": ("38-18_7_72_90", "42-48_10_78_90", "44-18_11_15_32"),
