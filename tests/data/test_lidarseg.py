@@ -26,15 +26,17 @@ from olivine_data.datasets import (
     load_semantickitti_config,
 )
 
+# fmt: off
 # The reference loaders' learning maps (dataloader_rellis3d.py, dataloader_daps3d.py).
 REF_RELLIS = {0: 0, 1: 1, 3: 2, 4: 3, 5: 4, 6: 5, 7: 6, 8: 7, 9: 8, 10: 9, 12: 10, 15: 11,
-              17: 12, 18: 13, 19: 14, 23: 15, 27: 16, 31: 17, 33: 18, 34: 19}  # fmt: skip
+              17: 12, 18: 13, 19: 14, 23: 15, 27: 16, 31: 17, 33: 18, 34: 19}
 REF_DAPS = {0: 0, 1: 0, 10: 1, 11: 1, 13: 1, 15: 1, 16: 1, 18: 1, 20: 1, 30: 2, 31: 2, 32: 2,
             40: 3, 44: 3, 48: 3, 49: 3, 50: 4, 51: 4, 52: 0, 60: 3, 70: 4, 71: 4, 72: 3, 80: 4,
-            81: 4, 99: 0, 252: 1, 253: 2, 254: 2, 255: 2, 256: 1, 257: 1, 258: 1, 259: 1}  # fmt: skip
+            81: 4, 99: 0, 252: 1, 253: 2, 254: 2, 255: 2, 256: 1, 257: 1, 258: 1, 259: 1}
 # The map in the reference's dataloader_semanticstf.py (SemanticPOSS's ids, see the spec doc).
 REF_STF_LOADER = {0: 0, 4: 1, 5: 1, 6: 2, 7: 3, 8: 4, 9: 5, 10: 6, 11: 6, 12: 6, 13: 7, 14: 8,
-                  15: 9, 16: 10, 17: 11, 21: 12, 22: 13}  # fmt: skip
+                  15: 9, 16: 10, 17: 11, 21: 12, 22: 13}
+# fmt: on
 
 
 def _write(path: Path, array: np.ndarray) -> None:

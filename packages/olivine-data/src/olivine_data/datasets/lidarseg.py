@@ -30,6 +30,7 @@ import numpy as np
 
 from olivine_data._io import read_label_file, read_point_file
 from olivine_data.datasets._common import check_skip
+from olivine_data.datasets.laserscan import read_kitti_scan
 from olivine_data.types import SegSample
 
 __all__ = ["LidarSegSpec", "LidarSegDataset", "learning_lut", "read_family_labels"]
@@ -252,8 +253,6 @@ class LidarSegDataset:
     def read_points(self, path: Path) -> np.ndarray:
         """A scan as ``(N, 4)`` float32 x, y, z, intensity (intensity / ``intensity_divisor``)."""
         if self.spec.laserscan:
-            from olivine_data.datasets.semantickitti import read_kitti_scan
-
             return read_kitti_scan(path)
         pts = read_point_file(path, num_fields=self.spec.point_fields, keep=4)
         if self.spec.intensity_divisor != 1.0:

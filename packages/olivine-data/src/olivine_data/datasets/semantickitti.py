@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from olivine_data._io import read_point_file
+from olivine_data.datasets.laserscan import laserscan_class, read_kitti_scan
 from olivine_data.datasets.lidarseg import (
     LidarSegDataset,
     LidarSegSpec,
@@ -106,11 +106,15 @@ def semantickitti_split(split: str, config: dict[str, Any]) -> list[str]:
     return [f"{int(s):02d}" for s in config["split"][key]]
 
 
-@functools.lru_cache(maxsize=8)
 def semantickitti_spec(config_yaml: str | os.PathLike[str] | None = None) -> LidarSegSpec:
     """The SemanticKITTI :class:`~olivine_data.datasets.lidarseg.LidarSegSpec` of a label YAML
     (default: the packaged official ``semantic-kitti.yaml``): its learning map and splits.
     """
+    return _spec_of(None if config_yaml is None else os.fspath(config_yaml))
+
+
+@functools.lru_cache(maxsize=8)
+def _spec_of(config_yaml: str | None) -> LidarSegSpec:
     cfg = load_semantickitti_config(config_yaml)
     splits = {
         ("val" if key == "valid" else key): tuple(f"{int(s):02d}" for s in seqs)
@@ -130,32 +134,6 @@ def semantickitti_spec(config_yaml: str | os.PathLike[str] | None = None) -> Lid
             "09, 10 / valid 08 / test 11-21), as the reference's dataloader_kitti.py."
         ),
     )
-
-
-def _laserscan() -> Any:
-    try:
-        from auxiliary.laserscan import LaserScan
-    except ImportError as exc:
-        raise ImportError(
-            "SemanticKITTI reading needs semantic-kitti-api (module 'auxiliary'): "
-            "pip install 'olivine-data[semantickitti]' (or pip install --no-deps "
-            "semantic-kitti-api pyyaml)"
-        ) from exc
-    return LaserScan
-
-
-def read_kitti_scan(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read a KITTI ``.bin`` scan (float32 x, y, z, remission) as ``(N, 4)`` float32.
-
-    Validated here (size multiple of 16 bytes, finite), decoded by semantic-kitti-api.
-    """
-    checked = read_point_file(path, num_fields=4, keep=4)
-    scan = _laserscan()(project=False)
-    scan.open_scan(str(path))
-    pts = np.concatenate([scan.points, scan.remissions[:, None]], axis=1).astype(np.float32)
-    if pts.shape != checked.shape:  # pragma: no cover - defensive, layouts agree
-        raise ValueError(f"{path}: backend read {pts.shape}, expected {checked.shape}")
-    return np.ascontiguousarray(pts)
 
 
 def read_semantickitti_labels(
@@ -190,7 +168,7 @@ class SemanticKITTISegDataset(LidarSegDataset):
         with_labels: bool = True,
         transform: Callable[[SegSample], SegSample] | None = None,
     ) -> None:
-        _laserscan()  # fail early, with the install hint, if the backend is missing
+        laserscan_class()  # fail early, with the install hint, if the backend is missing
         self.config = load_semantickitti_config(config_yaml)
         if split is not None:
             semantickitti_split(split, self.config)  # the YAML's error for an unknown split
