@@ -15,6 +15,7 @@ __all__ = ["laserscan_class", "read_kitti_scan"]
 
 
 def laserscan_class() -> Any:
+    """semantic-kitti-api's ``LaserScan`` class; an ``ImportError`` naming the extra without it."""
     try:
         from auxiliary.laserscan import LaserScan
     except ImportError as exc:
