@@ -105,3 +105,16 @@ def test_export_refuses_what_it_cannot_write(tmp_path: Path) -> None:
         export_lidarseg(cfg, tmp_path / "d", "daps3d", progress=False)
     with pytest.raises(ValueError, match="dataset: expected one of"):
         export_lidarseg(cfg, tmp_path / "x", "kitti360", progress=False)
+
+
+def test_cli_writes_each_family_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from olivine_data.cli import LIDARSEG_FORMATS, main
+
+    assert LIDARSEG_FORMATS == LIDARSEG_EXPORTS
+    out = tmp_path / "rellis"
+    args = ["synth", "--out", str(out), "--format", "rellis3d", "--scenes", "2"]
+    rc = main([*args, "--samples-per-scene", "1", "--azimuth-steps", "90", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    assert "finetune_rellis3d_<fraction>" in capsys.readouterr().out
+    ds = LidarSegDataset(out, get_lidarseg_spec("rellis3d"), split="train")
+    assert len(ds) == 1 and ds[0].point_labels is not None
