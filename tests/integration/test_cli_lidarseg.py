@@ -33,8 +33,13 @@ COLUMNS = [
 ]
 
 
-def test_every_column_has_a_config_with_the_reference_settings() -> None:
+def test_every_column_has_a_config_with_the_reference_settings(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert {c[0] for c in COLUMNS} <= set(list_configs())
+    assert main(["ls"]) == 0
+    listed = capsys.readouterr().out
+    assert all(f"  {c[0]} " in listed for c in COLUMNS)
     for name, skip, batch, lr_head, classes, feature in COLUMNS:
         cfg = load_config(name, check_paths=False)
         d, o = cfg.data, cfg.optim
