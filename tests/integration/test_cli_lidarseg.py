@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from olivine_data.datasets import get_lidarseg_spec
@@ -110,3 +111,26 @@ def test_finetune_a_few_steps_on_each_dataset(
     scans = (tmp_path / "ft" / "train_scans.txt").read_text().splitlines()
     skip = load_config(config, check_paths=False).data.skip
     assert len(scans) == math.ceil(2 / skip) and scans[0].endswith("0000")  # frame 0 of a scene
+
+
+@pytest.mark.parametrize("fault", ["missing split file", "label out of the ontology"])
+def test_bad_files_are_one_error_line_through_the_cli(
+    fault: str, world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = export_lidarseg(
+        world.config, tmp_path / "rellis", "rellis3d", progress=False, world=world
+    )
+    if fault == "missing split file":
+        (root / "pt_val.lst").unlink()
+        want = f"RELLIS-3D split file not found: {root / 'pt_val.lst'}"
+    else:
+        scan, label = (root / "pt_train.lst").read_text().split("\n")[0].split()
+        raw = np.fromfile(root / label, np.uint32)
+        raw[:7] = 2  # RELLIS-3D has no raw class 2
+        raw.tofile(root / label)
+        want = f"{root / label}: semantic ids [2] are not in the RELLIS-3D learning_map (7 points)"
+    args = [f"data.root={root}", f"run.out_dir={tmp_path}", "run.progress=false"]
+    code = main(["finetune", "finetune_rellis3d_1pct", *args, "data.skip=1", "optim.max_steps=1"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("olivine-train: error: "), err
+    assert want in err.splitlines()[0] and "Traceback" not in err
