@@ -125,7 +125,9 @@ SEMANTICPOSS = LidarSegSpec(
         "1-3 and 18-20 map to ignore. This is exactly the learning map the reference's "
         "dataloader_semanticstf.py carries (ids up to 22, 13 classes), i.e. the one of its "
         "unpublished SemanticPOSS loader. Split (no reference loader; a documented choice): "
-        "train 00, 01, 02, 04, 05 / val 03, the split used by public SemanticPOSS benchmarks."
+        "train 00, 01, 02, 04, 05 / val 03, the split of public SemanticPOSS code (e.g. the "
+        "SynLiDAR -> SemanticPOSS adaptation repositories evaluate on sequence 03 with 13 "
+        "classes + ignore)."
     ),
 )
 
