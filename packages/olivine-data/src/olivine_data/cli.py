@@ -7,6 +7,7 @@ Example::
 
     olivine-data synth --out data/synth --scenes 4 --samples-per-scene 8 --seed 0
     olivine-data synth --out data/synth-kitti --format semantickitti --scenes 2
+    olivine-data synth --out data/synth-rellis --format rellis3d --scenes 2
 """
 
 from __future__ import annotations
@@ -17,7 +18,18 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "LIDARSEG_FORMATS"]
+
+#: The SemanticKITTI-family layouts of ``olivine_data.synthetic.export_lidarseg`` (named here so
+#: that building the parser imports nothing heavy; a test checks they agree).
+LIDARSEG_FORMATS = (
+    "scribblekitti",
+    "rellis3d",
+    "semanticposs",
+    "semanticstf",
+    "synlidar",
+    "daps3d",
+)
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -88,14 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
             "Render a deterministic synthetic driving world and write it as a nuScenes folder "
             "(13 tables + lidarseg + camseg VFM labels + olivine_splits.json; NuScenes("
             "version, dataroot) loads it) or as SemanticKITTI sequences (velodyne, labels, "
-            "image_2, calib, poses). Same seed, same bytes."
+            "image_2, calib, poses), or the LiDAR sweeps in a SemanticKITTI-family layout "
+            "(ScribbleKITTI, RELLIS-3D, SemanticPOSS, SemanticSTF, SynLiDAR, DAPS-3D). Same "
+            "seed, same bytes."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     synth.add_argument("--out", required=True, help="output folder (created if missing)")
     synth.add_argument(
         "--format",
-        choices=("nuscenes", "semantickitti"),
+        choices=("nuscenes", "semantickitti", *LIDARSEG_FORMATS),
         default="nuscenes",
         help="dataset layout to write",
     )
@@ -120,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _synth(args: argparse.Namespace) -> int:
     from olivine_data.synthetic import (
         SyntheticWorldConfig,
+        export_lidarseg,
         export_nuscenes,
         export_semantickitti,
     )
@@ -138,11 +153,16 @@ def _synth(args: argparse.Namespace) -> int:
                 config, args.out, progress=not args.quiet, overwrite=args.overwrite
             )
             hint = f"NuScenes(version={config.version!r}, dataroot={str(root)!r})"
-        else:
+        elif args.format == "semantickitti":
             root = export_semantickitti(
                 config, args.out, progress=not args.quiet, overwrite=args.overwrite
             )
             hint = f"SemanticKITTISegDataset({str(root)!r}, sequences=[...])"
+        else:
+            root = export_lidarseg(
+                config, args.out, args.format, progress=not args.quiet, overwrite=args.overwrite
+            )
+            hint = f"olivine-train finetune finetune_{args.format}_<fraction> data.root={root}"
     except ValueError as exc:
         print(f"olivine-data synth: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
-"""Dataset readers: nuScenes (devkit), SemanticKITTI, KITTI camera pairing.
+"""Dataset readers: nuScenes (devkit), the SemanticKITTI family (SemanticKITTI, ScribbleKITTI,
+RELLIS-3D, SemanticPOSS, SemanticSTF, SynLiDAR, DAPS-3D), KITTI camera pairing.
 
 Heavy backends (nuscenes-devkit, semantic-kitti-api) are imported inside the readers.
 """
@@ -11,6 +12,17 @@ from olivine_data.datasets.kitti import (
     read_odometry_calib,
     write_odometry_calib,
 )
+from olivine_data.datasets.lidarseg import LidarSegDataset, LidarSegSpec
+from olivine_data.datasets.lidarseg_specs import (
+    DAPS3D,
+    LIDARSEG_SPECS,
+    RELLIS3D,
+    SCRIBBLEKITTI,
+    SEMANTICPOSS,
+    SEMANTICSTF,
+    SYNLIDAR,
+    get_lidarseg_spec,
+)
 from olivine_data.datasets.nuscenes import (
     LIDARSEG_TO_EVAL16,
     NUSCENES_CAMERAS,
@@ -22,9 +34,21 @@ from olivine_data.datasets.semantickitti import (
     SEMANTICKITTI_CLASSES,
     SemanticKITTISegDataset,
     load_semantickitti_config,
+    semantickitti_spec,
 )
 
 __all__ = [
+    "DAPS3D",
+    "LIDARSEG_SPECS",
+    "LidarSegDataset",
+    "LidarSegSpec",
+    "RELLIS3D",
+    "SCRIBBLEKITTI",
+    "SEMANTICPOSS",
+    "SEMANTICSTF",
+    "SYNLIDAR",
+    "get_lidarseg_spec",
+    "semantickitti_spec",
     "SEMANTICKITTI_CLASSES",
     "KittiCalib",
     "KittiPretrainDataset",

@@ -1,5 +1,7 @@
 """SemanticKITTI downstream reader: ``sequences/NN/velodyne/*.bin`` + ``labels/*.label``.
 
+The SemanticKITTI member of the family reader :mod:`olivine_data.datasets.lidarseg`.
+
 * Scans are decoded with semantic-kitti-api's ``auxiliary.laserscan.LaserScan`` (after a size and
   finiteness check here). The extra is optional: without it an ``ImportError`` names
   ``pip install 'olivine-data[semantickitti]'`` (``--no-deps semantic-kitti-api`` suffices).
@@ -16,6 +18,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -25,8 +28,13 @@ from typing import Any
 import numpy as np
 import yaml
 
-from olivine_data._io import read_label_file, read_point_file
-from olivine_data.datasets._common import check_skip
+from olivine_data.datasets.laserscan import laserscan_class, read_kitti_scan
+from olivine_data.datasets.lidarseg import (
+    LidarSegDataset,
+    LidarSegSpec,
+    learning_lut,
+    read_family_labels,
+)
 from olivine_data.types import SegSample
 
 __all__ = [
@@ -34,6 +42,7 @@ __all__ = [
     "load_semantickitti_config",
     "learning_map_lut",
     "semantickitti_split",
+    "semantickitti_spec",
     "read_semantickitti_labels",
     "read_kitti_scan",
     "SemanticKITTISegDataset",
@@ -84,10 +93,7 @@ def load_semantickitti_config(
 
 def learning_map_lut(config: dict[str, Any]) -> np.ndarray:
     """Lookup array raw semantic id -> learning id; ids absent from the map hold -1."""
-    lm = {int(k): int(v) for k, v in config["learning_map"].items()}
-    lut = np.full(max(lm) + 1, -1, dtype=np.int64)
-    lut[list(lm)] = list(lm.values())
-    return lut
+    return learning_lut(config["learning_map"])
 
 
 def semantickitti_split(split: str, config: dict[str, Any]) -> list[str]:
@@ -100,53 +106,47 @@ def semantickitti_split(split: str, config: dict[str, Any]) -> list[str]:
     return [f"{int(s):02d}" for s in config["split"][key]]
 
 
-def _laserscan() -> Any:
-    try:
-        from auxiliary.laserscan import LaserScan
-    except ImportError as exc:
-        raise ImportError(
-            "SemanticKITTI reading needs semantic-kitti-api (module 'auxiliary'): "
-            "pip install 'olivine-data[semantickitti]' (or pip install --no-deps "
-            "semantic-kitti-api pyyaml)"
-        ) from exc
-    return LaserScan
-
-
-def read_kitti_scan(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read a KITTI ``.bin`` scan (float32 x, y, z, remission) as ``(N, 4)`` float32.
-
-    Validated here (size multiple of 16 bytes, finite), decoded by semantic-kitti-api.
+def semantickitti_spec(config_yaml: str | os.PathLike[str] | None = None) -> LidarSegSpec:
+    """The SemanticKITTI :class:`~olivine_data.datasets.lidarseg.LidarSegSpec` of a label YAML
+    (default: the packaged official ``semantic-kitti.yaml``): its learning map and splits.
     """
-    checked = read_point_file(path, num_fields=4, keep=4)
-    scan = _laserscan()(project=False)
-    scan.open_scan(str(path))
-    pts = np.concatenate([scan.points, scan.remissions[:, None]], axis=1).astype(np.float32)
-    if pts.shape != checked.shape:  # pragma: no cover - defensive, layouts agree
-        raise ValueError(f"{path}: backend read {pts.shape}, expected {checked.shape}")
-    return np.ascontiguousarray(pts)
+    return _spec_of(None if config_yaml is None else os.fspath(config_yaml))
+
+
+@functools.lru_cache(maxsize=8)
+def _spec_of(config_yaml: str | None) -> LidarSegSpec:
+    cfg = load_semantickitti_config(config_yaml)
+    splits = {
+        ("val" if key == "valid" else key): tuple(f"{int(s):02d}" for s in seqs)
+        for key, seqs in cfg["split"].items()
+    }
+    return LidarSegSpec(
+        name="semantickitti",
+        title="SemanticKITTI",
+        classes=SEMANTICKITTI_CLASSES,
+        learning_map={int(k): int(v) for k, v in cfg["learning_map"].items()},
+        splits=splits,
+        laserscan=True,
+        doc=(
+            "SemanticKITTI (Behley et al., ICCV 2019, semantic-kitti.org): sequences/NN/velodyne/"
+            "*.bin (float32 x, y, z, remission) and labels/*.label (uint32, semantic id in the "
+            "lower 16 bits); learning map and splits from semantic-kitti.yaml (train 00-07, "
+            "09, 10 / valid 08 / test 11-21), as the reference's dataloader_kitti.py."
+        ),
+    )
 
 
 def read_semantickitti_labels(
     path: str | os.PathLike[str], num_points: int, lut: np.ndarray
 ) -> np.ndarray:
     """Read a ``.label`` (uint32: semantic id in the lower 16 bits), map through ``lut``."""
-    raw = read_label_file(path, np.uint32, num_points)
-    sem = (raw & 0xFFFF).astype(np.int64)
-    bad = sem >= lut.shape[0]
-    if not bad.any():
-        mapped = lut[sem]
-        bad = mapped < 0
-    if bad.any():
-        ids = np.unique(sem[bad])
-        raise ValueError(
-            f"{path}: semantic ids {ids[:10].tolist()} are not in the learning_map "
-            f"({int(bad.sum())} points)"
-        )
-    return mapped
+    return read_family_labels(path, num_points, lut, "SemanticKITTI")
 
 
-class SemanticKITTISegDataset:
+class SemanticKITTISegDataset(LidarSegDataset):
     """SemanticKITTI frames -> :class:`~olivine_data.types.SegSample` (19 classes + 0 ignore).
+
+    The SemanticKITTI case of :class:`~olivine_data.datasets.lidarseg.LidarSegDataset`.
 
     Args:
         root: the folder holding ``sequences/`` (``.../dataset``).
@@ -168,44 +168,16 @@ class SemanticKITTISegDataset:
         with_labels: bool = True,
         transform: Callable[[SegSample], SegSample] | None = None,
     ) -> None:
-        _laserscan()  # fail early, with the install hint, if the backend is missing
-        self.root = Path(root)
+        laserscan_class()  # fail early, with the install hint, if the backend is missing
         self.config = load_semantickitti_config(config_yaml)
-        self.lut = learning_map_lut(self.config)
-        if sequences is not None and split is not None:
-            raise ValueError("give either sequences= or split=, not both")
-        if sequences is None and split is None:
-            raise ValueError("give sequences= or split=")
-        seqs = (
-            semantickitti_split(split, self.config)
-            if split is not None
-            else [f"{int(s):02d}" for s in sequences or ()]
+        if split is not None:
+            semantickitti_split(split, self.config)  # the YAML's error for an unknown split
+        super().__init__(
+            root,
+            semantickitti_spec(config_yaml),
+            split=split,
+            sequences=[f"{int(s):02d}" for s in sequences] if sequences is not None else None,
+            skip=skip,
+            with_labels=with_labels,
+            transform=transform,
         )
-        frames: list[tuple[str, Path]] = []
-        for seq in seqs:
-            vel = self.root / "sequences" / seq / "velodyne"
-            if not vel.is_dir():
-                raise FileNotFoundError(f"SemanticKITTI sequence folder not found: {vel}")
-            frames.extend((seq, f) for f in sorted(vel.glob("*.bin")))
-        if not frames:
-            raise ValueError(f"no .bin scans under {self.root / 'sequences'} for sequences {seqs}")
-        self.sequences = seqs
-        self.frames = frames[:: check_skip(skip)]
-        self.with_labels = with_labels
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def label_path(self, idx: int) -> Path:
-        seq, scan = self.frames[idx]
-        return scan.parent.parent / "labels" / f"{scan.stem}.label"
-
-    def __getitem__(self, idx: int) -> SegSample:
-        seq, scan = self.frames[idx]
-        points = read_kitti_scan(scan)
-        labels = None
-        if self.with_labels:
-            labels = read_semantickitti_labels(self.label_path(idx), points.shape[0], self.lut)
-        out = SegSample(points=points, point_labels=labels, token=f"{seq}/{scan.stem}")
-        return self.transform(out) if self.transform is not None else out

@@ -1,4 +1,6 @@
-"""A procedural driving world that exports real nuScenes / SemanticKITTI folders.
+"""A procedural driving world that exports real nuScenes / SemanticKITTI folders, and the
+SemanticKITTI-family layouts (ScribbleKITTI, RELLIS-3D, SemanticPOSS, SemanticSTF, SynLiDAR,
+DAPS-3D) through ``export_lidarseg``.
 
 The same reader code that loads real data loads the export. Quick start::
 
@@ -9,6 +11,7 @@ or ``olivine-data synth --out data/synth --scenes 2 --samples-per-scene 4``.
 """
 
 from olivine_data.synthetic.config import SyntheticWorldConfig
+from olivine_data.synthetic.export_lidarseg import LIDARSEG_EXPORTS, export_lidarseg
 from olivine_data.synthetic.export_nuscenes import export_nuscenes
 from olivine_data.synthetic.export_semantickitti import export_semantickitti
 from olivine_data.synthetic.materials import MATERIALS, Material
@@ -30,6 +33,8 @@ __all__ = [
     "SyntheticWorldConfig",
     "World",
     "corrupt_labels",
+    "LIDARSEG_EXPORTS",
+    "export_lidarseg",
     "export_nuscenes",
     "export_semantickitti",
     "generate_world",

@@ -19,7 +19,6 @@ Tokens are md5 digests of ``(seed, kind, key)``, so equal configs give byte-iden
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -34,47 +33,14 @@ from olivine_data.labels import LabelStore
 from olivine_data.progress import progress_bar
 from olivine_data.synthetic._io import prepare_out_dir
 from olivine_data.synthetic.config import SyntheticWorldConfig
-from olivine_data.synthetic.materials import NUSCENES_LIDARSEG_CATEGORIES
-from olivine_data.synthetic.sensors import (
-    NUSCENES_CALIBRATION,
-    matrix_to_quaternion,
-    scaled_intrinsics,
-)
+from olivine_data.synthetic.nuscenes_static import Static, static_tables, token, write_bytes
+from olivine_data.synthetic.sensors import matrix_to_quaternion
 from olivine_data.synthetic.world import Keyframe, World, generate_world
 
 __all__ = ["export_nuscenes", "token"]
 
-_ATTRIBUTES = (
-    ("vehicle.moving", "Vehicle is moving."),
-    ("vehicle.stopped", "Vehicle, with a driver/rider in/on it, is currently stationary."),
-    (
-        "vehicle.parked",
-        "Vehicle is stationary (usually for longer duration) with no immediate intent to move.",
-    ),
-    ("cycle.with_rider", "There is someone riding a bicycle or motorcycle."),
-    ("cycle.without_rider", "There is NO rider on a bicycle or motorcycle."),
-    ("pedestrian.sitting_lying_down", "The human is sitting or lying down."),
-    ("pedestrian.standing", "The human is standing."),
-    ("pedestrian.moving", "The human is moving."),
-)
-_VISIBILITY = (
-    ("1", "v0-40", "visibility of whole object is between 0 and 40%"),
-    ("2", "v40-60", "visibility of whole object is between 40 and 60%"),
-    ("3", "v60-80", "visibility of whole object is between 60 and 80%"),
-    ("4", "v80-100", "visibility of whole object is between 80 and 100%"),
-)
 #: Annotations are written for objects within this horizontal range of the LiDAR [m].
 ANNOTATION_RANGE = 60.0
-
-
-def token(*key: object) -> str:
-    """Deterministic 32-hex-digit token of ``key``."""
-    return hashlib.md5("/".join(str(k) for k in key).encode()).hexdigest()
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -151,7 +117,7 @@ def export_nuscenes(
         overwrite,
     )
     tables = _Tables().t
-    static = _static_tables(config, root, tables)
+    static = static_tables(config, root, tables)
     out = _Out(root, version, config, tables, LabelStore(root), LabelStore(root / "gt"))
     total = config.scenes * config.samples_per_scene
     bar = progress_bar(total=total, desc="synthetic nuScenes", unit="keyframe", enabled=progress)
@@ -168,7 +134,7 @@ def export_nuscenes(
     return root
 
 
-def _export_scene(out: _Out, static: _Static, world: World, s: int, bar: Any) -> None:
+def _export_scene(out: _Out, static: Static, world: World, s: int, bar: Any) -> None:
     """Step 2 of :func:`export_nuscenes`: scene ``s``'s log, samples, files, sample_data, ego
     poses, annotations, instances and scene record.
     """
@@ -243,16 +209,6 @@ def _export_scene(out: _Out, static: _Static, world: World, s: int, bar: Any) ->
 
 
 @dataclass(frozen=True)
-class _Static:
-    """Tokens of the static tables that the per-scene records point to."""
-
-    cat_tok: dict[str, str]
-    attr_tok: dict[str, str]
-    calib_tok: dict[str, str]
-    log_toks: list[str]
-
-
-@dataclass(frozen=True)
 class _Out:
     """Where a keyframe's files go."""
 
@@ -262,67 +218,6 @@ class _Out:
     tables: dict[str, list[dict[str, Any]]]
     vfm_store: LabelStore
     gt_store: LabelStore
-
-
-def _static_tables(
-    config: SyntheticWorldConfig, root: Path, tables: dict[str, list[dict[str, Any]]]
-) -> _Static:
-    """Step 1 of :func:`export_nuscenes`: category, attribute, visibility, sensor,
-    calibrated_sensor and map (with its placeholder PNG).
-    """
-    seed = config.seed
-    cat_tok = {name: token("category", name) for name in NUSCENES_LIDARSEG_CATEGORIES}
-    tables["category"] = [
-        {"token": cat_tok[name], "name": name, "description": name, "index": i}
-        for i, name in enumerate(NUSCENES_LIDARSEG_CATEGORIES)
-    ]
-    attr_tok = {name: token("attribute", name) for name, _ in _ATTRIBUTES}
-    tables["attribute"] = [
-        {"token": attr_tok[n], "name": n, "description": d} for n, d in _ATTRIBUTES
-    ]
-    tables["visibility"] = [
-        {"description": d, "token": t, "level": lvl} for t, lvl, d in _VISIBILITY
-    ]
-    channels = ("LIDAR_TOP", *config.cameras)
-    sensor_tok = {ch: token("sensor", ch) for ch in channels}
-    calib_tok = {ch: token(seed, "calibrated_sensor", ch) for ch in channels}
-    for ch in channels:
-        calib = NUSCENES_CALIBRATION[ch]
-        tables["sensor"].append(
-            {
-                "token": sensor_tok[ch],
-                "channel": ch,
-                "modality": "lidar" if ch == "LIDAR_TOP" else "camera",
-            }
-        )
-        intrinsic: list[list[float]] = []
-        if ch != "LIDAR_TOP":
-            intrinsic = [
-                [float(v) for v in row] for row in scaled_intrinsics(ch, config.image_size)
-            ]
-        tables["calibrated_sensor"].append(
-            {
-                "token": calib_tok[ch],
-                "sensor_token": sensor_tok[ch],
-                "translation": list(calib.translation),
-                "rotation": list(calib.rotation),
-                "camera_intrinsic": intrinsic,
-            }
-        )
-    map_tok = token(seed, "map")
-    log_toks = [token(seed, "log", s) for s in range(config.scenes)]
-    tables["map"] = [
-        {
-            "token": map_tok,
-            "category": "semantic_prior",
-            "filename": f"maps/{map_tok}.png",
-            "log_tokens": log_toks,
-        }
-    ]
-    map_png = io.BytesIO()
-    Image.fromarray(np.zeros((2, 2), dtype=np.uint8)).save(map_png, format="PNG")
-    _write_bytes(root / "maps" / f"{map_tok}.png", map_png.getvalue())
-    return _Static(cat_tok, attr_tok, calib_tok, log_toks)
 
 
 def _write_keyframe_files(
@@ -335,10 +230,10 @@ def _write_keyframe_files(
     frames: list[tuple[str, int, np.ndarray, str]] = []
     lidar_sd = token(seed, "sample_data", scene, sample, "LIDAR_TOP")
     fname = f"samples/LIDAR_TOP/{logfile}__LIDAR_TOP__{kf.lidar.timestamp_us}.pcd.bin"
-    _write_bytes(out.root / fname, kf.lidar.points.astype(np.float32).tobytes())
+    write_bytes(out.root / fname, kf.lidar.points.astype(np.float32).tobytes())
     frames.append(("LIDAR_TOP", kf.lidar.timestamp_us, kf.lidar.ego_pose, fname))
     lidarseg_name = f"{lidar_sd}_lidarseg.bin"
-    _write_bytes(out.root / "lidarseg" / version / lidarseg_name, kf.lidar.lidarseg.tobytes())
+    write_bytes(out.root / "lidarseg" / version / lidarseg_name, kf.lidar.lidarseg.tobytes())
     out.tables["lidarseg"].append(
         {
             "token": lidar_sd,
@@ -348,7 +243,7 @@ def _write_keyframe_files(
     )
     for cam in kf.cameras:
         fname = f"samples/{cam.channel}/{logfile}__{cam.channel}__{cam.timestamp_us}.jpg"
-        _write_bytes(out.root / fname, _jpeg(cam.image, out.config.jpeg_quality))
+        write_bytes(out.root / fname, _jpeg(cam.image, out.config.jpeg_quality))
         out.vfm_store.write(cam.channel, fname, cam.vfm_labels)
         out.gt_store.write(cam.channel, fname, cam.gt_labels)
         frames.append((cam.channel, cam.timestamp_us, cam.ego_pose, fname))

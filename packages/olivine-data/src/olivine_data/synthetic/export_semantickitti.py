@@ -34,7 +34,7 @@ from olivine_data.synthetic.materials import material_lookup
 from olivine_data.synthetic.sensors import KITTI_P2, KITTI_TR
 from olivine_data.synthetic.world import KITTI_ELEVATION_DEG, World, generate_world
 
-__all__ = ["export_semantickitti", "KITTI_BEAMS"]
+__all__ = ["export_semantickitti", "kitti_scan", "kitti_sweep", "KITTI_BEAMS"]
 
 #: The KITTI export uses a 64-beam LiDAR (HDL-64E field of view).
 KITTI_BEAMS = 64
@@ -138,19 +138,36 @@ def export_semantickitti(
     return root
 
 
+def kitti_sweep(
+    world: World, scene: int, t: int, velo2ego: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One LiDAR sweep of the KITTI rig: ``(cloud (N, 5) float32 x, y, z, intensity in 0..255,
+    ring; raw SemanticKITTI class (N,); instance id (N,) of things, 0 elsewhere)``. Every
+    SemanticKITTI-family export writes these points.
+    """
+    cloud, mat, inst = world.render_lidar(
+        scene, t, velo2ego, elevation_deg=KITTI_ELEVATION_DEG, beams=KITTI_BEAMS, stream=7
+    )
+    sem = _KITTI_ID[mat]
+    inst_id = np.where(np.isin(sem, _THING_IDS), inst & 0xFFFF, 0)
+    return cloud.astype(np.float32), sem, inst_id
+
+
+def kitti_scan(cloud: np.ndarray) -> np.ndarray:
+    """A :func:`kitti_sweep` cloud as a KITTI scan: ``(N, 4)`` float32 x, y, z, reflectance in
+    [0, 1] (intensity / 255).
+    """
+    return np.concatenate([cloud[:, :3], cloud[:, 3:4] / 255.0], axis=1).astype(np.float32)
+
+
 def _write_scan(
     world: World, scene: int, t: int, velo2ego: np.ndarray, seq_dir: Path, frame: str
 ) -> None:
     """One LiDAR sweep: ``velodyne/<frame>.bin`` (x, y, z, remission) and
     ``labels/<frame>.label`` (instance << 16 | SemanticKITTI class; instances of things only).
     """
-    cloud, mat, inst = world.render_lidar(
-        scene, t, velo2ego, elevation_deg=KITTI_ELEVATION_DEG, beams=KITTI_BEAMS, stream=7
-    )
-    scan = np.concatenate([cloud[:, :3], cloud[:, 3:4] / 255.0], axis=1).astype(np.float32)
-    (seq_dir / "velodyne" / f"{frame}.bin").write_bytes(scan.tobytes())
-    sem = _KITTI_ID[mat]
-    inst_id = np.where(np.isin(sem, _THING_IDS), inst & 0xFFFF, 0)
+    cloud, sem, inst_id = kitti_sweep(world, scene, t, velo2ego)
+    (seq_dir / "velodyne" / f"{frame}.bin").write_bytes(kitti_scan(cloud).tobytes())
     label = ((inst_id << 16) | sem).astype(np.uint32)
     (seq_dir / "labels" / f"{frame}.label").write_bytes(label.tobytes())
 

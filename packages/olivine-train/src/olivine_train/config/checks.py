@@ -11,6 +11,7 @@ import importlib.util
 import zipfile
 from pathlib import Path
 
+from olivine_data.datasets import LIDARSEG_SPECS
 from olivine_models import list_image_encoders, list_point_encoders
 from olivine_train.checkpoint import zip_damage
 from olivine_train.config.coerce import build, did_you_mean
@@ -72,6 +73,7 @@ def term_weight_fields() -> tuple[str, ...]:
 def _check_data(cfg: Config, p: _Problems) -> None:
     d = cfg.data
     p.positive("data.skip", d.skip)
+    p.positive("data.val_skip", d.val_skip)
     p.positive("data.batch_size", d.batch_size)
     p.positive("data.num_workers", d.num_workers, strict=False)
     p.pair("data.image_size", d.image_size)
@@ -178,6 +180,12 @@ def _check_downstream(cfg: Config, p: _Problems) -> None:
     p.positive("downstream.eval_every", ds.eval_every)
     if cfg.recipe == "downstream" and cfg.method != "olivine":
         p.append("method: only meaningful for recipe 'pretrain'; leave it at 'olivine'")
+    spec = LIDARSEG_SPECS.get(cfg.data.dataset)
+    if cfg.recipe == "downstream" and spec is not None and ds.num_classes != spec.num_classes:
+        p.append(
+            f"downstream.num_classes: {spec.title} has {spec.num_classes} classes (0 = ignore: "
+            f"{', '.join(spec.classes)}), got {ds.num_classes!r}"
+        )
 
 
 def _check_run(cfg: Config, p: _Problems) -> None:

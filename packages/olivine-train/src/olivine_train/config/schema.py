@@ -33,7 +33,19 @@ until :func:`~olivine_train.config.coerce.build` checks them against the schema.
 class DataConfig:
     """Where the data is and how it becomes batches."""
 
-    dataset: Literal["nuscenes", "semantickitti", "kitti"] = "nuscenes"
+    # nuscenes, kitti (camera pairing) and the SemanticKITTI family of LiDAR segmentation sets
+    # (olivine_data.datasets.LIDARSEG_SPECS; the cross-dataset targets of the paper)
+    dataset: Literal[
+        "nuscenes",
+        "semantickitti",
+        "kitti",
+        "scribblekitti",
+        "rellis3d",
+        "semanticposs",
+        "semanticstf",
+        "synlidar",
+        "daps3d",
+    ] = "nuscenes"
     root: str = "datasets/nuscenes"
     version: str = "v1.0-trainval"
     train_split: str = "train"
@@ -41,6 +53,10 @@ class DataConfig:
     train_scenes: list[str] | None = None  # explicit list overrides train_split
     val_scenes: list[str] | None = None
     skip: int = 1  # keep every skip-th scene (nuScenes) / frame (KITTI): 100 -> 1 % labels
+    val_skip: int = 1  # keep every val_skip-th validation frame (SemanticKITTI family)
+    # label folder of the validation frames (SemanticKITTI family); None = the dataset's own
+    # (ScribbleKITTI: the dense labels/, the reference code reads scribbles/)
+    val_label_dir: str | None = None
     label_root: str | None = None  # camseg label store root; None -> data.root
     vocabulary: Literal["seem17", "gsam14"] = "seem17"
     cameras: list[str] = field(default_factory=lambda: list(NUSCENES_CAMERAS))

@@ -63,6 +63,7 @@ from olivine_train.recipes.segmentation import (
     format_scores,
     load_pretrained_backbone,
     score_points,
+    write_scan_list,
 )
 
 __all__ = [
@@ -77,6 +78,7 @@ __all__ = [
     "run_evaluate",
 ]
 
+_SCANS = "train_scans.txt"
 #: A probing batch of cached trunk features: (features, voxel labels, samples in the batch).
 CachedBatch = tuple[torch.Tensor, torch.Tensor, int]
 #: What a downstream step computes on: collated sweeps, or cached features when probing.
@@ -168,6 +170,8 @@ class Downstream(JobBase[DownstreamBatch]):
         self.val_set = SeededDataset(
             build_seg_dataset(cfg, "val"), None, seed=cfg.run.seed, limit=cfg.data.max_val_samples
         )
+        if self.rt.is_main:  # the label fraction, written down: <run>/train_scans.txt
+            write_scan_list(self.train_set.base, len(self.train_set), self.rt.run_dir / _SCANS)
         plan = build_sampler(cfg, self.rt, len(self.train_set))
         self.sampler, self.per_rank_batch = plan.sampler, plan.per_rank_batch
         self.steps_per_epoch, self.total_steps = plan.steps_per_epoch, plan.total_steps

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from torch import nn
 
 from olivine_data import datasets
 from olivine_data.collate import SegBatch
-from olivine_data.datasets import SEMANTICKITTI_CLASSES
+from olivine_data.datasets import LIDARSEG_SPECS, read_scene_splits
 from olivine_data.labels import NUSCENES16
 from olivine_data.progress import progress_bar
 from olivine_data.types import SegSample
@@ -35,8 +36,10 @@ __all__ = [
     "class_names_for",
     "evaluate_model",
     "format_scores",
+    "lidarseg_selection",
     "load_pretrained_backbone",
     "score_points",
+    "write_scan_list",
 ]
 
 
@@ -95,10 +98,8 @@ class SegNet(nn.Module):
 
 def class_names_for(cfg: Config) -> tuple[str, ...]:
     """Evaluation class names (index 0 = ignore) of the downstream dataset."""
-    if cfg.data.dataset == "semantickitti":
-        names = tuple(SEMANTICKITTI_CLASSES)
-    else:
-        names = tuple(NUSCENES16.class_names)
+    spec = LIDARSEG_SPECS.get(cfg.data.dataset)
+    names = tuple(spec.classes) if spec is not None else tuple(NUSCENES16.class_names)
     if len(names) != cfg.downstream.num_classes:
         raise ValueError(
             f"downstream.num_classes: {cfg.data.dataset} has {len(names)} classes "
@@ -107,20 +108,64 @@ def class_names_for(cfg: Config) -> tuple[str, ...]:
     return names
 
 
-def build_seg_dataset(
-    cfg: Config, split: str
-) -> datasets.NuScenesSegDataset | datasets.SemanticKITTISegDataset:
-    """The downstream dataset for ``split`` ("train" honours ``data.skip``; "val" uses all)."""
+def lidarseg_selection(cfg: Config, split: str) -> tuple[list[str] | None, str | None]:
+    """``(sequences, named split)`` of a SemanticKITTI-family ``split`` ("train" or "val"):
+    ``data.train_scenes``/``val_scenes`` if given, else the sequences ``<root>/olivine_splits.json``
+    names for the split (synthetic exports write one), else the dataset's own split
+    ``data.train_split``/``val_split`` (its sequence folders or list file).
+    """
     d = cfg.data
-    skip = d.skip if split == "train" else 1
+    explicit = d.train_scenes if split == "train" else d.val_scenes
+    if explicit is not None:
+        return list(explicit), None
+    name = d.train_split if split == "train" else d.val_split
+    if (Path(d.root) / "olivine_splits.json").is_file():
+        splits = read_scene_splits(d.root)
+        if name in splits:
+            return list(splits[name]), None
+    return None, name
+
+
+SegDataset = datasets.NuScenesSegDataset | datasets.LidarSegDataset
+
+
+def build_seg_dataset(cfg: Config, split: str) -> SegDataset:
+    """The downstream dataset for ``split``: "train" keeps every ``data.skip``-th scene/frame,
+    "val" every ``data.val_skip``-th frame (SemanticKITTI family; nuScenes validates on all).
+    """
+    d = cfg.data
+    skip = d.skip if split == "train" else d.val_skip
     if d.dataset == "nuscenes":
         scenes, named = nuscenes_scenes(cfg, split)
-        return datasets.NuScenesSegDataset(d.root, d.version, scenes=scenes, split=named, skip=skip)
+        return datasets.NuScenesSegDataset(
+            d.root, d.version, scenes=scenes, split=named, skip=skip if split == "train" else 1
+        )
     if d.dataset == "semantickitti":
         return datasets.SemanticKITTISegDataset(
             d.root, sequences=kitti_sequences(cfg, split), skip=skip
         )
-    raise ValueError(f"data.dataset: {d.dataset!r} has no per-point labels for segmentation")
+    spec = LIDARSEG_SPECS.get(d.dataset)
+    if spec is None:
+        raise ValueError(f"data.dataset: {d.dataset!r} has no per-point labels for segmentation")
+    sequences, named = lidarseg_selection(cfg, split)
+    label_dir = d.val_label_dir if split == "val" else None
+    return datasets.LidarSegDataset(
+        d.root,
+        spec,
+        split=named,
+        sequences=sequences,
+        skip=skip,
+        label_dir=label_dir or spec.label_dir_for(split),
+    )
+
+
+def write_scan_list(dataset: SampleSource[SegSample], limit: int, path: Path) -> None:
+    """Write the scans a run trains on (``<sequence>/<scan>``, one per line, the first ``limit``
+    of the selection) to ``path``, for readers that list them (the SemanticKITTI family).
+    """
+    tokens = getattr(dataset, "tokens", None)
+    if tokens is not None:
+        path.write_text("".join(f"{t}\n" for t in list(tokens)[:limit]))
 
 
 def format_scores(scores: SegmentationScores, title: str = "") -> str:
