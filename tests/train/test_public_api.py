@@ -43,6 +43,7 @@ def test_cli_subcommands() -> None:
         "pretrain",
         "finetune",
         "evaluate",
+        "probe",
         "make-labels",
         "demo",
         "validate-config",
