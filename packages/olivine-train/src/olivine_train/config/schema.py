@@ -81,9 +81,37 @@ class ModelConfig:
     sync_bn: bool = False
 
 
+#: weight defaults of the loss terms registered from outside the toolkit
+#: (:func:`olivine_train.register_term`), by term name; their field is ``loss.<name>_weight``
+_EXTRA_TERM_WEIGHTS: dict[str, float] = {}
+
+
+def add_term_weight(name: str, default: float) -> None:
+    """Make ``loss.<name>_weight`` a config field (default ``default``); called by
+    :func:`olivine_train.register_term`, which checks the name first.
+    """
+    _EXTRA_TERM_WEIGHTS[name] = float(default)
+
+
+def remove_term_weight(name: str) -> None:
+    """Undo :func:`add_term_weight` (:func:`olivine_train.unregister_term`)."""
+    _EXTRA_TERM_WEIGHTS.pop(name, None)
+
+
+def extra_term_weights() -> dict[str, float]:
+    """``{name: default weight}`` of the registered (non-built-in) terms, in registration order."""
+    return dict(_EXTRA_TERM_WEIGHTS)
+
+
 @dataclass
 class LossConfig:
-    """Pretraining objective. A weight of 0 switches the term off (it is not computed)."""
+    """Pretraining objective. A weight of 0 switches the term off (it is not computed).
+
+    The built-in terms' weights are fields; a term registered with
+    :func:`olivine_train.register_term` adds ``<name>_weight``, held in ``extra_weights``
+    (``{name: weight}``) and read as ``cfg.loss.<name>_weight`` or :meth:`weight` like the others.
+    In YAML and overrides it is written ``loss.<name>_weight`` (never ``extra_weights``).
+    """
 
     num_pairs: int = 4096  # M, pairs per loss term per rank
     temperature: float = 0.07
@@ -108,6 +136,25 @@ class LossConfig:
     # vfm_labels: (image, VFM class); vfm_components: connected components of the VFM label map;
     # sam: the SAM superpixels make-labels --mode refine writes into the label store
     superpixel_source: Literal["vfm_components", "vfm_labels", "sam"] = "vfm_labels"
+    # weights of the registered terms (loss.<name>_weight); defaults from their registration
+    extra_weights: dict[str, float] = field(default_factory=extra_term_weights)
+
+    def weight(self, name: str) -> float:
+        """The weight of term ``name`` (``loss.<name>_weight``), built-in or registered."""
+        if name in self.extra_weights:
+            return self.extra_weights[name]
+        if name in _EXTRA_TERM_WEIGHTS:  # registered after this config was built: its default
+            return _EXTRA_TERM_WEIGHTS[name]
+        value: float = getattr(self, f"{name}_weight")
+        return value
+
+    def __getattr__(self, attr: str) -> float:
+        # only reached when normal lookup fails: loss.<registered>_weight
+        if attr.endswith("_weight") and attr != "extra_weights":
+            extra = self.__dict__.get("extra_weights", {})
+            if attr[: -len("_weight")] in extra:
+                return float(extra[attr[: -len("_weight")]])
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
 
 
 @dataclass

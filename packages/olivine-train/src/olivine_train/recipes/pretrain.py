@@ -281,7 +281,7 @@ class Pretrainer(JobBase[PretrainBatch]):
 
     def _observe_health(self, result: PretrainStepOutput) -> dict[str, float]:
         """Chance margins (every step), effective ranks (every ``health.every`` steps, the first
-        and the last) and the terms' own measures (:meth:`.pretrain_terms._Term.observe_health`).
+        and the last) and the terms' own measures (:meth:`.pretrain_terms.LossTerm.observe_health`).
         """
         step = self.counters.step
         terms = {k: (float(result.terms[k].detach()), c) for k, c in result.chance.items()}
