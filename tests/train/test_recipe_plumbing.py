@@ -86,3 +86,15 @@ def test_the_validation_loader(group: None) -> None:
     assert sharded.batch_size == 2 and sharded.worker_init_fn is worker_ignores_stop_signals
     assert isinstance(sharded.sampler, torch.utils.data.distributed.DistributedSampler)
     assert not sharded.sampler.shuffle
+
+
+def test_the_dcas_range_bin_is_a_config_field_that_reaches_the_collator() -> None:
+    from olivine_train.config import ConfigError
+    from olivine_train.recipes.common import build_collator
+
+    assert load_config("demo", check_paths=False).loss.dcas_range_bin == 0.1  # the reference's
+    assert build_collator(load_config("demo", check_paths=False)).range_bin_size == 0.1
+    cfg = load_config("demo", ["loss.dcas_range_bin=0.5"], check_paths=False)
+    assert build_collator(cfg).range_bin_size == 0.5
+    with pytest.raises(ConfigError, match=r"loss\.dcas_range_bin: must be > 0"):
+        load_config("demo", ["loss.dcas_range_bin=0"], check_paths=False)

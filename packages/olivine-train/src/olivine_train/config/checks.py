@@ -121,6 +121,7 @@ def _check_loss(cfg: Config, p: _Problems) -> None:
     lo = cfg.loss
     p.positive("loss.num_pairs", lo.num_pairs)
     p.positive("loss.temperature", lo.temperature)
+    p.positive("loss.dcas_range_bin", lo.dcas_range_bin)
     weights = {key: lo.weight(key[: -len("_weight")]) for key in term_weight_fields()}
     for key, value in weights.items():
         p.positive(f"loss.{key}", value, strict=False)

@@ -2,8 +2,8 @@
 
 The paper's constants (OLIVINE, NeurIPS 2024, and its reference code github.com/Eaphan/OLIVINE):
 4096 pairs, tau 0.07, 64-d heads, EMA 0.9999, 10,001 warm-up updates, loss weights 0.5/0.5/1,
-voxel 0.1 m / 1 deg, SGD lr 0.5 momentum 0.9 dampening 0.1 wd 1e-4, cosine schedule, 50 epochs,
-batch 16.
+DCAS range bins of 0.1 m, voxel 0.1 m / 1 deg, SGD lr 0.5 momentum 0.9 dampening 0.1 wd 1e-4,
+cosine schedule, 50 epochs, batch 16.
 """
 
 from __future__ import annotations
@@ -120,6 +120,9 @@ class LossConfig:
     vmf_weight: float = 1.0
     superpixel_weight: float = 0.0  # SLidR superpixel-pooled InfoNCE
     sup_sampling: Literal["dcas", "uniform"] = "dcas"
+    # DCAS range bins (m): a pair's range is floor(sqrt(x^2 + y^2) / dcas_range_bin), the density
+    # term's variable; 0.1 = the reference's quantised cylindrical radius (its 0.1 m voxel)
+    dcas_range_bin: float = 0.1
     # EMA factor of the class means; null = 1 - 1/warm-up, the reference's tie (0.9999 = 1 - 1/10k)
     vmf_decay: float | None = 0.9999
     vmf_warmup_steps: int | None = 10001  # the reference: updates while global_step <= 10000
