@@ -233,3 +233,21 @@ def test_duplicate_and_bad_registrations_are_refused(toy: type[LossTerm]) -> Non
         unregister_term("nope")
     assert "other" not in pretrain_terms.TERMS  # refused registrations leave nothing behind
     assert pretrain_terms._Term is LossTerm  # the former private name still works
+
+
+def test_resuming_without_the_registered_term_that_trained_the_run_is_refused() -> None:
+    from olivine_train.config import ResumeConfigError, check_resume_config
+
+    register_term("toy", weight=0.0)(ToyTerm)
+    try:
+        trained = config_to_dict(load_config("demo", ["loss.toy_weight=0.5"], check_paths=False))
+        # same process, term still registered: the run continues unchanged
+        assert check_resume_config(trained, validate(trained, check_paths=False), "last.pt") == []
+    finally:
+        unregister_term("toy")
+    now = load_config("demo", check_paths=False)
+    with pytest.raises(ResumeConfigError, match=r"loss\.toy_weight: 0\.5 \(stored\) -> '<term not"):
+        check_resume_config(trained, now, "last.pt")
+    off = config_to_dict(now)
+    off["loss"]["toy_weight"] = 0.0  # a term that was off changes nothing when it is gone
+    assert check_resume_config(off, now, "last.pt") == []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from olivine_data import NUSCENES_CAMERAS
 
@@ -151,13 +151,15 @@ class LossConfig:
         value: float = getattr(self, f"{name}_weight")
         return value
 
-    def __getattr__(self, attr: str) -> float:
-        # only reached when normal lookup fails: loss.<registered>_weight
-        if attr.endswith("_weight") and attr != "extra_weights":
-            extra = self.__dict__.get("extra_weights", {})
-            if attr[: -len("_weight")] in extra:
-                return float(extra[attr[: -len("_weight")]])
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
+    if not TYPE_CHECKING:  # hidden from mypy, which keeps flagging misspelt fields
+
+        def __getattr__(self, attr: str) -> float:
+            # only reached when normal lookup fails: loss.<registered>_weight
+            if attr.endswith("_weight"):
+                extra = self.__dict__.get("extra_weights", {})
+                if attr[: -len("_weight")] in extra:
+                    return float(extra[attr[: -len("_weight")]])
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
 
 
 @dataclass
