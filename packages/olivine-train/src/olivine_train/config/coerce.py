@@ -133,8 +133,9 @@ def build(cls: type[T], raw: object, where: str, problems: list[str]) -> T:
         kwargs["extra_weights"] = extra
     for key, value in raw.items():
         dotted = f"{where}.{key}" if where else str(key)
-        if extra and isinstance(key, str) and key.endswith("_weight") and key[:-7] in extra:
-            extra[key[:-7]] = cast(float, coerce(value, float, dotted, problems))
+        term = str(key).removesuffix("_weight")
+        if term in extra and str(key).endswith("_weight"):
+            extra[term] = cast(float, coerce(value, float, dotted, problems))
             continue
         if key not in names:
             hint = did_you_mean(key, names, cutoff=0.5, prefix=f"{where}." if where else "")
