@@ -6,7 +6,8 @@ Label store
 :class:`LabelStore` keeps one single-channel uint8 PNG per camera image at
 ``<root>/camseg/<CAMERA>/<image stem>.png`` (the reference layout, where ``samples`` is replaced by
 ``camseg`` and ``.jpg`` by ``.png``). Reads validate every id against the store's vocabulary;
-writes are atomic (temporary file in the same folder, then ``os.replace``).
+writes are atomic (:func:`olivine_data.fsutil.atomic_write`: temporary file in the same folder,
+fsync, then ``os.replace``).
 
 The same store keeps SAM superpixels next to the labels, one single-channel 16-bit PNG per image
 at ``<root>/superpixels/<CAMERA>/<image stem>.png``: segment ids ``1..N`` and ``0`` for pixels no
@@ -17,8 +18,6 @@ The temporary file of a write is ``.<stem>.png.<pid>@<host>.tmp``: after a ``kil
 which process left it, so :meth:`LabelStore.remove_stale_temp_files` (called by ``make-labels``
 at start) deletes only those of processes of this host that no longer run, never the file that a
 live shard on this or another host is writing.
-
-Writes go through :func:`olivine_data.fsutil.atomic_write` (fsync, then ``os.replace``).
 """
 
 from __future__ import annotations
