@@ -1,6 +1,6 @@
 """Collate typed samples into torch batches (voxelise each sweep, stack, offset indices).
 
-``Collator(mode, voxel_size, feature)``:
+``Collator(mode, voxel_size, feature, range_bin_size)``:
     * each sample is voxelised on its own (:func:`olivine_data.voxelize.voxelize`); coordinates get
       the batch index as first column; ``spatial_shape`` is the per-axis max + 1 over the batch;
     * voxel features come from the voxel's representative (first) point: ``"intensity"``
@@ -9,7 +9,9 @@
     * pretraining: ``pair_voxels`` = voxel row of the paired point, ``pair_points`` offset into the
       concatenated points, ``pair_pixels[:, 0]`` offset by ``b * C`` (C cameras per sample),
       ``pair_range_bins = floor(sqrt(x^2 + y^2) / range_bin_size)`` from the point's own xy
-      (valid in Cartesian mode too), images ``(B*C, 3, H, W)`` float32 in [0, 1].
+      (valid in Cartesian mode too; the DCAS density variable, ``range_bin_size`` = 0.1 m by
+      default: the reference's quantised cylindrical radius, OLIVINE ``loss_supervise``), images
+      ``(B*C, 3, H, W)`` float32 in [0, 1].
 Every sample of a pretraining batch must have the same number of cameras and image size (crop or
 resize first); a batch without any pair is an error.
 """
@@ -54,7 +56,8 @@ class Collator:
 
     def __repr__(self) -> str:
         return (
-            f"Collator(mode={self.mode!r}, voxel_size={self.voxel_size}, feature={self.feature!r})"
+            f"Collator(mode={self.mode!r}, voxel_size={self.voxel_size}, feature={self.feature!r}, "
+            f"range_bin_size={self.range_bin_size:g})"
         )
 
     def _features(self, points: np.ndarray, rep: np.ndarray) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 The recipes live in :mod:`olivine_train.recipes` (``pretrain``, ``downstream``, ``make_labels``,
 ``demo``) and are imported on demand; the command line is :func:`olivine_train.cli.main`.
+Pretraining loss terms register from outside with :func:`register_term` (a :class:`LossTerm`
+subclass and its ``loss.<name>_weight``; ``docs/architecture.md``, "Adding a loss term").
 """
 
 from olivine_train._version import __version__
@@ -31,15 +33,23 @@ from olivine_train.metrics import (
     iou_from_confusion,
     lovasz_softmax,
 )
+from olivine_train.recipes.pretrain_outputs import Head
+from olivine_train.recipes.pretrain_terms import LossTerm, PairBatch, TermContext, TermResult
+from olivine_train.recipes.term_registry import register_term, registered_terms, unregister_term
 
 __all__ = [
     "CheckpointError",
     "Config",
     "ConfigError",
     "ConfusionMatrix",
+    "Head",
+    "LossTerm",
+    "PairBatch",
     "ResumableSampler",
     "RunLogger",
     "SegmentationScores",
+    "TermContext",
+    "TermResult",
     "__version__",
     "atomic_save",
     "confusion_matrix",
@@ -52,7 +62,10 @@ __all__ = [
     "lovasz_softmax",
     "parse_overrides",
     "read_jsonl",
+    "register_term",
+    "registered_terms",
     "save_backbone",
     "save_config",
+    "unregister_term",
     "validate",
 ]

@@ -16,7 +16,14 @@ from olivine_models import list_image_encoders, list_point_encoders
 from olivine_train.checkpoint import zip_damage
 from olivine_train.config.coerce import build, did_you_mean
 from olivine_train.config.drift import config_field_names
-from olivine_train.config.schema import NUSCENES_CAMERAS, Config, ConfigError, LossConfig, Tree
+from olivine_train.config.schema import (
+    NUSCENES_CAMERAS,
+    Config,
+    ConfigError,
+    LossConfig,
+    Tree,
+    extra_term_weights,
+)
 
 __all__ = ["DATASET_CAMERAS", "term_weight_fields", "validate"]
 
@@ -62,12 +69,14 @@ class _Problems(list[str]):
 
 
 def term_weight_fields() -> tuple[str, ...]:
-    """The loss terms' weight fields of :class:`LossConfig` (every ``<term>_weight``), in schema
-    order. One per entry of the term registry (``recipes.pretrain_terms.TERMS``): the registry
-    sits above the config, so it checks the correspondence
-    (``recipes.pretrain_termset.weight_fields``), not this module.
+    """The loss terms' weight fields of :class:`LossConfig` (every ``<term>_weight``): the
+    built-in ones in schema order, then those of the terms registered from outside
+    (:func:`olivine_train.register_term`) in registration order. One per entry of the term
+    registry (``recipes.pretrain_terms.TERMS``): the registry sits above the config, so it checks
+    the correspondence (``recipes.pretrain_termset.weight_fields``), not this module.
     """
-    return tuple(f.name for f in dataclasses.fields(LossConfig) if f.name.endswith("_weight"))
+    builtin = [f.name for f in dataclasses.fields(LossConfig) if f.name.endswith("_weight")]
+    return (*builtin, *(f"{n}_weight" for n in extra_term_weights()))
 
 
 def _check_data(cfg: Config, p: _Problems) -> None:
@@ -114,7 +123,8 @@ def _check_loss(cfg: Config, p: _Problems) -> None:
     lo = cfg.loss
     p.positive("loss.num_pairs", lo.num_pairs)
     p.positive("loss.temperature", lo.temperature)
-    weights = {key: getattr(lo, key) for key in term_weight_fields()}
+    p.positive("loss.dcas_range_bin", lo.dcas_range_bin)
+    weights = {key: lo.weight(key[: -len("_weight")]) for key in term_weight_fields()}
     for key, value in weights.items():
         p.positive(f"loss.{key}", value, strict=False)
     p.within("loss.vmf_decay", lo.vmf_decay, 0.0, 1.0, closed="()")

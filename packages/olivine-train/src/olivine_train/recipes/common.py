@@ -298,9 +298,14 @@ def nuscenes_scenes(cfg: Config, split: str) -> tuple[list[str] | None, str | No
 
 
 def build_collator(cfg: Config) -> Collator:
-    """The :class:`olivine_data.collate.Collator` of ``cfg.data`` (voxel mode, size, feature)."""
+    """The :class:`olivine_data.collate.Collator` of ``cfg.data`` (voxel mode, size, feature) and
+    the DCAS range bins of ``loss.dcas_range_bin``.
+    """
     return Collator(
-        mode=cfg.data.voxel_mode, voxel_size=voxel_size_of(cfg), feature=cfg.data.feature
+        mode=cfg.data.voxel_mode,
+        voxel_size=voxel_size_of(cfg),
+        feature=cfg.data.feature,
+        range_bin_size=cfg.loss.dcas_range_bin,
     )
 
 
