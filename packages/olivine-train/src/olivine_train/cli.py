@@ -51,6 +51,7 @@ from olivine_train.preemption import Preempted
 # modules, not functions: a command looks its recipe up when it runs (tests replace run_pretrain)
 from olivine_train.recipes import demo, downstream, make_labels, pretrain, probe
 from olivine_train.recipes.common import NonFiniteLossError
+from olivine_train.recipes.term_registry import PluginError, load_term_plugins
 from olivine_train.runlock import RunFolderLockedError
 
 __all__ = ["build_parser", "main"]
@@ -242,6 +243,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = COMMANDS.get(args.command)
     if handler is None:
         _print_err(f"unknown command {args.command!r}")
+        return 2
+    try:
+        load_term_plugins()  # modules that register loss terms (OLIVINE_PLUGINS, entry points)
+    except PluginError as exc:
+        _print_err(str(exc))
         return 2
     try:
         return handler(args)

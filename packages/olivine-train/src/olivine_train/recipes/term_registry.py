@@ -19,13 +19,22 @@ config (default ``weight``), validated like the built-in weights (``>= 0``; one 
 import the module that registers before loading a config that sets its weight (a config file
 naming an unregistered ``loss.<name>_weight`` is refused as an unknown key). The registries follow
 Pointcept's and mmdetection3d's decorator registration, with the weight next to the term.
+
+The ``olivine-train`` command imports the modules that register terms before it reads its
+config (:func:`load_term_plugins`): those named in the ``OLIVINE_PLUGINS`` environment variable
+(comma-separated module names) and those an installed package declares under the entry-point
+group ``olivine_train.plugins`` (``[project.entry-points."olivine_train.plugins"]`` in its
+``pyproject.toml``: ``mine = "my_package.my_terms"``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import importlib.metadata
 import inspect
 import math
+import os
 import re
 from collections.abc import Callable
 from typing import TypeVar
@@ -33,7 +42,23 @@ from typing import TypeVar
 from olivine_train.config.schema import LossConfig, add_term_weight, remove_term_weight
 from olivine_train.recipes.pretrain_terms import BUILTIN_TERMS, TERMS, LossTerm
 
-__all__ = ["register_term", "registered_terms", "unregister_term"]
+__all__ = [
+    "PLUGIN_ENV",
+    "PLUGIN_GROUP",
+    "PluginError",
+    "load_term_plugins",
+    "register_term",
+    "registered_terms",
+    "unregister_term",
+]
+
+PLUGIN_ENV = "OLIVINE_PLUGINS"
+PLUGIN_GROUP = "olivine_train.plugins"
+
+
+class PluginError(ValueError):
+    """A plugin module named by ``OLIVINE_PLUGINS`` or an entry point could not be imported."""
+
 
 T = TypeVar("T", bound=type[LossTerm])
 
@@ -107,3 +132,25 @@ def unregister_term(name: str) -> type[LossTerm]:
         raise ValueError(f"unregister_term: no registered loss term {name!r} (registered: {known})")
     remove_term_weight(name)
     return TERMS.pop(name)
+
+
+def load_term_plugins() -> list[str]:
+    """Import the plugin modules (``OLIVINE_PLUGINS``, then the ``olivine_train.plugins`` entry
+    points); returns their names. A module that fails to import raises :class:`PluginError`
+    naming it and where it was named; a module imported before is not imported twice.
+    """
+    named = [(m.strip(), f"${PLUGIN_ENV}") for m in os.environ.get(PLUGIN_ENV, "").split(",")]
+    named = [(m, src) for m, src in named if m]
+    for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        named.append((ep.value.split(":")[0], f"entry point {ep.name!r} of {PLUGIN_GROUP}"))
+    loaded = []
+    for module, source in named:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # noqa: BLE001  (any import failure is the plugin's)
+            raise PluginError(
+                f"plugin module {module!r} (named by {source}) cannot be imported: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        loaded.append(module)
+    return loaded
