@@ -75,16 +75,17 @@ def jsonable(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def atomic_json(path: str | Path, payload: Any) -> Path:
+def atomic_json(path: str | Path, payload: Any, *, sort_keys: bool = False) -> Path:
     """Write ``payload`` as JSON to ``path`` atomically (temporary file beside it, fsync,
-    ``os.replace``): a killed benchmark never leaves a half-written result.
+    ``os.replace``): a killed benchmark never leaves a half-written result. ``sort_keys``: keys
+    in sorted order (a recorded file that is regenerated then diffs line by line).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "w") as fh:
-            fh.write(json.dumps(payload, indent=1, default=jsonable) + "\n")
+            fh.write(json.dumps(payload, indent=1, sort_keys=sort_keys, default=jsonable) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
