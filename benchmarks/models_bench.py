@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.case is not None:
         row = run_case(args.case, args.repeats, args.threads)
-        args.child_out.write_text(json.dumps(row))
+        atomic_json(args.child_out, row)
         return 0
     cases = [c for c in args.cases.split(",") if c]
     unknown = sorted(set(cases) - set(ALL_CASES))

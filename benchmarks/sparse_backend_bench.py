@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.memory_child is not None:
         name, backend = args.memory_child.split(":")
-        args.child_out.write_text(json.dumps(memory_child(name, backend, args.threads)))
+        atomic_json(args.child_out, memory_child(name, backend, args.threads))
         return 0
     models = [m for m in args.models.split(",") if m]
     unknown = sorted(set(models) - set(MODELS))

@@ -137,7 +137,10 @@ def gpu_environment(bench: Bench) -> dict[str, Any]:
         import spconv
 
         env["spconv"] = getattr(spconv, "__version__", "?")
-    env["code"] = environment()
+    try:
+        env["code"] = environment()
+    except ImportError as exc:  # e.g. only olivine-losses on the path (the losses section alone)
+        env["code"] = {"error": f"{type(exc).__name__}: {exc}"}
     return env
 
 
