@@ -1,5 +1,5 @@
 """The one harness every benchmark uses: timing, environment capture, atomic JSON, the real-data
-path, time budgets and logging.
+path, time budgets, logging, child processes, and the real LiDAR sweep as a point encoder's input.
 
 Benchmarks are modules of the ``benchmarks`` package and run from the repository root::
 
@@ -7,11 +7,11 @@ Benchmarks are modules of the ``benchmarks`` package and run from the repository
     python -m benchmarks.perf.run_all
     python -m benchmarks.learning.run_v3 --table
 
+They import the toolkit's public APIs only (the four packages installed, e.g. ``nox -s tests
+--install-only`` or ``pip install ./packages/...``); nothing here re-implements package code
+(the sweep is read by ``olivine_data.datasets.nuscenes``, voxelised by ``olivine_data.voxelize``).
 A benchmark that needs a case in a process of its own (so that its peak memory is its own) starts
 it with :func:`run_module`, never by file path: the children are modules too.
-
-They import the toolkit's public APIs only (the four packages installed, e.g. ``nox -s tests
---install-only`` or ``pip install ./packages/...``); nothing here re-implements package code.
 """
 
 from __future__ import annotations
@@ -31,13 +31,13 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "NUSCENES_SWEEP",
     "REPO_ROOT",
     "Budget",
     "Timing",
     "atomic_json",
     "current_rss_mib",
     "environment",
-    "NUSCENES_SWEEP",
     "jsonable",
     "log",
     "machine",
