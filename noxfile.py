@@ -334,10 +334,13 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def benchmarks(session: nox.Session) -> None:
-    """Performance benchmarks (benchmarks/perf): prints a table and writes benchmarks/results/."""
+    """Performance benchmarks (`python -m benchmarks.perf.run_all`, from the repository root):
+    prints the tables and writes benchmarks/results/perf.json; posargs go to run_all
+    (e.g. `-- --skip-slow`, `-- --quick`).
+    """
     _install_local(session, PACKAGES)
     _pip(session, "scipy")
-    session.run("python", "benchmarks/perf/run_all.py", *session.posargs)
+    session.run("python", "-m", "benchmarks.perf.run_all", *session.posargs)
 
 
 @nox.session(name="gpu")
@@ -352,7 +355,7 @@ def gpu(session: nox.Session) -> None:
         "'no CUDA device: the gpu session needs one')",
     )
     _pytest(session, "gpu", "tests", "-m", "gpu")
-    session.run("python", "benchmarks/gpu/run_gpu.py", *session.posargs)
+    session.run("python", "-m", "benchmarks.gpu.run_gpu", *session.posargs)
 
 
 def summarize_reports() -> dict[str, int]:
