@@ -13,12 +13,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "benchmarks"
-# benchmarks/learning/ is being moved onto the harness separately (issue 27, item 2).
-SKIP = ("learning",)
 
 
 def _sources() -> list[Path]:
-    return [p for p in sorted(BENCH.rglob("*.py")) if p.relative_to(BENCH).parts[0] not in SKIP]
+    return sorted(BENCH.rglob("*.py"))
 
 
 def _python(code: str) -> str:
@@ -39,6 +37,8 @@ def test_benchmarks_reuse_package_code_and_stay_small() -> None:
             ("Runtime(", "builds a Runtime (use olivine_train.recipes.common.make_runtime)"),
             ("arctan2", "voxelises by hand (use harness.sparse_input / olivine_data.voxelize)"),
             ('"OLIVINE_SHARED_DATA"', "resolves the data path (use harness.shared_data)"),
+            ("import run_v2", "imports v2's runner (history; use benchmarks.learning.common)"),
+            ("fit_logistic(", "fits its own probe (use olivine_train.recipes.probe.run_probe)"),
         ):
             if needle in text and path.name != "harness.py":
                 found.append(f"{rel}: {why}")

@@ -1,5 +1,6 @@
 """Plugins: the ``olivine-train`` command imports the modules that register loss terms
-(``OLIVINE_PLUGINS``, entry points) before it reads its config."""
+(``OLIVINE_PLUGINS``, entry points) before it reads its config.
+"""
 
 from __future__ import annotations
 

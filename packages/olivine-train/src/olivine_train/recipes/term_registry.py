@@ -147,7 +147,7 @@ def load_term_plugins() -> list[str]:
     for module, source in named:
         try:
             importlib.import_module(module)
-        except Exception as exc:  # noqa: BLE001  (any import failure is the plugin's)
+        except Exception as exc:
             raise PluginError(
                 f"plugin module {module!r} (named by {source}) cannot be imported: "
                 f"{type(exc).__name__}: {exc}"
