@@ -70,7 +70,6 @@ class KernelMap:
         )
 
 
-
 def _triple(value: int | Sequence[int], what: str) -> tuple[int, int, int]:
     if isinstance(value, int):
         return (value, value, value)

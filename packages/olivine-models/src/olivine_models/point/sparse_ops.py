@@ -3,10 +3,10 @@ over a :class:`~olivine_models.point.sparse_maps.KernelMap`.
 
 ``index_select``, ``mm`` and ``index_add_`` in chunks of about one layer's size (the "Native"
 algorithm of spconv and the gather-scatter dataflow of TorchSparse, Tang et al., MLSys 2022). The
-convolution is a :class:`torch.autograd.Function` that saves only its input features and weight and
-regathers in backward, so activation memory stays close to spconv's. Under ``torch.autocast`` the
-GEMMs run in the autocast dtype (e.g. bfloat16) and the layer returns that dtype; gradients come back
-in the dtype of each input.
+convolution is a :class:`torch.autograd.Function` that saves only its input features and weight
+and regathers in backward, so activation memory stays close to spconv's. Under ``torch.autocast``
+the GEMMs run in the autocast dtype (e.g. bfloat16) and the layer returns that dtype; gradients
+come back in the dtype of each input.
 """
 
 from __future__ import annotations
