@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from olivine_data import Collator, PretrainSample
 from olivine_data.voxel_grid import (
     VOXELNET_NUSCENES_GRID,
     VoxelDrops,
@@ -141,3 +142,51 @@ def test_matches_spconv_point_to_voxel_on_the_real_sweep(shared_data: Path) -> N
         np.testing.assert_array_equal(got.point_to_voxel, p2v.numpy())
         if max_voxels == 5000:
             assert got.drops.over_voxel_cap > 0 and got.drops.over_point_cap > 0
+
+
+def _pretrain_sample(n: int, seed: int) -> PretrainSample:
+    rng = np.random.default_rng(seed)
+    pts = np.concatenate(
+        [rng.uniform(-60, 60, (n, 2)), rng.uniform(-6, 4, (n, 1)), rng.uniform(0, 255, (n, 1))],
+        axis=1,
+    ).astype(np.float32)
+    pairs = rng.choice(n, n // 2, replace=False).astype(np.int64)
+    pix = np.stack([np.zeros(n // 2), rng.integers(0, 8, n // 2), rng.integers(0, 8, n // 2)], 1)
+    return PretrainSample(
+        points=pts,
+        images=np.zeros((1, 8, 8, 3), np.uint8),
+        camera_names=("CAM_FRONT",),
+        pair_points=pairs,
+        pair_pixels=pix.astype(np.int64),
+        pair_labels=rng.integers(0, 14, n // 2).astype(np.int64),
+        token=f"s{seed}",
+    )
+
+
+def test_collate_cartesian_mean_filters_counts_and_keeps_pairs_on_points() -> None:
+    grid = VoxelGrid(max_points_per_voxel=2, max_voxels=300)
+    samples = [_pretrain_sample(2000, 0), _pretrain_sample(1500, 1)]
+    batch = Collator("cartesian_mean", feature="xyzi", grid=grid).pretrain(samples)
+    assert batch.spatial_shape == (40, 1024, 1024)
+    assert batch.voxel_features.shape[1] == 4
+    kept = [range_filter_mask(s.points, grid) for s in samples]
+    drops = batch.voxel_drops
+    assert drops["filtered"] == sum(int((~k).sum()) for k in kept)
+    assert drops["over_voxel_cap"] > 0 and drops["voxels_over_cap"] > 0
+    per_sample = [voxelize_mean(s.points[k], grid) for s, k in zip(samples, kept)]
+    assert sum(m.drops.over_point_cap for m in per_sample) == drops["over_point_cap"]
+    # the batch's points are the filtered clouds; every pair of a kept point survives, re-indexed
+    assert batch.points is not None
+    np.testing.assert_array_equal(
+        batch.points.numpy(), np.concatenate([s.points[k] for s, k in zip(samples, kept)])
+    )
+    want = np.concatenate(
+        [s.points[s.pair_points[k[s.pair_points]]] for s, k in zip(samples, kept)]
+    )
+    np.testing.assert_array_equal(batch.points.numpy()[batch.pair_points.numpy()], want)
+    # pair_voxels: the voxel of the paired point, -1 if none (dropped voxel / outside the grid)
+    pv, p2v = batch.pair_voxels.numpy(), batch.point_to_voxel.numpy()
+    np.testing.assert_array_equal(pv, p2v[batch.pair_points.numpy()])
+    assert (pv == -1).any() and (pv >= 0).any()
+    with pytest.raises(ValueError, match="'xyzi'"):
+        Collator("cartesian", feature="xyzi")

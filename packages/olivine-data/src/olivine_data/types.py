@@ -28,7 +28,7 @@ of ``images``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -149,6 +149,10 @@ class SegBatch:
     voxel_labels    (V,) int64 | None  label of each voxel's representative point
     point_labels    (N,) int64 | None  label of every point (evaluation at point level)
     tokens          tuple of B str
+    points          (N, 4) float32 | None  the concatenated points (x, y, z, intensity)
+    voxel_drops     dict str -> int  what voxelisation left out, summed over the batch (mode
+                    ``cartesian_mean``: ``filtered``, ``outside_grid``, ``over_point_cap``,
+                    ``over_voxel_cap`` points and ``voxels_over_cap``); empty for other modes
     """
 
     voxel_coords: torch.Tensor
@@ -161,6 +165,8 @@ class SegBatch:
     voxel_labels: torch.Tensor | None = None
     point_labels: torch.Tensor | None = None
     tokens: tuple[str, ...] = ()
+    points: torch.Tensor | None = None
+    voxel_drops: dict[str, int] = field(default_factory=dict)
 
     def to(self: _BatchT, device: torch.device | str) -> _BatchT:
         """Return a copy (of the same class) with every tensor moved to ``device``."""
@@ -172,7 +178,7 @@ class PretrainBatch(SegBatch):
     """A collated pretraining batch: the voxels of ``SegBatch`` plus images and pairs.
 
     images          (B*C, 3, H, W) float32 in [0, 1] (RGB, after crop/resize)
-    pair_voxels     (P,) int64    row in voxel_coords of the paired point's voxel
+    pair_voxels     (P,) int64    row in voxel_coords of the paired point's voxel (-1: none)
     pair_points     (P,) int64    row in the concatenated points (before voxelisation)
     pair_pixels     (P, 3) int64  [batch image index, row, col] in ``images``
     pair_labels     (P,) int64 | None  VFM labels

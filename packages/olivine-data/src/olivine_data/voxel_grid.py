@@ -26,15 +26,20 @@ cloud: the VoxelNet still gives it a feature by sampling its BEV map at the poin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import numpy as np
+
+from olivine_data.types import PretrainSample, SegSample
 
 __all__ = [
     "VOXELNET_NUSCENES_GRID",
     "MeanVoxelization",
+    "RangeFilter",
     "VoxelDrops",
     "VoxelGrid",
+    "crop_to_range",
     "range_filter_mask",
     "voxelize_mean",
 ]
@@ -229,3 +234,45 @@ def voxelize_mean(
         representative=first_point.astype(np.int64),
         drops=drops,
     )
+
+
+S = TypeVar("S", PretrainSample, SegSample)
+
+
+def crop_to_range(sample: S, grid: VoxelGrid = VOXELNET_NUSCENES_GRID) -> tuple[S, int]:
+    """``sample`` without the points that :func:`range_filter_mask` rejects (their pairs and
+    labels go with them; the remaining pairs are re-indexed), and how many points were removed.
+    The reference applies this filter to the raw cloud, before augmentation and pairing.
+    """
+    keep = range_filter_mask(sample.points, grid)
+    removed = int(keep.shape[0] - keep.sum())
+    if removed == 0:
+        return sample, 0
+    labels = None if sample.point_labels is None else sample.point_labels[keep]
+    if isinstance(sample, SegSample):
+        return replace(sample, points=sample.points[keep], point_labels=labels), removed
+    new_index = np.cumsum(keep) - 1
+    kept_pairs = keep[sample.pair_points]
+    return (
+        replace(
+            sample,
+            points=sample.points[keep],
+            point_labels=labels,
+            pair_points=new_index[sample.pair_points[kept_pairs]].astype(np.int64),
+            pair_pixels=sample.pair_pixels[kept_pairs],
+            pair_labels=None if sample.pair_labels is None else sample.pair_labels[kept_pairs],
+        ),
+        removed,
+    )
+
+
+class RangeFilter:
+    """The reference's range filter as a sample transform (``transform(sample, rng)``): the
+    first step of the VoxelNet's pretraining pipeline (:func:`crop_to_range`).
+    """
+
+    def __init__(self, grid: VoxelGrid = VOXELNET_NUSCENES_GRID) -> None:
+        self.grid = grid
+
+    def __call__(self, sample: S, rng: object = None) -> S:
+        return crop_to_range(sample, self.grid)[0]
