@@ -15,6 +15,7 @@ from olivine_data.voxel_grid import (
     VOXELNET_NUSCENES_GRID,
     VoxelDrops,
     VoxelGrid,
+    crop_to_range,
     range_filter_mask,
     voxelize_mean,
 )
@@ -188,5 +189,9 @@ def test_collate_cartesian_mean_filters_counts_and_keeps_pairs_on_points() -> No
     pv, p2v = batch.pair_voxels.numpy(), batch.point_to_voxel.numpy()
     np.testing.assert_array_equal(pv, p2v[batch.pair_points.numpy()])
     assert (pv == -1).any() and (pv >= 0).any()
+    # a sweep cut earlier (the pretraining transform) brings its count along
+    cut = [crop_to_range(s, grid)[0] for s in samples]
+    again = Collator("cartesian_mean", feature="xyzi", grid=grid).pretrain(cut)
+    assert again.voxel_drops == drops
     with pytest.raises(ValueError, match="'xyzi'"):
         Collator("cartesian", feature="xyzi")

@@ -98,7 +98,7 @@ class Collator:
             samples = [c[0] for c in cut]
             means = [_voxelize_mean(s.points, self.grid, what=f"sample {s.token}") for s in samples]
             total = sum((m.drops for m in means), VoxelDrops())
-            drops = {"filtered": sum(c[1] for c in cut), **total.as_dict()}
+            drops = {"filtered": sum(s.filtered_points for s in samples), **total.as_dict()}
             cells = [m.coords for m in means]
             reps = [m.representative for m in means]
             inverse = [m.point_to_voxel for m in means]

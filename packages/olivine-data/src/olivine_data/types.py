@@ -16,6 +16,8 @@ Contract
     pair_labels   (P,) int64|None  VFM label of the paired pixel (label-store vocabulary)
     point_labels  (N,) int64|None  evaluation-class label per point (0 = ignore), downstream only
     token         str              stable sample id (nuScenes sample token, "seq/frame", ...)
+    filtered_points int            points a range filter already removed from this sweep (the
+                                   VoxelNet's; counted into the batch's ``voxel_drops``)
 
 ``SegSample`` (downstream: a LiDAR sweep with per-point labels)
     points (N, 4) float32, point_labels (N,) int64 | None, token str
@@ -83,10 +85,12 @@ class PretrainSample:
     pair_labels: np.ndarray | None = None
     point_labels: np.ndarray | None = None
     token: str = ""
+    filtered_points: int = 0
 
     def __post_init__(self) -> None:
         t = self.token or "sample"
         _check_points(self.points, t)
+        _check_filtered(self.filtered_points, t)
         check_array(f"{t}: images", self.images, dtype=np.uint8, shape=(None, None, None, 3))
         n_cam = self.images.shape[0]
         if len(self.camera_names) != n_cam:
@@ -125,11 +129,18 @@ class SegSample:
     points: np.ndarray
     point_labels: np.ndarray | None = None
     token: str = ""
+    filtered_points: int = 0
 
     def __post_init__(self) -> None:
         t = self.token or "sample"
         _check_points(self.points, t)
+        _check_filtered(self.filtered_points, t)
         _check_point_labels(self.point_labels, self.points, t)
+
+
+def _check_filtered(value: object, t: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{t}: filtered_points must be an int >= 0, got {value!r}")
 
 
 _BatchT = TypeVar("_BatchT", bound="SegBatch")

@@ -241,16 +241,21 @@ S = TypeVar("S", PretrainSample, SegSample)
 
 def crop_to_range(sample: S, grid: VoxelGrid = VOXELNET_NUSCENES_GRID) -> tuple[S, int]:
     """``sample`` without the points that :func:`range_filter_mask` rejects (their pairs and
-    labels go with them; the remaining pairs are re-indexed), and how many points were removed.
-    The reference applies this filter to the raw cloud, before augmentation and pairing.
+    labels go with them; the remaining pairs are re-indexed; ``filtered_points`` grows by their
+    number), and how many points were removed. The reference applies this filter to the raw
+    cloud, before augmentation and pairing.
     """
     keep = range_filter_mask(sample.points, grid)
     removed = int(keep.shape[0] - keep.sum())
     if removed == 0:
         return sample, 0
     labels = None if sample.point_labels is None else sample.point_labels[keep]
+    total = sample.filtered_points + removed
     if isinstance(sample, SegSample):
-        return replace(sample, points=sample.points[keep], point_labels=labels), removed
+        return (
+            replace(sample, points=sample.points[keep], point_labels=labels, filtered_points=total),
+            removed,
+        )
     new_index = np.cumsum(keep) - 1
     kept_pairs = keep[sample.pair_points]
     return (
@@ -261,6 +266,7 @@ def crop_to_range(sample: S, grid: VoxelGrid = VOXELNET_NUSCENES_GRID) -> tuple[
             pair_points=new_index[sample.pair_points[kept_pairs]].astype(np.int64),
             pair_pixels=sample.pair_pixels[kept_pairs],
             pair_labels=None if sample.pair_labels is None else sample.pair_labels[kept_pairs],
+            filtered_points=total,
         ),
         removed,
     )
