@@ -107,9 +107,8 @@ def main() -> None:
         val = point_features(net, sets["val"], collator)
         print(f"{name}: {train[0].shape[0]} train points, {val[0].shape[0]} val points")
         results[name] = probe(train, val, args.epochs, args.seed)
-    print(
-        f"linear probe mIoU (val): pretrained {results['pretrained']:.2f}, random {results['random']:.2f}"
-    )
+    pre, rnd = results["pretrained"], results["random"]
+    print(f"linear probe mIoU (val): pretrained {pre:.2f}, random {rnd:.2f}")
 
 
 if __name__ == "__main__":

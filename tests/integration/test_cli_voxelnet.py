@@ -57,3 +57,20 @@ def test_voxelnet_config_mismatches_are_refused(
     err = capsys.readouterr().err
     assert "needs 'cartesian_mean'" in err
     assert "'xyzi' is the feature of 'cartesian_mean'" in err
+
+
+def test_voxelnet_is_not_a_segmentation_student() -> None:
+    from olivine_train.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="fine-tuned for detection in OpenPCDet"):
+        load_config(
+            "linear_probe_nuscenes",
+            [
+                "model.point_encoder=voxelnet",
+                "model.in_channels=4",
+                "data.voxel_mode=cartesian_mean",
+                "data.feature=xyzi",
+                "data.voxel_size=[0.1, 0.1, 0.2]",
+            ],
+            check_paths=False,
+        )

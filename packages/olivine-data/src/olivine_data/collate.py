@@ -26,7 +26,7 @@ batch without any pair is an error.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,7 +40,6 @@ __all__ = ["Collator", "FEATURES", "MODES"]
 
 FEATURES = ("intensity", "intensity+1", "ones", "xyzi")
 MODES = ("cylindrical", "cartesian", "cartesian_mean")
-S = TypeVar("S", SegSample, PretrainSample)
 
 
 class Collator:
@@ -86,7 +85,9 @@ class Collator:
         f = points[rep, 3:4].astype(np.float32)
         return f + 1.0 if self.feature == "intensity+1" else f
 
-    def _voxels(self, samples: Sequence[S]) -> tuple[dict[str, object], list[np.ndarray], list[S]]:
+    def _voxels(
+        self, samples: Sequence[Any]
+    ) -> tuple[dict[str, object], list[np.ndarray], list[Any]]:
         """Voxelise each sample; the batch fields, each sample's point -> voxel rows (``-1``: in
         no voxel) and the samples as voxelised (range-filtered in ``cartesian_mean`` mode).
         """

@@ -108,6 +108,11 @@ def _check_voxel_grid(cfg: Config, p: _Problems) -> None:
             "(x, y, z, intensity) 'xyzi' is the feature of 'cartesian_mean', and only of it"
         )
     voxelnet = m.point_encoder in VOXELNET_NAMES
+    if voxelnet and cfg.recipe == "downstream":
+        p.append(
+            f"model.point_encoder: {m.point_encoder!r} is pretrained here and fine-tuned for "
+            "detection in OpenPCDet or mmdetection3d; the segmentation downstream takes a MinkUNet"
+        )
     if voxelnet and not mean:
         p.append(
             f"data.voxel_mode: model.point_encoder {m.point_encoder!r} needs 'cartesian_mean' "

@@ -5,6 +5,7 @@ heads, the dataset and its augmentation, and the vMF schedule of a run.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -110,7 +111,7 @@ class PretrainNet(nn.Module):
                 raise ValueError("PretrainNet: a VoxelNet needs points and point_offsets")
             counts = point_offsets[1:] - point_offsets[:-1]
             rows = torch.arange(int(batch_size), device=points.device).repeat_interleave(counts)
-            grid = self.bev_grid
+            grid = cast(BEVGrid, self.bev_grid)  # set whenever point_level (__init__)
 
             def at_points(x: object) -> torch.Tensor:
                 return sample_bev(height_compression(x), points[:, :2], rows, grid)
