@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from olivine_data import Collator, SegSample, VoxelGrid
+from olivine_data import Collator, SegSample, VoxelGrid, get_vocabulary
 from olivine_models import BEVGrid, create_point_encoder, height_compression, sample_bev
 from olivine_train.recipes.pretrain_model import PretrainNet
 from olivine_train.recipes.pretrain_outputs import Head
@@ -62,3 +62,29 @@ def test_every_filtered_point_gets_a_feature(shared_data: Path) -> None:
     norms = k_pp.norm(dim=1)
     assert float((norms[~orphan] > 0).float().mean()) > 0.99
     assert int((norms[orphan] > 0).sum()) > 100
+
+
+def test_the_voxelnet_configs_hold_the_reference_settings() -> None:
+    """github.com/Eaphan/OLIVINE config/olivine_voxelnet.yaml + lightning_trainer_spconv.py."""
+    from olivine_train.config import load_config
+
+    cfg = load_config("olivine_voxelnet_nuscenes", check_paths=False)
+    d, m, lo, o = cfg.data, cfg.model, cfg.loss, cfg.optim
+    assert (m.point_encoder, m.in_channels, m.head_dim) == ("voxelnet", 4, 64)
+    assert (d.voxel_mode, d.feature, d.vocabulary) == ("cartesian_mean", "xyzi", "gsam14")
+    assert len(get_vocabulary(d.vocabulary).class_names) == 14  # the trainer's sup_class_num
+    assert d.voxel_size == [0.1, 0.1, 0.2] and d.point_range == [-51.2, -51.2, -5, 51.2, 51.2, 3]
+    assert (d.filter_radius, d.max_points_per_voxel, d.max_voxels) == (51.2, 10, 60000)
+    assert (d.batch_size, d.image_size, m.image_encoder) == (16, [224, 416], "resnet50_dilated")
+    assert (o.lr, o.momentum, o.dampening, o.weight_decay) == (0.01, 0.9, 0.1, 1e-4)
+    assert (o.scheduler, o.epochs, o.auto_scale_lr) == ("cosine", 50, False)
+    assert (lo.num_pairs, lo.temperature, lo.sup_sampling) == (4096, 0.07, "dcas")
+    assert (lo.ppnce_weight, lo.sup_weight, lo.vmf_weight) == (0.5, 0.5, 1.0)
+    assert (lo.vmf_decay, lo.vmf_warmup_steps) == (0.9999, 10001)
+    ppkt = load_config("ppkt_voxelnet_nuscenes", check_paths=False)
+    assert (ppkt.loss.sup_weight, ppkt.loss.vmf_weight, ppkt.model.image_encoder) == (
+        0.0,
+        0.0,
+        "resnet50",
+    )
+    assert ppkt.model.point_encoder == "voxelnet" and ppkt.optim.lr == 0.01
