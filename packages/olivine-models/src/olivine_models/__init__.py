@@ -13,7 +13,9 @@ from olivine_models.heads import (
     SegmentationHead,
 )
 from olivine_models.image.encoders import FrozenImageEncoder
+from olivine_models.point.bev import BEVGrid, SparseBEVHead, height_compression, sample_bev
 from olivine_models.point.minkunet import MinkUNet, MinkUNetConfig
+from olivine_models.point.voxelnet import VoxelNet
 from olivine_models.registry import (
     create_image_encoder,
     create_point_encoder,
@@ -23,6 +25,7 @@ from olivine_models.registry import (
 from olivine_models.state import LoadReport, StateMismatchError, load_matching_state, load_state
 
 __all__ = [
+    "BEVGrid",
     "DEFAULT_HEAD_DIM",
     "Classifier",
     "FrozenImageEncoder",
@@ -32,12 +35,16 @@ __all__ = [
     "MinkUNetConfig",
     "PointHead",
     "SegmentationHead",
+    "SparseBEVHead",
     "StateMismatchError",
+    "VoxelNet",
     "__version__",
     "create_image_encoder",
     "create_point_encoder",
+    "height_compression",
     "list_image_encoders",
     "list_point_encoders",
     "load_matching_state",
     "load_state",
+    "sample_bev",
 ]

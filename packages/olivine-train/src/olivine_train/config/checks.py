@@ -13,6 +13,7 @@ from pathlib import Path
 
 from olivine_data.datasets import LIDARSEG_SPECS
 from olivine_models import list_image_encoders, list_point_encoders
+from olivine_models.registry import VOXELNET_NAMES
 from olivine_train.checkpoint import zip_damage
 from olivine_train.config.coerce import build, did_you_mean
 from olivine_train.config.drift import config_field_names
@@ -105,6 +106,56 @@ def _check_data(cfg: Config, p: _Problems) -> None:
         if dups:
             p.append(f"data.cameras: each camera may appear once, repeated: {dups}")
     p.positive_if_set("data", d, ("max_samples", "max_val_samples"))
+    _check_voxel_grid(cfg, p)
+
+
+def _check_voxel_grid(cfg: Config, p: _Problems) -> None:
+    """The VoxelNet's voxelisation (``cartesian_mean``) and the encoders that need it."""
+    d, m = cfg.data, cfg.model
+    mean = d.voxel_mode == "cartesian_mean"
+    if mean != (d.feature == "xyzi"):
+        p.append(
+            f"data.feature: {d.feature!r} with data.voxel_mode {d.voxel_mode!r}: the mean "
+            "(x, y, z, intensity) 'xyzi' is the feature of 'cartesian_mean', and only of it"
+        )
+    voxelnet = m.point_encoder in VOXELNET_NAMES
+    if voxelnet and cfg.recipe == "downstream":
+        p.append(
+            f"model.point_encoder: {m.point_encoder!r} is pretrained here and fine-tuned for "
+            "detection in OpenPCDet or mmdetection3d; the segmentation downstream takes a MinkUNet"
+        )
+    if voxelnet and not mean:
+        p.append(
+            f"data.voxel_mode: model.point_encoder {m.point_encoder!r} needs 'cartesian_mean' "
+            f"(its fixed BEV grid), got {d.voxel_mode!r}"
+        )
+    if mean and not voxelnet:
+        p.append(
+            f"data.voxel_mode: 'cartesian_mean' is the VoxelNet's voxelisation; "
+            f"model.point_encoder {m.point_encoder!r} takes 'cylindrical' or 'cartesian'"
+        )
+    if mean and d.feature == "xyzi" and m.in_channels != 4:
+        p.append(f"model.in_channels: data.feature 'xyzi' has 4 channels, got {m.in_channels}")
+    p.positive("data.max_points_per_voxel", d.max_points_per_voxel)
+    p.positive("data.max_voxels", d.max_voxels)
+    p.positive_if_set("data", d, ("filter_radius",))
+    r = d.point_range
+    if not (isinstance(r, list) and len(r) == 6):
+        p.append(
+            f"data.point_range: expected [x_min, y_min, z_min, x_max, y_max, z_max], got {r!r}"
+        )
+        return
+    if any(r[i + 3] <= r[i] for i in range(3)):
+        p.append(f"data.point_range: every max must exceed its min, got {r!r}")
+        return
+    if mean and isinstance(d.voxel_size, list) and len(d.voxel_size) == 3 and min(d.voxel_size) > 0:
+        cells = [round((r[i + 3] - r[i]) / d.voxel_size[i]) for i in range(3)]
+        if cells[0] % 8 or cells[1] % 8 or cells[2] < 25:
+            p.append(
+                f"data.point_range / data.voxel_size: the grid has {cells} (x, y, z) cells; the "
+                "VoxelNet needs x and y multiples of its stride 8 and at least 25 z cells "
+                "(the reference: [1024, 1024, 40])"
+            )
 
 
 def _check_model(cfg: Config, p: _Problems) -> None:

@@ -61,9 +61,19 @@ class DataConfig:
     vocabulary: Literal["seem17", "gsam14"] = "seem17"
     cameras: list[str] = field(default_factory=lambda: list(NUSCENES_CAMERAS))
     image_size: list[int] = field(default_factory=lambda: [224, 416])
-    voxel_mode: Literal["cylindrical", "cartesian"] = "cylindrical"
+    # cylindrical | cartesian: first point per voxel on the cloud's own extent (MinkUNet);
+    # cartesian_mean: the VoxelNet's fixed grid over data.point_range, mean of the points'
+    # (x, y, z, intensity) per voxel (feature xyzi), capped by max_points_per_voxel / max_voxels
+    voxel_mode: Literal["cylindrical", "cartesian", "cartesian_mean"] = "cylindrical"
     voxel_size: list[float] = field(default_factory=lambda: [0.1, 1.0, 0.1])  # 0.1 m, 1 deg, 0.1 m
-    feature: Literal["intensity", "intensity+1", "ones"] = "intensity"
+    feature: Literal["intensity", "intensity+1", "ones", "xyzi"] = "intensity"
+    # cartesian_mean only (the reference VoxelNet's nuScenes values): [x_min, y_min, z_min, x_max,
+    # y_max, z_max] in metres; points are kept if x^2 + y^2 <= filter_radius^2 (null: no radial
+    # filter) and z_min <= z <= z_max
+    point_range: list[float] = field(default_factory=lambda: [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0])
+    filter_radius: float | None = 51.2
+    max_points_per_voxel: int = 10
+    max_voxels: int = 60000  # per scan
     batch_size: int = 16  # total over all ranks
     num_workers: int = 0
     augment: bool = True

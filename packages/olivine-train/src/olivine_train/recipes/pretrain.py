@@ -24,7 +24,6 @@ from olivine_data.collate import PretrainBatch
 from olivine_data.labels import get_vocabulary
 from olivine_data.types import PretrainSample
 from olivine_losses.health import effective_rank
-from olivine_models import create_point_encoder
 from olivine_train.checkpoint import (
     TERMS_STATE_KEY,
     Checkpoint,
@@ -58,13 +57,13 @@ from olivine_train.recipes.loop import (
 from olivine_train.recipes.pretrain_model import (
     PretrainNet,
     build_pretrain_dataset,
+    build_pretrain_net,
     build_pretrain_transform,
     build_teacher,
     describe_run,
     describe_teacher,
     teacher_features,
 )
-from olivine_train.recipes.pretrain_outputs import Head
 from olivine_train.recipes.pretrain_terms import PairBatch, PixelPlan, pixel_features, plan_pixels
 from olivine_train.recipes.pretrain_termset import ActiveTerms, TermSet
 
@@ -130,21 +129,7 @@ class Pretrainer(JobBase[PretrainBatch]):
     # ------------------------------------------------------------------ building
     def _build_network(self) -> None:
         cfg, rt = self.cfg, self.rt
-        heads = self.active.heads
-        backbone = create_point_encoder(
-            cfg.model.point_encoder,
-            in_channels=cfg.model.in_channels,
-            backend=cfg.model.sparse_backend,
-        )
-        self.net = PretrainNet(
-            backbone,
-            int(self.teacher.out_channels),  # type: ignore[arg-type]
-            int(self.teacher.stride),  # type: ignore[arg-type]
-            cfg.model.head_dim,
-            pp=Head.PP in heads,
-            sem_3d=Head.SEM_3D in heads,
-            sem_2d=Head.SEM_2D in heads,
-        ).to(rt.device)
+        self.net = build_pretrain_net(cfg, self.teacher, self.active.heads).to(rt.device)
         self.model: nn.Module
         self.net, self.model = wrap_model(
             self.net,
@@ -196,8 +181,10 @@ class Pretrainer(JobBase[PretrainBatch]):
         num_pairs = int(batch.pair_voxels.shape[0])
         if num_pairs == 0:
             raise ValueError(f"batch {batch.tokens}: no point-pixel pairs")
+        # the rows of the 3D outputs a pair reads: its point (VoxelNet) or its voxel (MinkUNet)
+        rows = batch.pair_points if self.net.point_level else batch.pair_voxels
         pairs = PairBatch(
-            pair_voxels=batch.pair_voxels,
+            pair_voxels=rows,
             pair_pixels=batch.pair_pixels,
             labels=batch.pair_labels,
             range_bins=batch.pair_range_bins,
@@ -223,6 +210,11 @@ class Pretrainer(JobBase[PretrainBatch]):
                 teacher_feats,
                 (int(images.shape[-2]), int(images.shape[-1])),
                 None if full_map else plan.pixels,
+                **(
+                    {"points": batch.points, "point_offsets": batch.point_offsets}
+                    if self.net.point_level
+                    else {}
+                ),
             )
         pairs.out = out = out.float()
         results = {
@@ -237,13 +229,13 @@ class Pretrainer(JobBase[PretrainBatch]):
         indices = {n: r.indices for n, r in results.items() if r.indices is not None}
         # backbone features at the first sampled pair set (all pairs if nothing is sampled)
         sampled = next(iter(indices.values()), None)
-        pv = batch.pair_voxels
-        feats["backbone"] = out.backbone[pv if sampled is None else pv[sampled]]
+        feats["backbone"] = out.backbone[rows if sampled is None else rows[sampled]]
+        drops = {f"voxels/{k}": float(v) for k, v in batch.voxel_drops.items()}
         return PretrainStepOutput(
             total=total,
             terms={name: r.loss for name, r in results.items()},
             batch_size=int(batch.batch_size),
-            scalars={"pairs": float(num_pairs), **self.terms.scalars()},
+            scalars={"pairs": float(num_pairs), **drops, **self.terms.scalars()},
             indices=indices,
             features=feats,
             chance={n: r.chance for n, r in results.items() if r.chance is not None},
