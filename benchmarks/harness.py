@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from olivine_data.fsutil import atomic_write
+
 __all__ = [
     "NUSCENES_SWEEP",
     "REPO_ROOT",
@@ -80,19 +82,8 @@ def atomic_json(path: str | Path, payload: Any, *, sort_keys: bool = False) -> P
     ``os.replace``): a killed benchmark never leaves a half-written result. ``sort_keys``: keys
     in sorted order (a recorded file that is regenerated then diffs line by line).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w") as fh:
-            fh.write(json.dumps(payload, indent=1, sort_keys=sort_keys, default=jsonable) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    text = json.dumps(payload, indent=1, sort_keys=sort_keys, default=jsonable) + "\n"
+    return atomic_write(Path(path), lambda fh: fh.write(text.encode("utf-8")))
 
 
 def shared_data(required: bool = True) -> Path | None:
