@@ -9,6 +9,7 @@ Subcommands (``olivine-train <cmd> --help`` for each)::
     demo [--out DIR] [key=value ...]       synthetic world -> pretrain -> linear probes -> table
     validate-config CONFIG [key=value ...] report every problem of a config at once
     ls                                     shipped configs and registered models
+    export SOURCE --to T -o FILE           a pretrained backbone for OpenPCDet / mmdetection3d
 
 CONFIG is a shipped config name (``olivine-train ls``) or a YAML path. Multi-GPU / multi-process:
 ``torchrun --nproc_per_node N -m olivine_train.cli pretrain CONFIG ...``.
@@ -42,6 +43,7 @@ import yaml
 
 from olivine_models import list_image_encoders, list_point_encoders
 from olivine_train.config import ConfigError, config_to_dict, list_configs, load_config
+from olivine_train.export.cli import add_export_command, cmd_export
 from olivine_train.health import format_summary
 from olivine_train.preemption import Preempted
 
@@ -92,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_make_labels_command(sub)
     _add_demo_command(sub)
     _add_config_commands(sub)
+    add_export_command(sub)
     return parser
 
 
@@ -346,6 +349,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "evaluate": _cmd_evaluate,
     "make-labels": _cmd_make_labels,
     "demo": _cmd_demo,
+    "export": cmd_export,
 }
 
 
