@@ -62,8 +62,9 @@ def _load_by_path(name: str, path: Path) -> Any:
 
 
 support = _load_by_path("export_support", ROOT / "tests" / "train" / "export_support.py")
-placeholders = _load_by_path("mmcv_ops_placeholders", Path(__file__).with_name(
-    "mmcv_ops_placeholders.py"))
+placeholders = _load_by_path(
+    "mmcv_ops_placeholders", Path(__file__).with_name("mmcv_ops_placeholders.py")
+)
 
 
 def _blob_id(data: bytes) -> str:
@@ -81,14 +82,19 @@ def vendor_openpcdet(git_dir: Path | None, commit: str) -> dict[str, Any]:
         for path in files:
             data = subprocess.run(
                 ["git", f"--git-dir={git_dir}", "show", f"{commit}:{path}"],
-                check=True, capture_output=True,
+                check=True,
+                capture_output=True,
             ).stdout
             target = folder / "LICENSE" if path == "LICENSE" else support.vendored_path(path)
             target.write_bytes(data)
             blobs[path] = _blob_id(data)
-        prov = {"repository": "https://github.com/open-mmlab/OpenPCDet", "commit": commit,
-                "license": "Apache-2.0", "git_blob_ids": blobs,
-                "note": "unmodified copies; .py files stored as .py.txt"}
+        prov = {
+            "repository": "https://github.com/open-mmlab/OpenPCDet",
+            "commit": commit,
+            "license": "Apache-2.0",
+            "git_blob_ids": blobs,
+            "note": "unmodified copies; .py files stored as .py.txt",
+        }
         prov_file.write_text(json.dumps(prov, indent=1) + "\n")
     prov = json.loads(prov_file.read_text())
     for path, blob in prov["git_blob_ids"].items():
@@ -102,12 +108,22 @@ def openpcdet_loader_methods() -> dict[str, Any]:
     """``_load_state_dict`` and ``load_params_from_file`` of OpenPCDet's Detector3DTemplate."""
     spconv_utils = sys.modules[f"{support.PKG}.utils.spconv_utils"]
     src = support.vendored_path("pcdet/models/detectors/detector3d_template.py").read_text()
-    cls = next(n for n in ast.parse(src).body
-               if isinstance(n, ast.ClassDef) and n.name == "Detector3DTemplate")
-    wanted = [f for f in cls.body if isinstance(f, ast.FunctionDef)
-              and f.name in ("_load_state_dict", "load_params_from_file")]
-    ns: dict[str, Any] = {"os": __import__("os"), "torch": torch,
-                          "find_all_spconv_keys": spconv_utils.find_all_spconv_keys}
+    cls = next(
+        n
+        for n in ast.parse(src).body
+        if isinstance(n, ast.ClassDef) and n.name == "Detector3DTemplate"
+    )
+    wanted = [
+        f
+        for f in cls.body
+        if isinstance(f, ast.FunctionDef)
+        and f.name in ("_load_state_dict", "load_params_from_file")
+    ]
+    ns: dict[str, Any] = {
+        "os": __import__("os"),
+        "torch": torch,
+        "find_all_spconv_keys": spconv_utils.find_all_spconv_keys,
+    }
     exec(compile(ast.Module(body=wanted, type_ignores=[]), "detector3d_template.py", "exec"), ns)
     return {f.name: ns[f.name] for f in wanted}
 
@@ -115,13 +131,20 @@ def openpcdet_loader_methods() -> dict[str, Any]:
 def _stats(t: torch.Tensor) -> dict[str, Any]:
     flat = t.detach().double().flatten()
     idx = torch.linspace(0, flat.numel() - 1, 8).long()
-    return {"shape": list(t.shape), "mean": float(flat.mean()), "std": float(flat.std()),
-            "abs_max": float(flat.abs().max()), "nonzero": int((flat != 0).sum()),
-            "sample_index": idx.tolist(), "sample": [float(flat[i]) for i in idx]}
+    return {
+        "shape": list(t.shape),
+        "mean": float(flat.mean()),
+        "std": float(flat.std()),
+        "abs_max": float(flat.abs().max()),
+        "nonzero": int((flat != 0).sum()),
+        "sample_index": idx.tolist(),
+        "sample": [float(flat[i]) for i in idx],
+    }
 
 
-def _voxels(gen: torch.Generator, batch: int, n: int, shape: tuple[int, int, int],
-            channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _voxels(
+    gen: torch.Generator, batch: int, n: int, shape: tuple[int, int, int], channels: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     rows = []
     for b in range(batch):
         cells = torch.randperm(shape[0] * shape[1] * shape[2], generator=gen)[:n]
@@ -137,8 +160,9 @@ def _write_backbone(tmp: Path, name: str, state: dict[str, torch.Tensor], cin: i
 
 def _check_loaded(model: nn.Module, exported: dict[str, torch.Tensor], prefix: str) -> bool:
     own = model.state_dict()
-    return all(torch.equal(own[k[len(prefix):]], v) for k, v in exported.items()
-               if k.startswith(prefix))
+    return all(
+        torch.equal(own[k[len(prefix) :]], v) for k, v in exported.items() if k.startswith(prefix)
+    )
 
 
 def _versions() -> dict[str, str]:
@@ -168,8 +192,9 @@ def openpcdet_manifest(tmp: Path, prov: dict[str, Any]) -> tuple[dict[str, Any],
     holder.backbone_3d = real
     records: list[str] = []
     log = logging.getLogger("openpcdet")
-    log.addHandler(type("H", (logging.Handler,), {"emit": lambda s, r: records.append(
-        r.getMessage())})())
+    log.addHandler(
+        type("H", (logging.Handler,), {"emit": lambda s, r: records.append(r.getMessage())})()
+    )
     log.setLevel(logging.INFO)
     holder.load_params_from_file(str(tmp / "pcdet.pth"), logger=log, to_cpu=True)
     exported = torch.load(tmp / "pcdet.pth", weights_only=True)["model_state"]
@@ -188,18 +213,24 @@ def openpcdet_manifest(tmp: Path, prov: dict[str, Any]) -> tuple[dict[str, Any],
         "target": "OpenPCDet VoxelBackBone8x",
         "source": prov,
         "constructor": "VoxelBackBone8x(model_cfg={}, input_channels=4, "
-                       "grid_size=np.array([64, 64, 40]))  # sparse_shape [41, 64, 64]",
+        "grid_size=np.array([64, 64, 40]))  # sparse_shape [41, 64, 64]",
         "tensors": support.tensor_table(real.state_dict()),
         "parameters": [k for k, _ in real.named_parameters()],
         "native_algo_convs": n_native,
         "seed": SEED,
         "weights_checksum": support.checksums(state),
-        "load": {"how": "Detector3DTemplate.load_params_from_file (AST-extracted) into "
-                        "backbone_3d", "log": records, "exact": exact},
-        "forward": {"input": "coords (V, 4) [batch, z, y, x], feats (V, 4)",
-                    "output": "encoded_spconv_tensor.dense() viewed (N, C*D, H, W) as "
-                              "HeightCompression does", "active_sites": int(sp.indices.shape[0]),
-                    "stats": _stats(bev)},
+        "load": {
+            "how": "Detector3DTemplate.load_params_from_file (AST-extracted) into backbone_3d",
+            "log": records,
+            "exact": exact,
+        },
+        "forward": {
+            "input": "coords (V, 4) [batch, z, y, x], feats (V, 4)",
+            "output": "encoded_spconv_tensor.dense() viewed (N, C*D, H, W) as "
+            "HeightCompression does",
+            "active_sites": int(sp.indices.shape[0]),
+            "stats": _stats(bev),
+        },
         "versions": _versions(),
     }
     return manifest, {"coords": coords, "feats": feats, "output": bev}
@@ -215,17 +246,19 @@ def _mmdet3d_classes() -> tuple[Any, Any, Any]:
     return SparseEncoder, MinkUNetBackbone, load_checkpoint
 
 
-def _mmdet3d_load(holder: nn.Module, file: Path, load_checkpoint: Any,
-                  prefix: str) -> dict[str, Any]:
+def _mmdet3d_load(
+    holder: nn.Module, file: Path, load_checkpoint: Any, prefix: str
+) -> dict[str, Any]:
     load_checkpoint(holder, str(file), map_location="cpu", strict=True)
     exported = torch.load(file, weights_only=True)["state_dict"]
     meta = holder.state_dict()._metadata  # type: ignore[attr-defined]
     base = prefix.rstrip(".")
-    return {"how": "mmengine.runner.checkpoint.load_checkpoint(strict=True), as load_from",
-            "exact": _check_loaded(holder, exported, ""),
-            "file_metadata": dict(exported._metadata),
-            "real_metadata": {k: v for k, v in meta.items()
-                              if k == base or k.startswith(base + ".")}}
+    return {
+        "how": "mmengine.runner.checkpoint.load_checkpoint(strict=True), as load_from",
+        "exact": _check_loaded(holder, exported, ""),
+        "file_metadata": dict(exported._metadata),
+        "real_metadata": {k: v for k, v in meta.items() if k == base or k.startswith(base + ".")},
+    }
 
 
 def sparse_encoder_manifest(tmp: Path, inputs: dict) -> tuple[dict[str, Any], dict]:
@@ -246,9 +279,14 @@ def sparse_encoder_manifest(tmp: Path, inputs: dict) -> tuple[dict[str, Any], di
         "constructor": "SparseEncoder(in_channels=4, sparse_shape=[41, 64, 64])",
         "tensors": support.tensor_table(real.state_dict()),
         "parameters": [k for k, _ in real.named_parameters()],
-        "native_algo_convs": n_native, "seed": SEED, "load": load,
-        "forward": {"input": "the openpcdet_voxelnet input", "output": "spatial_features "
-                    "(N, C*D, H, W)", "stats": _stats(out)},
+        "native_algo_convs": n_native,
+        "seed": SEED,
+        "load": load,
+        "forward": {
+            "input": "the openpcdet_voxelnet input",
+            "output": "spatial_features (N, C*D, H, W)",
+            "stats": _stats(out),
+        },
         "mmcv_placeholders_requested": sorted(placeholders.REQUESTED),
         "versions": _versions(),
     }
@@ -257,13 +295,11 @@ def sparse_encoder_manifest(tmp: Path, inputs: dict) -> tuple[dict[str, Any], di
 
 def minkunet_manifest(tmp: Path) -> tuple[dict[str, Any], dict]:
     from olivine_models import create_point_encoder
-
     from olivine_train.export import export_backbone
 
     _, MinkUNetBackbone, load_checkpoint = _mmdet3d_classes()
     ours = create_point_encoder("minkunet34c", in_channels=1, backend="spconv")
-    state = support.seeded_state({k: tuple(v.shape) for k, v in ours.state_dict().items()},
-                                 SEED)
+    state = support.seeded_state({k: tuple(v.shape) for k, v in ours.state_dict().items()}, SEED)
     # importing mmdet3d.models patched spconv's SparseModule._load_from_state_dict for the whole
     # process: a plain dict would be permuted; the metadata of our own state_dict() says
     # version 2 for every sparse module (SparseModule._version is now 2), so nothing is.
@@ -272,8 +308,7 @@ def minkunet_manifest(tmp: Path) -> tuple[dict[str, Any], dict]:
     ours.load_state_dict(keep)
     src = _write_backbone(tmp, "minkunet34c", state, 1)
     export_backbone(src, "mmdet3d", tmp / "mk.pth")
-    real = MinkUNetBackbone(in_channels=1, encoder_blocks=[2, 3, 4, 6],
-                            sparseconv_backend="spconv")
+    real = MinkUNetBackbone(in_channels=1, encoder_blocks=[2, 3, 4, 6], sparseconv_backend="spconv")
     n_native = support.set_native_algo(real)
     holder = nn.Module()
     holder.backbone = real
@@ -291,15 +326,20 @@ def minkunet_manifest(tmp: Path) -> tuple[dict[str, Any], dict]:
     manifest = {
         "target": "mmdetection3d MinkUNetBackbone",
         "constructor": "MinkUNetBackbone(in_channels=1, encoder_blocks=[2, 3, 4, 6], "
-                       "sparseconv_backend='spconv')",
+        "sparseconv_backend='spconv')",
         "tensors": support.tensor_table(real.state_dict()),
         "parameters": [k for k, _ in real.named_parameters()],
-        "native_algo_convs": n_native, "seed": SEED,
-        "weights_checksum": support.checksums(state), "load": load,
+        "native_algo_convs": n_native,
+        "seed": SEED,
+        "weights_checksum": support.checksums(state),
+        "load": load,
         "export": "stem=identity (conv_input.1 set to the identity)",
-        "forward": {"input": "coords (V, 4) [batch, i, j, k], feats (V, 1); spatial shape "
-                    "32^3", "output": "decoder_outs[-1].features (V, 96)", "stats": _stats(out),
-                    "toolkit_minkunet34c_spconv_max_abs_diff": float((out - toolkit).abs().max())},
+        "forward": {
+            "input": "coords (V, 4) [batch, i, j, k], feats (V, 1); spatial shape 32^3",
+            "output": "decoder_outs[-1].features (V, 96)",
+            "stats": _stats(out),
+            "toolkit_minkunet34c_spconv_max_abs_diff": float((out - toolkit).abs().max()),
+        },
         "mmcv_placeholders_requested": sorted(placeholders.REQUESTED),
         "versions": _versions(),
     }
@@ -308,8 +348,12 @@ def minkunet_manifest(tmp: Path) -> tuple[dict[str, Any], dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--openpcdet-git", type=Path, default=None,
-                        help="git dir of OpenPCDet: refresh the pinned copies from it")
+    parser.add_argument(
+        "--openpcdet-git",
+        type=Path,
+        default=None,
+        help="git dir of OpenPCDet: refresh the pinned copies from it",
+    )
     parser.add_argument("--openpcdet-commit", default=PINNED_OPENPCDET)
     parser.add_argument("--out", type=Path, default=support.DATA)
     args = parser.parse_args()
@@ -320,22 +364,33 @@ def main() -> None:
         pc, pc_data = openpcdet_manifest(tmp, prov)
         se, se_data = sparse_encoder_manifest(tmp, pc_data)
         mk, mk_data = minkunet_manifest(tmp)
-    for name, manifest, data in (("openpcdet_voxelnet", pc, pc_data),
-                                 ("mmdet3d_sparse_encoder", se, se_data),
-                                 ("mmdet3d_minkunet34c", mk, mk_data)):
+    for name, manifest, data in (
+        ("openpcdet_voxelnet", pc, pc_data),
+        ("mmdet3d_sparse_encoder", se, se_data),
+        ("mmdet3d_minkunet34c", mk, mk_data),
+    ):
         manifest["generated_by"] = "scripts/export_manifests.py"
         manifest["outputs_file"] = f"{name}.pt"
         (args.out / f"{name}.json").write_text(json.dumps(manifest, indent=1) + "\n")
         torch.save({k: v.contiguous() for k, v in data.items()}, args.out / f"{name}.pt")
         f = manifest["forward"]["stats"]
-        print(textwrap.shorten(f"{name}: {len(manifest['tensors'])} tensors, load exact="
-                               f"{manifest['load']['exact']}, output {f['shape']} "
-                               f"mean {f['mean']:.6g} abs_max {f['abs_max']:.6g}", 200))
+        print(
+            textwrap.shorten(
+                f"{name}: {len(manifest['tensors'])} tensors, load exact="
+                f"{manifest['load']['exact']}, output {f['shape']} "
+                f"mean {f['mean']:.6g} abs_max {f['abs_max']:.6g}",
+                200,
+            )
+        )
     print("OpenPCDet loader:", pc["load"]["log"][-1])
-    print("toolkit vs real MinkUNetBackbone max |diff|:",
-          mk["forward"]["toolkit_minkunet34c_spconv_max_abs_diff"])
-    print("SparseEncoder vs VoxelBackBone8x max |diff|:",
-          float((se_data["output"] - pc_data["output"]).abs().max()))
+    print(
+        "toolkit vs real MinkUNetBackbone max |diff|:",
+        mk["forward"]["toolkit_minkunet34c_spconv_max_abs_diff"],
+    )
+    print(
+        "SparseEncoder vs VoxelBackBone8x max |diff|:",
+        float((se_data["output"] - pc_data["output"]).abs().max()),
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,10 @@ class CompiledOpPlaceholder:
     """Stands for a compiled mmcv op; using it raises."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise RuntimeError(f"{type(self).__module__}.{type(self).__name__} is a placeholder "
-                           "for a compiled mmcv op: it is not available here")
+        raise RuntimeError(
+            f"{type(self).__module__}.{type(self).__name__} is a placeholder "
+            "for a compiled mmcv op: it is not available here"
+        )
 
 
 class _OpsModule(types.ModuleType):

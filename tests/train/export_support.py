@@ -129,9 +129,7 @@ def seeded_state(shapes: Mapping[str, tuple[int, ...]], seed: int) -> dict[str, 
 
 def checksums(state: Mapping[str, torch.Tensor]) -> dict[str, list[float]]:
     """Per tensor ``[sum, sum of squares]`` in float64 (detects a drifted random generator)."""
-    return {
-        k: [float(v.double().sum()), float(v.double().pow(2).sum())] for k, v in state.items()
-    }
+    return {k: [float(v.double().sum()), float(v.double().pow(2).sum())] for k, v in state.items()}
 
 
 def tensor_table(state: Mapping[str, Any]) -> list[list[Any]]:
@@ -157,6 +155,10 @@ def write_backbone(path: Path, model_name: str, state: dict[str, torch.Tensor], 
     """A ``backbone.pt`` (format ``olivine-backbone/1``) holding ``state``."""
     from olivine_train.checkpoint import BACKBONE_FORMAT, atomic_save
 
-    payload = {"format": BACKBONE_FORMAT, "model_name": model_name, "in_channels": cin,
-               "state_dict": state}
+    payload = {
+        "format": BACKBONE_FORMAT,
+        "model_name": model_name,
+        "in_channels": cin,
+        "state_dict": state,
+    }
     return atomic_save(payload, path)

@@ -149,11 +149,15 @@ def test_mmdet3d_minkunet_export(mink_src: tuple[Path, dict], tmp_path: Path) ->
     _check_metadata(sd._metadata, MK["load"]["real_metadata"], list(sd))
     w = sd["backbone.conv_input.1.0.weight"]
     assert torch.equal(w[:, 1, 1, 1, :], torch.eye(32)) and float(w.abs().sum()) == 32.0
-    assert torch.equal(sd["backbone.encoder.3.6.conv2.weight"], mink_src[1]["enc_blocks.3.5.conv2.weight"])
-    assert torch.equal(sd["backbone.decoder.1.1.0.bn1.running_var"], mink_src[1]["dec_blocks.1.0.norm1.running_var"])
+    assert torch.equal(
+        sd["backbone.encoder.3.6.conv2.weight"], mink_src[1]["enc_blocks.3.5.conv2.weight"]
+    )
+    assert torch.equal(
+        sd["backbone.decoder.1.1.0.bn1.running_var"],
+        mink_src[1]["dec_blocks.1.0.norm1.running_var"],
+    )
     assert len(rep.mapped) == 372 and "conv_input.1.* (6)" in rep.format()
     assert "encoder_blocks=[2, 3, 4, 6]" in rep.format()
-
 
 
 def test_mmdet3d_minkunet_omit_stem_and_relative_keys(tmp_path: Path) -> None:

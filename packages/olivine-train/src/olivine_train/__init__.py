@@ -2,6 +2,8 @@
 
 The recipes live in :mod:`olivine_train.recipes` (``pretrain``, ``downstream``, ``make_labels``,
 ``demo``) and are imported on demand; the command line is :func:`olivine_train.cli.main`.
+:func:`export_backbone` (:mod:`olivine_train.export`) writes a pretrained backbone for OpenPCDet
+or mmdetection3d.
 """
 
 from olivine_train._version import __version__
@@ -22,6 +24,7 @@ from olivine_train.config import (
     validate,
 )
 from olivine_train.distributed import ResumableSampler
+from olivine_train.export import export_backbone
 from olivine_train.logging import RunLogger, read_jsonl
 from olivine_train.metrics import (
     ConfusionMatrix,
@@ -44,6 +47,7 @@ __all__ = [
     "atomic_save",
     "confusion_matrix",
     "cross_entropy_lovasz",
+    "export_backbone",
     "iou_from_confusion",
     "list_configs",
     "load_backbone_state",

@@ -46,8 +46,6 @@ def add_export_command(sub: _Subparsers) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Run the export and print its report."""
-    report = export_backbone(
-        args.source, args.to, args.output, prefix=args.prefix, stem=args.stem
-    )
+    report = export_backbone(args.source, args.to, args.output, prefix=args.prefix, stem=args.stem)
     print(report.format(verbose=args.verbose))
     return 0

@@ -146,8 +146,7 @@ def _check_shapes(
             if v
         ]
         raise ExportError(
-            f"{src.path}: the {src.family} tensors do not fit the target class: "
-            + "; ".join(parts)
+            f"{src.path}: the {src.family} tensors do not fit the target class: " + "; ".join(parts)
         )
 
 
@@ -193,8 +192,7 @@ def _build(src: PretrainedBackbone, to: str, stem: str, rep: ExportReport) -> di
             rep.left_out.append(
                 (
                     ", ".join(f"{h}.* ({n})" for h, n in _group(extra)),
-                    "pretraining heads (pp/sem sparse convolutions), not part of "
-                    "VoxelBackBone8x",
+                    "pretraining heads (pp/sem sparse convolutions), not part of VoxelBackBone8x",
                 )
             )
         rules = voxelnet_to_openpcdet() if to == "openpcdet" else voxelnet_to_mmdet3d()
@@ -217,8 +215,11 @@ def _build(src: PretrainedBackbone, to: str, stem: str, rep: ExportReport) -> di
     if stem == "identity":
         mapped.update(_identity_stem(layout.base_channels))
         rep.added.append(
-            (f"{_STEM}.* ({len(stem_names)})", f"{reason}, so it is set to the identity (the "
-             "exported network computes what the pretrained one does)"),
+            (
+                f"{_STEM}.* ({len(stem_names)})",
+                f"{reason}, so it is set to the identity (the "
+                "exported network computes what the pretrained one does)",
+            ),
         )
     else:
         rep.left_out.append(

@@ -98,7 +98,9 @@ def voxelnet_to_openpcdet() -> list[Rename]:
     exporter adds that prefix).
     """
     return [
-        Rename(r"(conv_input|conv[1-4]|conv_out)\..+", lambda m: m[0], "VoxelBackBone8x, names kept")
+        Rename(
+            r"(conv_input|conv[1-4]|conv_out)\..+", lambda m: m[0], "VoxelBackBone8x, names kept"
+        )
     ]
 
 
@@ -257,7 +259,9 @@ def mmdet3d_minkunet_shapes(layout: MinkUNetLayout) -> dict[str, Shape]:
         _bn(shapes, f"encoder.{i}.0.1", enc[i])
         for j in range(layout.encoder_blocks[i]):
             first = j == 0 and enc[i] != enc[i + 1]
-            _basic_block(shapes, f"encoder.{i}.{j + 1}", enc[i] if first else enc[i + 1], enc[i + 1])
+            _basic_block(
+                shapes, f"encoder.{i}.{j + 1}", enc[i] if first else enc[i + 1], enc[i + 1]
+            )
     for i in range(stages):
         shapes[f"decoder.{i}.0.0.weight"] = (dec[i + 1], 2, 2, 2, dec[i])
         _bn(shapes, f"decoder.{i}.0.1", dec[i + 1])
