@@ -29,13 +29,8 @@ classes is set to ``ConvAlgo.Native`` after construction (spconv's only CPU algo
 from __future__ import annotations
 
 import argparse
-import ast
-import hashlib
-import importlib.metadata as md
 import importlib.util
 import json
-import logging
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -43,16 +38,13 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-PINNED_OPENPCDET = "8cacccec11db6f59bf6934600c9a175dae254806"  # master, 2024-04-17
-SEED = 2026
-
 
 def _load_by_path(name: str, path: Path) -> Any:
+    if name in sys.modules:
+        return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -61,179 +53,11 @@ def _load_by_path(name: str, path: Path) -> Any:
     return module
 
 
-support = _load_by_path("export_support", ROOT / "tests" / "train" / "export_support.py")
-placeholders = _load_by_path(
-    "mmcv_ops_placeholders", Path(__file__).with_name("mmcv_ops_placeholders.py")
-)
-
-
-def _blob_id(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def vendor_openpcdet(git_dir: Path | None, commit: str) -> dict[str, Any]:
-    """Refresh (from git) or check (against provenance.json) the pinned OpenPCDet copies."""
-    folder = support.PCDET
-    prov_file = folder / "provenance.json"
-    files = [*support.PCDET_FILES, "LICENSE"]
-    if git_dir is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        blobs = {}
-        for path in files:
-            data = subprocess.run(
-                ["git", f"--git-dir={git_dir}", "show", f"{commit}:{path}"],
-                check=True,
-                capture_output=True,
-            ).stdout
-            target = folder / "LICENSE" if path == "LICENSE" else support.vendored_path(path)
-            target.write_bytes(data)
-            blobs[path] = _blob_id(data)
-        prov = {
-            "repository": "https://github.com/open-mmlab/OpenPCDet",
-            "commit": commit,
-            "license": "Apache-2.0",
-            "git_blob_ids": blobs,
-            "note": "unmodified copies; .py files stored as .py.txt",
-        }
-        prov_file.write_text(json.dumps(prov, indent=1) + "\n")
-    prov = json.loads(prov_file.read_text())
-    for path, blob in prov["git_blob_ids"].items():
-        target = folder / "LICENSE" if path == "LICENSE" else support.vendored_path(path)
-        if _blob_id(target.read_bytes()) != blob:
-            sys.exit(f"{target}: does not match {path} at OpenPCDet {prov['commit']}")
-    return dict(prov)
-
-
-def openpcdet_loader_methods() -> dict[str, Any]:
-    """``_load_state_dict`` and ``load_params_from_file`` of OpenPCDet's Detector3DTemplate."""
-    spconv_utils = sys.modules[f"{support.PKG}.utils.spconv_utils"]
-    src = support.vendored_path("pcdet/models/detectors/detector3d_template.py").read_text()
-    cls = next(
-        n
-        for n in ast.parse(src).body
-        if isinstance(n, ast.ClassDef) and n.name == "Detector3DTemplate"
-    )
-    wanted = [
-        f
-        for f in cls.body
-        if isinstance(f, ast.FunctionDef)
-        and f.name in ("_load_state_dict", "load_params_from_file")
-    ]
-    ns: dict[str, Any] = {
-        "os": __import__("os"),
-        "torch": torch,
-        "find_all_spconv_keys": spconv_utils.find_all_spconv_keys,
-    }
-    exec(compile(ast.Module(body=wanted, type_ignores=[]), "detector3d_template.py", "exec"), ns)
-    return {f.name: ns[f.name] for f in wanted}
-
-
-def _stats(t: torch.Tensor) -> dict[str, Any]:
-    flat = t.detach().double().flatten()
-    idx = torch.linspace(0, flat.numel() - 1, 8).long()
-    return {
-        "shape": list(t.shape),
-        "mean": float(flat.mean()),
-        "std": float(flat.std()),
-        "abs_max": float(flat.abs().max()),
-        "nonzero": int((flat != 0).sum()),
-        "sample_index": idx.tolist(),
-        "sample": [float(flat[i]) for i in idx],
-    }
-
-
-def _voxels(
-    gen: torch.Generator, batch: int, n: int, shape: tuple[int, int, int], channels: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    rows = []
-    for b in range(batch):
-        cells = torch.randperm(shape[0] * shape[1] * shape[2], generator=gen)[:n]
-        z, rem = cells // (shape[1] * shape[2]), cells % (shape[1] * shape[2])
-        rows.append(torch.stack([torch.full_like(z, b), z, rem // shape[2], rem % shape[2]], 1))
-    coords = torch.cat(rows).int()
-    return coords, torch.rand(coords.shape[0], channels, generator=gen)
-
-
-def _write_backbone(tmp: Path, name: str, state: dict[str, torch.Tensor], cin: int) -> Path:
-    return support.write_backbone(tmp / f"{name}.pt", name, state, cin)
-
-
-def _check_loaded(model: nn.Module, exported: dict[str, torch.Tensor], prefix: str) -> bool:
-    own = model.state_dict()
-    return all(
-        torch.equal(own[k[len(prefix) :]], v) for k, v in exported.items() if k.startswith(prefix)
-    )
-
-
-def _versions() -> dict[str, str]:
-    names = ("torch", "spconv-cu120", "mmdet3d", "mmengine", "mmdet", "mmcv-lite", "numpy")
-    out = {}
-    for n in names:
-        try:
-            out[n] = md.version(n)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
-def openpcdet_manifest(tmp: Path, prov: dict[str, Any]) -> tuple[dict[str, Any], dict]:
-    from olivine_train.export import export_backbone
-    from olivine_train.export.layouts import voxelnet_shapes
-
-    module = support.load_openpcdet()
-    real = module.VoxelBackBone8x({}, input_channels=4, grid_size=np.array([64, 64, 40]))
-    n_native = support.set_native_algo(real)
-    state = support.seeded_state(voxelnet_shapes(4), SEED)
-    src = _write_backbone(tmp, "voxelnet", state, 4)
-    export_backbone(src, "openpcdet", tmp / "pcdet.pth")
-
-    methods = openpcdet_loader_methods()
-    holder = type("SecondLike", (nn.Module,), dict(methods))()
-    holder.backbone_3d = real
-    records: list[str] = []
-    log = logging.getLogger("openpcdet")
-    log.addHandler(
-        type("H", (logging.Handler,), {"emit": lambda s, r: records.append(r.getMessage())})()
-    )
-    log.setLevel(logging.INFO)
-    holder.load_params_from_file(str(tmp / "pcdet.pth"), logger=log, to_cpu=True)
-    exported = torch.load(tmp / "pcdet.pth", weights_only=True)["model_state"]
-    exact = _check_loaded(holder, exported, "")
-
-    gen = torch.Generator().manual_seed(SEED + 1)
-    coords, feats = _voxels(gen, 2, 400, (41, 64, 64), 4)
-    real.eval()
-    with torch.no_grad(), support.openpcdet_globals():
-        out = real({"voxel_features": feats, "voxel_coords": coords, "batch_size": 2})
-    sp = out["encoded_spconv_tensor"]
-    dense = sp.dense()
-    n, c, d, h, w = dense.shape
-    bev = dense.reshape(n, c * d, h, w)
-    manifest = {
-        "target": "OpenPCDet VoxelBackBone8x",
-        "source": prov,
-        "constructor": "VoxelBackBone8x(model_cfg={}, input_channels=4, "
-        "grid_size=np.array([64, 64, 40]))  # sparse_shape [41, 64, 64]",
-        "tensors": support.tensor_table(real.state_dict()),
-        "parameters": [k for k, _ in real.named_parameters()],
-        "native_algo_convs": n_native,
-        "seed": SEED,
-        "weights_checksum": support.checksums(state),
-        "load": {
-            "how": "Detector3DTemplate.load_params_from_file (AST-extracted) into backbone_3d",
-            "log": records,
-            "exact": exact,
-        },
-        "forward": {
-            "input": "coords (V, 4) [batch, z, y, x], feats (V, 4)",
-            "output": "encoded_spconv_tensor.dense() viewed (N, C*D, H, W) as "
-            "HeightCompression does",
-            "active_sites": int(sp.indices.shape[0]),
-            "stats": _stats(bev),
-        },
-        "versions": _versions(),
-    }
-    return manifest, {"coords": coords, "feats": feats, "output": bev}
+HERE = Path(__file__).resolve().parent
+op = _load_by_path("manifest_openpcdet", HERE / "manifest_openpcdet.py")
+placeholders = _load_by_path("mmcv_ops_placeholders", HERE / "mmcv_ops_placeholders.py")
+support = op.support
+SEED = op.SEED
 
 
 def _mmdet3d_classes() -> tuple[Any, Any, Any]:
@@ -255,7 +79,7 @@ def _mmdet3d_load(
     base = prefix.rstrip(".")
     return {
         "how": "mmengine.runner.checkpoint.load_checkpoint(strict=True), as load_from",
-        "exact": _check_loaded(holder, exported, ""),
+        "exact": op._check_loaded(holder, exported, ""),
         "file_metadata": dict(exported._metadata),
         "real_metadata": {k: v for k, v in meta.items() if k == base or k.startswith(base + ".")},
     }
@@ -285,12 +109,47 @@ def sparse_encoder_manifest(tmp: Path, inputs: dict) -> tuple[dict[str, Any], di
         "forward": {
             "input": "the openpcdet_voxelnet input",
             "output": "spatial_features (N, C*D, H, W)",
-            "stats": _stats(out),
+            "stats": op._stats(out),
         },
         "mmcv_placeholders_requested": sorted(placeholders.REQUESTED),
-        "versions": _versions(),
+        "versions": op._versions(),
     }
     return manifest, {"coords": inputs["coords"], "feats": inputs["feats"], "output": out}
+
+
+def _mink_args() -> dict[str, Any]:
+    """Fresh lists each call: MinkUNetBackbone inserts into encoder_channels/decoder_channels
+    (its defaults included, so a second default construction in one process fails).
+    """
+    return dict(
+        in_channels=1, encoder_channels=[32, 64, 128, 256], encoder_blocks=[2, 3, 4, 6],
+        decoder_channels=[256, 128, 96, 96], sparseconv_backend="spconv",
+    )  # fmt: skip
+
+
+def _init_cfg_checks(tmp: Path, src: Path, backbone_cls: Any) -> dict[str, bool]:
+    """``init_cfg=dict(type='Pretrained')`` on the backbone: on a module-relative export
+    (``--prefix ''``) without init_cfg's prefix, and on the default export with
+    ``prefix='backbone.'`` (mmengine then passes a plain dict: the metadata is gone and the
+    spconv-2 hook permutes every sparse weight, which then fails to load).
+    """
+    from olivine_train.export import export_backbone
+
+    export_backbone(src, "mmdet3d", tmp / "mk_rel.pth", prefix="")
+    want = torch.load(tmp / "mk.pth", weights_only=True)["state_dict"]
+    out = {}
+    cases = {
+        "relative_export_no_prefix": {"checkpoint": str(tmp / "mk_rel.pth")},
+        "default_export_prefix_backbone": {
+            "checkpoint": str(tmp / "mk.pth"),
+            "prefix": "backbone.",
+        },
+    }
+    for name, cfg in cases.items():
+        model = backbone_cls(**_mink_args(), init_cfg=dict(type="Pretrained", **cfg))
+        model.init_weights()
+        out[name] = op._check_loaded(model, want, "backbone.")
+    return out
 
 
 def minkunet_manifest(tmp: Path) -> tuple[dict[str, Any], dict]:
@@ -306,15 +165,16 @@ def minkunet_manifest(tmp: Path) -> tuple[dict[str, Any], dict]:
     keep = OrderedDict(state)
     keep._metadata = ours.state_dict()._metadata  # type: ignore[attr-defined]
     ours.load_state_dict(keep)
-    src = _write_backbone(tmp, "minkunet34c", state, 1)
+    src = op._write_backbone(tmp, "minkunet34c", state, 1)
     export_backbone(src, "mmdet3d", tmp / "mk.pth")
-    real = MinkUNetBackbone(in_channels=1, encoder_blocks=[2, 3, 4, 6], sparseconv_backend="spconv")
+    real = MinkUNetBackbone(**_mink_args())
     n_native = support.set_native_algo(real)
     holder = nn.Module()
     holder.backbone = real
     load = _mmdet3d_load(holder, tmp / "mk.pth", load_checkpoint, "backbone.")
+    load["init_cfg_pretrained_exact"] = _init_cfg_checks(tmp, src, MinkUNetBackbone)
     gen = torch.Generator().manual_seed(SEED + 2)
-    coords, feats = _voxels(gen, 2, 300, (32, 32, 32), 1)
+    coords, feats = op._voxels(gen, 2, 300, (32, 32, 32), 1)
     coords[-1, 1:] = 31  # MinkUNetBackbone takes spatial_shape = max + 1: make it 32^3
     coords = torch.unique(coords, dim=0).int()  # sorted by batch (batch_size = last row + 1)
     feats = feats[: coords.shape[0]]
@@ -325,7 +185,8 @@ def minkunet_manifest(tmp: Path) -> tuple[dict[str, Any], dict]:
         toolkit = ours(coords, feats, (32, 32, 32), 2)
     manifest = {
         "target": "mmdetection3d MinkUNetBackbone",
-        "constructor": "MinkUNetBackbone(in_channels=1, encoder_blocks=[2, 3, 4, 6], "
+        "constructor": "MinkUNetBackbone(in_channels=1, encoder_channels=[32, 64, 128, 256], "
+        "encoder_blocks=[2, 3, 4, 6], decoder_channels=[256, 128, 96, 96], "
         "sparseconv_backend='spconv')",
         "tensors": support.tensor_table(real.state_dict()),
         "parameters": [k for k, _ in real.named_parameters()],
@@ -337,11 +198,11 @@ def minkunet_manifest(tmp: Path) -> tuple[dict[str, Any], dict]:
         "forward": {
             "input": "coords (V, 4) [batch, i, j, k], feats (V, 1); spatial shape 32^3",
             "output": "decoder_outs[-1].features (V, 96)",
-            "stats": _stats(out),
+            "stats": op._stats(out),
             "toolkit_minkunet34c_spconv_max_abs_diff": float((out - toolkit).abs().max()),
         },
         "mmcv_placeholders_requested": sorted(placeholders.REQUESTED),
-        "versions": _versions(),
+        "versions": op._versions(),
     }
     return manifest, {"coords": coords, "feats": feats, "output": out}
 
@@ -354,14 +215,14 @@ def main() -> None:
         default=None,
         help="git dir of OpenPCDet: refresh the pinned copies from it",
     )
-    parser.add_argument("--openpcdet-commit", default=PINNED_OPENPCDET)
+    parser.add_argument("--openpcdet-commit", default=op.PINNED_OPENPCDET)
     parser.add_argument("--out", type=Path, default=support.DATA)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    prov = vendor_openpcdet(args.openpcdet_git, args.openpcdet_commit)
+    prov = op.vendor_openpcdet(args.openpcdet_git, args.openpcdet_commit)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        pc, pc_data = openpcdet_manifest(tmp, prov)
+        pc, pc_data = op.openpcdet_manifest(tmp, prov)
         se, se_data = sparse_encoder_manifest(tmp, pc_data)
         mk, mk_data = minkunet_manifest(tmp)
     for name, manifest, data in (
@@ -383,6 +244,7 @@ def main() -> None:
             )
         )
     print("OpenPCDet loader:", pc["load"]["log"][-1])
+    print("MinkUNetBackbone init_cfg=Pretrained exact:", mk["load"]["init_cfg_pretrained_exact"])
     print(
         "toolkit vs real MinkUNetBackbone max |diff|:",
         mk["forward"]["toolkit_minkunet34c_spconv_max_abs_diff"],

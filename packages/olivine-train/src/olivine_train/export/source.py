@@ -117,8 +117,10 @@ def read_backbone(path: str | Path) -> PretrainedBackbone:
             f"{file}: holds no VoxelNet (OpenPCDet VoxelBackBone8x names) or MinkUNet "
             f"(Res16UNet) point encoder; its tensors start {sorted(state)[:3]}"
         )
+    # a name of a known family must agree with the tensors; another name (a registered encoder
+    # this module does not know by name) is identified by its tensors alone
     by_name = _family_of_name(point_encoder) if point_encoder else None
-    if point_encoder and by_name != by_tensors:
+    if by_name is not None and by_name != by_tensors:
         raise ExportError(
             f"{file}: records point encoder {point_encoder!r} but its tensors are a "
             f"{by_tensors}; the file is inconsistent"
