@@ -56,6 +56,9 @@ def usage_text(to: str, family: str, out: Path, config_text: str, in_channels: i
             f"-3x_semantickitti.py --cfg-options load_from={out} "
             f"model.backbone.in_channels={in_channels}",
             f"  backbone={config_text}",
+            "  or export with --prefix '' and set the backbone's init_cfg=dict(type='Pretrained', "
+            "checkpoint=FILE) -- without init_cfg's prefix=, which drops the state-dict "
+            "metadata so that mmdetection3d permutes (and then fails to load) every sparse weight",
             f"  the pretrained stem takes {in_channels} feature(s) per voxel (mmdetection3d's "
             "config uses 4: x, y, z, intensity): feed the same features, or the stem weight "
             "is skipped as mis-shaped",
