@@ -219,6 +219,8 @@ def test_inconsistent_or_unfit_files_are_refused(
     other = sup.write_backbone(tmp_path / "d.pt", "pointnet", {"fc.weight": torch.zeros(2)}, 1)
     with pytest.raises(ExportError, match="holds no VoxelNet"):
         export_backbone(other, "mmdet3d", tmp_path / "x.pth")
+    with pytest.raises(ExportError, match="would overwrite the source"):
+        export_backbone(voxelnet_src[0], "openpcdet", voxelnet_src[0])
     (tmp_path / "empty").mkdir()
     with pytest.raises(ExportError, match="run folder holds no backbone.pt"):
         export_backbone(tmp_path / "empty", "mmdet3d", tmp_path / "x.pth")

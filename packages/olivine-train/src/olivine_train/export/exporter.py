@@ -263,6 +263,8 @@ def export_backbone(
             f"holds a {src.family} ({src.point_encoder or 'unnamed'}): export it with --to mmdet3d"
         )
     out = Path(out)
+    if out.exists() and out.resolve() == src.path.resolve():
+        raise ExportError(f"{out}: the output would overwrite the source; choose another -o")
     rep = ExportReport(src.path, to, _TARGET_CLASS[key], out, src.point_encoder, src.family)
     state = _build(src, to, stem, rep)
     if src.outside:
