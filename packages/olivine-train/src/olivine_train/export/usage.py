@@ -8,7 +8,8 @@ __all__ = ["usage_text"]
 
 _INTENSITY = (
     "intensity: the reference nuScenes VoxelNet pretraining feeds raw intensity 0-255, "
-    "OpenPCDet's KITTI pipeline intensity in [0, 1]: rescale one of them (the convolution "
+    "the KITTI pipelines of OpenPCDet and mmdetection3d intensity in [0, 1]: rescale one of "
+    "them (the convolution "
     "weights do not depend on the grid, the input scale does)"
 )
 _GRID = (
@@ -20,6 +21,7 @@ _GRID = (
 
 def usage_text(to: str, family: str, out: Path, config_text: str, in_channels: int) -> str:
     """The commands that load ``out`` in OpenPCDet or mmdetection3d, with the caveats."""
+    out = out.resolve()  # the commands run from the other toolbox's folder
     if to == "openpcdet":
         return "\n".join(
             [
