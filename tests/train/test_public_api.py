@@ -22,6 +22,7 @@ EXPECTED = {
     "atomic_save",
     "confusion_matrix",
     "cross_entropy_lovasz",
+    "export_backbone",
     "iou_from_confusion",
     "list_configs",
     "load_backbone_state",
@@ -56,4 +57,5 @@ def test_cli_subcommands() -> None:
         "demo",
         "validate-config",
         "ls",
+        "export",
     }

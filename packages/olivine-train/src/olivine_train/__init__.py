@@ -4,6 +4,8 @@ The recipes live in :mod:`olivine_train.recipes` (``pretrain``, ``downstream``, 
 ``demo``) and are imported on demand; the command line is :func:`olivine_train.cli.main`.
 Pretraining loss terms register from outside with :func:`register_term` (a :class:`LossTerm`
 subclass and its ``loss.<name>_weight``; ``docs/architecture.md``, "Adding a loss term").
+:func:`export_backbone` (:mod:`olivine_train.export`) writes a pretrained backbone for OpenPCDet
+or mmdetection3d.
 """
 
 from olivine_train._version import __version__
@@ -24,6 +26,7 @@ from olivine_train.config import (
     validate,
 )
 from olivine_train.distributed import ResumableSampler
+from olivine_train.export import export_backbone
 from olivine_train.logging import RunLogger, read_jsonl
 from olivine_train.metrics import (
     ConfusionMatrix,
@@ -54,6 +57,7 @@ __all__ = [
     "atomic_save",
     "confusion_matrix",
     "cross_entropy_lovasz",
+    "export_backbone",
     "iou_from_confusion",
     "list_configs",
     "load_backbone_state",

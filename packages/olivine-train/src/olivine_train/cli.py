@@ -10,6 +10,7 @@ Subcommands (``olivine-train <cmd> --help`` for each)::
     demo [--out DIR] [key=value ...]       synthetic world -> pretrain -> linear probes -> table
     validate-config CONFIG [key=value ...] report every problem of a config at once
     ls                                     shipped configs and registered models
+    export SOURCE --to T -o FILE           a pretrained backbone for OpenPCDet / mmdetection3d
 
 CONFIG is a shipped config name (``olivine-train ls``) or a YAML path. Multi-GPU / multi-process:
 ``torchrun --nproc_per_node N -m olivine_train.cli pretrain CONFIG ...``.
@@ -45,6 +46,7 @@ import yaml
 from olivine_models import list_image_encoders, list_point_encoders
 from olivine_train.cli_parser import build_parser
 from olivine_train.config import ConfigError, config_to_dict, list_configs, load_config
+from olivine_train.export.cli import cmd_export
 from olivine_train.health import format_summary
 from olivine_train.preemption import Preempted
 
@@ -213,6 +215,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "probe": _cmd_probe,
     "make-labels": _cmd_make_labels,
     "demo": _cmd_demo,
+    "export": cmd_export,
 }
 
 
