@@ -9,6 +9,8 @@ Each (shape, head path) runs in its own subprocess so that its peak RSS (``ru_ma
 Shapes:
 * ``demo``: ``configs/demo.yaml`` as shipped (tiny MinkUNet, ImageNet EfficientNet-Lite0 teacher,
   3 cameras at 128x256, batch 2, 1,024 pairs per term) on the demo's synthetic world.
+* ``voxelnet``: ``configs/demo_voxelnet.yaml`` (the VoxelNet detection student, reference grid and
+  caps, BEV point sampling) on the demo's synthetic world, otherwise as ``demo``.
 * ``paper``: ``configs/olivine_nuscenes.yaml`` (MinkUNet-34C, dilated ResNet-50 teacher with
   random weights -- same cost as MoCo's, 6 cameras at 224x416, 4,096 pairs per term) at batch 2
   on a 1-scene synthetic world with nuScenes-like sweeps (~30k points).
@@ -55,7 +57,7 @@ PHASES = (
     "optimiser",
     "health",
 )
-DEFAULT_STEPS = {"demo": 5, "paper": 1}
+DEFAULT_STEPS = {"demo": 5, "voxelnet": 3, "paper": 1}
 
 
 class Timers:
@@ -96,7 +98,7 @@ def _world(shape: str, base: Path) -> Path:
     root = base / f"world_{shape}"
     if (root / "olivine_splits.json").is_file():
         return root
-    if shape == "demo":
+    if shape in ("demo", "voxelnet"):
         from olivine_train.config import load_config
         from olivine_train.recipes.demo import ensure_world
 
@@ -130,8 +132,8 @@ def _config(shape: str, mode: str, world: Path, out: Path, steps: int, threads: 
         "run.progress=false",
         "run.image_log_every=0",
     ]
-    if shape == "demo":
-        return load_config("demo", common)
+    if shape in ("demo", "voxelnet"):
+        return load_config("demo" if shape == "demo" else "demo_voxelnet", common)
     paper = ["data.batch_size=2", "model.image_weights=null"]
     return load_config("olivine_nuscenes", [*common, *paper])
 
