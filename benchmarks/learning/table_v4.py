@@ -8,6 +8,7 @@ comparison and DCAS on the rare classes and range bins.
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from pathlib import Path
@@ -286,6 +287,9 @@ def table(work: Path, out_md: Path) -> str:
         f"`{s.point_encoder}`, batch 2, matched base lr {dec.get('matched_lr', '—')}, freeze "
         f"guard {s.vmf_freeze_max_cosine}.",
     ]
+    cpus = sorted({json.dumps((r["snapshot"].get("cpu") or {}).get("model", "not recorded"))
+                   for r in runs})  # fmt: skip
+    lines.append(f"CPU(s) of these runs: {', '.join(json.loads(c) for c in cpus) or '—'}.")
     _pilot(lines, dec)
     _arms(lines, res, dec, rare)
     conv = [r["probe"] for r in runs]
