@@ -4,7 +4,7 @@ RELLIS-3D, SemanticPOSS, SemanticSTF, SynLiDAR, DAPS-3D), KITTI camera pairing.
 Heavy backends (nuscenes-devkit, semantic-kitti-api) are imported inside the readers.
 """
 
-from olivine_data.datasets._common import read_scene_splits
+from olivine_data.datasets._common import read_named_split, read_scene_splits
 from olivine_data.datasets.kitti import (
     KittiCalib,
     KittiPretrainDataset,
@@ -62,5 +62,6 @@ __all__ = [
     "NuScenesPretrainDataset",
     "NuScenesSegDataset",
     "lidarseg_to_eval16",
+    "read_named_split",
     "read_scene_splits",
 ]

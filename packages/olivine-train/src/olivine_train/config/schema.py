@@ -58,6 +58,10 @@ class DataConfig:
     # (ScribbleKITTI: the dense labels/, the reference code reads scribbles/)
     val_label_dir: str | None = None
     label_root: str | None = None  # camseg label store root; None -> data.root
+    # read files a dataset table names (nuScenes filename, split-file lines) that resolve
+    # outside data.root once symlinks are followed: for datasets laid out with symlinks to other
+    # folders. false (default): such a path is an error naming the table, record and path
+    allow_outside_root: bool = False
     vocabulary: Literal["seem17", "gsam14"] = "seem17"
     cameras: list[str] = field(default_factory=lambda: list(NUSCENES_CAMERAS))
     image_size: list[int] = field(default_factory=lambda: [224, 416])

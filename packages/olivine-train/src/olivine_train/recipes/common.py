@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from olivine_data.collate import Collator
-from olivine_data.datasets import load_semantickitti_config, read_scene_splits
+from olivine_data.datasets import load_semantickitti_config, read_named_split
 from olivine_data.datasets.semantickitti import semantickitti_split
 from olivine_train.config import Config, ConfigChange, OptimConfig
 from olivine_train.distributed import DistInfo, ResumableSampler, resolve_dtype, setup
@@ -191,10 +191,9 @@ def kitti_sequences(cfg: Config, split: str) -> list[str]:
         return list(explicit)
     name = d.train_split if split == "train" else d.val_split
 
-    if (Path(d.root) / "olivine_splits.json").is_file():
-        splits = read_scene_splits(d.root)
-        if name in splits:
-            return list(splits[name])
+    named = read_named_split(d.root, name)
+    if named is not None:
+        return list(named)
     return semantickitti_split(name, load_semantickitti_config())
 
 
