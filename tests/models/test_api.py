@@ -26,6 +26,7 @@ def test_all_snapshot() -> None:
             "PointHead",
             "SegmentationHead",
             "StateMismatchError",
+            "UnsafeWeightsError",
             "__version__",
             "create_image_encoder",
             "create_point_encoder",
@@ -33,6 +34,8 @@ def test_all_snapshot() -> None:
             "list_point_encoders",
             "load_matching_state",
             "load_state",
+            "load_weights_only",
+            "weights_file_problem",
         ]
     )
     for name in olivine_models.__all__:

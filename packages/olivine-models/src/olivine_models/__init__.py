@@ -20,6 +20,7 @@ from olivine_models.registry import (
     list_image_encoders,
     list_point_encoders,
 )
+from olivine_models.safe_load import UnsafeWeightsError, load_weights_only, weights_file_problem
 from olivine_models.state import LoadReport, StateMismatchError, load_matching_state, load_state
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "PointHead",
     "SegmentationHead",
     "StateMismatchError",
+    "UnsafeWeightsError",
     "__version__",
     "create_image_encoder",
     "create_point_encoder",
@@ -40,4 +42,6 @@ __all__ = [
     "list_point_encoders",
     "load_matching_state",
     "load_state",
+    "load_weights_only",
+    "weights_file_problem",
 ]

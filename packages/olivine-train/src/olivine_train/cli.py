@@ -42,7 +42,7 @@ from pathlib import Path
 
 import yaml
 
-from olivine_models import list_image_encoders, list_point_encoders
+from olivine_models import list_image_encoders, list_point_encoders, weights_file_problem
 from olivine_train.cli_parser import build_parser
 from olivine_train.config import ConfigError, config_to_dict, list_configs, load_config
 from olivine_train.health import format_summary
@@ -51,6 +51,7 @@ from olivine_train.preemption import Preempted
 # modules, not functions: a command looks its recipe up when it runs (tests replace run_pretrain)
 from olivine_train.recipes import demo, downstream, make_labels, pretrain, probe
 from olivine_train.recipes.common import NonFiniteLossError
+from olivine_train.runfolder import ExistingRunError
 from olivine_train.runlock import RunFolderLockedError
 
 __all__ = ["build_parser", "main"]
@@ -172,6 +173,10 @@ def _cmd_make_labels(args: argparse.Namespace) -> int:
         "boxes_json", "boxes_3d", "sam_variant", "sam_checkpoint", "vocabulary", "device",
         "points_per_side", "image_size", "max_side", "vote", "limit", "preset",
     )  # fmt: skip
+    if args.sam_checkpoint is not None:  # before any work: a payload, an empty or a text file
+        problem = weights_file_problem(args.sam_checkpoint, "--sam-checkpoint")
+        if problem is not None:
+            raise ConfigError([problem], "the make-labels arguments")
     summary = make_labels.run_make_labels(
         shard=shard,
         progress=not args.no_progress,
@@ -221,6 +226,8 @@ def _failure(exc: BaseException) -> tuple[int, str]:
         return 2, str(exc)
     if isinstance(exc, NonFiniteLossError):
         return 3, str(exc)
+    if isinstance(exc, ExistingRunError):
+        return 2, str(exc)
     if isinstance(exc, RunFolderLockedError):
         return 6, str(exc)
     if isinstance(exc, Preempted):

@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 from olivine_data.datasets import LIDARSEG_SPECS
-from olivine_models import list_image_encoders, list_point_encoders
+from olivine_models import list_image_encoders, list_point_encoders, weights_file_problem
 from olivine_train.checkpoint import zip_damage
 from olivine_train.config.coerce import build, did_you_mean
 from olivine_train.config.drift import config_field_names
@@ -26,6 +26,10 @@ DATASET_CAMERAS: dict[str, tuple[str, ...]] = {"nuscenes": NUSCENES_CAMERAS, "ki
 
 class _Problems(list[str]):
     """The problem list, with the recurring numeric checks."""
+
+    def append_if_set(self, problem: str | None) -> None:
+        if problem is not None:
+            self.append(problem)
 
     def positive(self, where: str, value: object, strict: bool = True) -> None:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -107,6 +111,13 @@ def _check_model(cfg: Config, p: _Problems) -> None:
         p.append(
             "model.sparse_backend: 'spconv' but spconv is not installed here; use 'auto' or "
             "'torch' (the PyTorch-only backend, same checkpoints)"
+        )
+    if cfg.recipe == "pretrain" and m.image_weights is not None and m.image_pretrained is True:
+        p.append(
+            f"model.image_weights: {m.image_weights!r} is set and so is model.image_pretrained="
+            "true (the demo config sets it): the teacher takes one or the other; add "
+            "model.image_pretrained=false to load this file, or model.image_weights=null for the "
+            "installed pretrained weights"
         )
 
 
@@ -226,9 +237,17 @@ def _check_paths(cfg: Config, p: _Problems) -> None:
             bad = _torch_file_problem(Path(m.image_weights))
             if bad is not None:
                 p.append(f"model.image_weights: file {m.image_weights!r} {bad}")
+            else:  # a pickle payload, or objects that are not tensors: refused before any work
+                p.append_if_set(weights_file_problem(m.image_weights, "model.image_weights"))
     if cfg.recipe == "downstream" and ds.pretrained is not None:
         if not Path(ds.pretrained).is_file():
             p.append(f"downstream.pretrained: file {ds.pretrained!r} does not exist")
+        else:
+            bad = _torch_file_problem(Path(ds.pretrained))
+            if bad is not None:
+                p.append(f"downstream.pretrained: file {ds.pretrained!r} {bad}")
+            else:
+                p.append_if_set(weights_file_problem(ds.pretrained, "downstream.pretrained"))
     if r.resume not in (None, "auto") and not Path(str(r.resume)).is_file():
         p.append(f"run.resume: file {r.resume!r} does not exist")
 

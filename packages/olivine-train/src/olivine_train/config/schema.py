@@ -180,6 +180,9 @@ class RunConfig:
     # fields (optim.lr) or sections (optim) a resume may change; any other change of a field
     # that changes the result is refused (see olivine_train.config.drift)
     allow_changes: list[str] = field(default_factory=list)
+    # a new run (no run.resume) into a folder holding last.pt is refused; true: the old folder
+    # is moved aside to <name>.old-<UTC time> (never deleted) and the run starts in a new one
+    overwrite: bool = False
     progress: bool = True
     deterministic: bool = False
     num_threads: int | None = None  # torch intra-op threads (None = torch default)
