@@ -116,7 +116,7 @@ def test_pretraining_on_halved_images_exits_1_naming_the_image(
     err = capsys.readouterr().err
     (line,) = [ln for ln in err.splitlines() if ln.startswith("olivine-train: error:")]
     assert f"{world / sd['filename']}: the image is" in line and "records" in line
-    assert not (tmp_path / "half").exists()  # a run that never started leaves no folder
+    assert not (tmp_path / "half" / "last.pt").exists()
 
 
 # ----------------------------------------------------------------------------- defect 3: paths
