@@ -334,10 +334,13 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def benchmarks(session: nox.Session) -> None:
-    """Performance benchmarks (benchmarks/perf): prints a table and writes benchmarks/results/."""
+    """Performance benchmarks (`python -m benchmarks.perf.run_all`, from the repository root):
+    prints the tables and writes benchmarks/results/perf.json; posargs go to run_all
+    (e.g. `-- --skip-slow`, `-- --quick`).
+    """
     _install_local(session, PACKAGES)
     _pip(session, "scipy")
-    session.run("python", "benchmarks/perf/run_all.py", *session.posargs)
+    session.run("python", "-m", "benchmarks.perf.run_all", *session.posargs)
 
 
 @nox.session(name="gpu")
@@ -352,7 +355,26 @@ def gpu(session: nox.Session) -> None:
         "'no CUDA device: the gpu session needs one')",
     )
     _pytest(session, "gpu", "tests", "-m", "gpu")
-    session.run("python", "benchmarks/gpu/run_gpu.py", *session.posargs)
+    session.run("python", "-m", "benchmarks.gpu.run_gpu", *session.posargs)
+
+
+#: mmdetection3d 1.4.0 and what it needs to import (its other runtime requirements -- open3d,
+#: lyft_dataset_sdk, trimesh, ... -- are not imported by the classes the export manifests use)
+MMDET3D_STACK = ("mmengine==0.10.7", "mmdet==3.3.0", "mmcv-lite==2.1.0", "numba==0.68.1")
+
+
+@nox.session(name="export_manifests")
+def export_manifests(session: nox.Session) -> None:
+    """Opt-in: regenerate tests/train/export_data from the real OpenPCDet / mmdetection3d classes.
+
+    `nox -s export_manifests -- --openpcdet-git DIR` also refreshes the pinned OpenPCDet copies
+    from a git dir of github.com/open-mmlab/OpenPCDet (see scripts/export_manifests.py).
+    """
+    _install_local(session, SUITE)
+    _pip(session, *MMDET3D_STACK)
+    session.install("--no-deps", "mmdet3d==1.4.0")
+    session.run("python", "scripts/export_manifests.py", *session.posargs)
+    session.run("git", "diff", "--stat", "--", "tests/train/export_data", external=True)
 
 
 def summarize_reports() -> dict[str, int]:

@@ -1,7 +1,10 @@
 """olivine-data benchmarks: pairing, voxelisation, DCAS (time and peak memory).
 
 Usage:
-    python benchmarks/data_bench.py [--data ../shared/data] [--repeat 5] [--json out.json]
+    python -m benchmarks.data_bench [--data DIR] [--repeat 5] [--pairs 100000] [--json out.json]
+
+``--data`` defaults to the shared data (``harness.shared_data``: ``$OLIVINE_SHARED_DATA`` or
+``../shared/data``).
 
 Rows (each against a reference measured in the same run):
   * pairing of one real nuScenes keyframe (scene-0061, 34,688 points, 6 cameras): our vectorised
@@ -18,13 +21,8 @@ Rows (each against a reference measured in the same run):
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,17 +30,19 @@ from typing import Any
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.harness import (
+    atomic_json,
+    environment,
+    machine,
+    run_module,
+    shared_data,
+    time_call,
+)
 
 
 def _timeit(fn: Callable[[], Any], repeat: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    """Median seconds of ``repeat`` calls after one warm-up (``harness.time_call``)."""
+    return time_call(fn, repeats=repeat, warmup=1).median
 
 
 def _status_kb(key: str) -> int:
@@ -177,23 +177,8 @@ def _dcas_inputs(data: Path, num_pairs: int) -> tuple[torch.Tensor, torch.Tensor
 
 def _peak_in_subprocess(data: Path, num_pairs: int, which: str) -> float:
     """Peak-RSS rise of one call, in a fresh interpreter (no allocator reuse between rows)."""
-    import subprocess
-
-    out = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--data",
-            str(data),
-            "--pairs",
-            str(num_pairs),
-            "--peak-only",
-            which,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    args = ("--data", str(data), "--pairs", str(num_pairs), "--peak-only", which)
+    out = run_module(__spec__.name, *args, capture=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -244,13 +229,14 @@ def _fmt(x: float | None, unit: str = "") -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_data = Path(os.environ.get("OLIVINE_SHARED_DATA", ROOT.parent / "shared/data"))
-    ap.add_argument("--data", type=Path, default=default_data)
+    ap.add_argument("--data", type=Path, default=None, help="default: harness.shared_data()")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--pairs", type=int, default=100_000)
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     ap.add_argument("--peak-only", choices=("ours", "reference"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.data is None:
+        args.data = shared_data()
     if args.peak_only:
         _peak_only(args.data, args.pairs, args.peak_only)
         return 0
@@ -263,12 +249,10 @@ def main(argv: list[str] | None = None) -> int:
         + bench_dcas(args.data, args.repeat, args.pairs)
     )
     env = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
+        **machine(),
         "numpy": np.__version__,
-        "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "machine": platform.machine(),
+        "code": environment(),
     }
     print(f"environment: {env}\n")
     print(
@@ -284,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{_fmt(r['reference_seconds'], 's')} | {_fmt(r['speedup'])} | {mem} | {r['note']} |"
         )
     if args.json is not None:
-        args.json.write_text(json.dumps({"environment": env, "rows": rows}, indent=2))
+        atomic_json(args.json, {"environment": env, "rows": rows})
     return 0
 
 

@@ -22,7 +22,7 @@ dense run the script checks that its predicted peak (a quadratic fit of the smal
 
 Usage::
 
-    python benchmarks/losses_bench.py [--json out.json] [--threads 1] [--quick]
+    python -m benchmarks.losses_bench [--json out.json] [--threads 1] [--quick]
 """
 
 from __future__ import annotations
@@ -30,18 +30,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
-import statistics
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from benchmarks.harness import atomic_json, environment, machine, round_robin, run_module
 from olivine_losses import info_nce, semantic_contrastive
 
 TAU = 0.07
@@ -95,22 +91,9 @@ def step(variant: str, x: dict[str, torch.Tensor], chunk: int) -> None:
 def time_interleaved(
     fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 1
 ) -> dict[str, dict[str, float]]:
-    """Round-robin timing: every round runs each variant once, so that a load change on a shared
-    machine hits all variants alike. Returns median and min per variant.
-    """
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {
-        name: {"median_ms": 1e3 * statistics.median(t), "min_ms": 1e3 * min(t)}
-        for name, t in times.items()
-    }
+    """Round-robin timing (``harness.round_robin``): median and min milliseconds per variant."""
+    timings = round_robin(fns, rounds=repeats, warmup=warmup)
+    return {n: {"median_ms": 1e3 * t.median, "min_ms": 1e3 * t.best} for n, t in timings.items()}
 
 
 # ----------------------------------------------------------------------------- memory
@@ -162,18 +145,8 @@ def mem_available() -> int:
 
 
 def measure_memory(variant: str, m: int, d: int, chunk: int, threads: int) -> dict[str, Any]:
-    cmd = [
-        sys.executable,
-        __file__,
-        "--_mem-child",
-        variant,
-        str(m),
-        str(d),
-        str(chunk),
-        "--threads",
-        str(threads),
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    args = ("--_mem-child", variant, str(m), str(d), str(chunk), "--threads", str(threads))
+    out = run_module(__spec__.name, *args, capture=True)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
@@ -217,8 +190,8 @@ def main() -> None:
         args.m, args.mem_m, args.repeats = 512, 2048, 3
 
     env = {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
+        **machine(),
+        "code": environment(),
         "cpu_count": os.cpu_count(),
         "threads": args.threads,
         "loadavg_before": os.getloadavg(),
@@ -260,8 +233,7 @@ def main() -> None:
     }
     print(render_markdown(result, sizes))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        atomic_json(args.json, result)
 
 
 def render_markdown(result: dict[str, Any], sizes: list[int]) -> str:

@@ -13,9 +13,11 @@ Cases:
 
 Usage::
 
-    python benchmarks/models_bench.py [--repeats 3] [--cases a,b] [--json PATH]
+    python -m benchmarks.models_bench [--repeats 3] [--cases a,b] [--threads N] [--json PATH]
 
-Requires the real data (``OLIVINE_SHARED_DATA`` or ``../shared/data``).
+Requires the real data (``harness.shared_data``: ``$OLIVINE_SHARED_DATA`` or ``../shared/data``);
+the sweep is read and voxelised by the package (``harness.nuscenes_sweep`` / ``sparse_input``:
+``olivine_data.voxelize``).
 """
 
 from __future__ import annotations
@@ -23,20 +25,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks.harness import (
+    atomic_json,
+    current_rss_mib,
+    environment,
+    machine,
+    nuscenes_sweep,
+    peak_rss_mib,
+    run_module,
+    shared_data,
+    sparse_input,
+    time_call,
+)
 from olivine_data import NUSCENES_CAMERAS
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("OLIVINE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 CAMERAS = NUSCENES_CAMERAS
 POINT_CASES = ("minkunet34c", "minkunet14", "minkunet_tiny")
 IMAGE_CASES = ("resnet50_dilated", "resnet18_dilated", "dino_vits16")
@@ -44,47 +53,24 @@ SAM_CASES = ("sam_tiny_box", "sam_tiny_refine")
 ALL_CASES = POINT_CASES + IMAGE_CASES + SAM_CASES
 
 
-def _rss_mib() -> float:
-    """Peak RSS of this process in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _current_rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 def load_sweep() -> tuple[Any, Any, tuple[int, int, int], int]:
+    """The real nuScenes sweep as torch (coords, feats), spatial shape and its point count."""
     import torch
 
-    files = sorted((DATA / "nuscenes/mmdet3d-demo/samples/LIDAR_TOP").glob("*.pcd.bin"))
-    if not files:
-        raise FileNotFoundError(f"no nuScenes LIDAR_TOP sweep under {DATA}")
-    pts = np.fromfile(files[0], dtype=np.float32).reshape(-1, 5)
-    rho = np.hypot(pts[:, 0], pts[:, 1])
-    phi = np.degrees(np.arctan2(pts[:, 1], pts[:, 0]))
-    grid = np.floor(np.stack([rho / 0.1, phi, pts[:, 2] / 0.1], 1)).astype(np.int64)
-    grid -= grid.min(0)
-    _, first = np.unique(grid, axis=0, return_index=True)
-    first = np.sort(first)
-    coords = np.concatenate([np.zeros((len(first), 1), np.int64), grid[first]], 1)
-    shape = tuple(int(s) for s in grid.max(0) + 1)
-    return (
-        torch.from_numpy(coords.astype(np.int32)),
-        torch.from_numpy(pts[first, 3:4].copy()),
-        (shape[0], shape[1], shape[2]),
-        len(pts),
-    )
+    points, _ = nuscenes_sweep()
+    coords, feats, shape = sparse_input(points, batch=1)
+    return torch.from_numpy(coords), torch.from_numpy(feats), shape, len(points)
 
 
 def load_cameras(size: tuple[int, int]) -> list[np.ndarray]:
     from PIL import Image
 
+    samples = shared_data() / "nuscenes/mmdet3d-demo/samples"  # type: ignore[operator]
     images = []
     for cam in CAMERAS:
-        files = sorted((DATA / "nuscenes/mmdet3d-demo/samples" / cam).glob("*.jpg"))
+        files = sorted((samples / cam).glob("*.jpg"))
         if not files:
-            raise FileNotFoundError(f"no {cam} image under {DATA}")
+            raise FileNotFoundError(f"no {cam} image under {samples}")
         images.append(np.asarray(Image.open(files[0]).convert("RGB").resize(size)))
     return images
 
@@ -106,16 +92,13 @@ def run_case(case: str, repeats: int, threads: int = 0) -> dict[str, Any]:
             voxels=int(coords.shape[0]),
             params=sum(p.numel() for p in model.parameters()),
         )
-        base = _current_rss_mib()
-        times = []
-        for i in range(repeats + 1):  # first iteration is warm-up
+        base = current_rss_mib()
+
+        def step() -> None:
             model.zero_grad(set_to_none=True)
-            t0 = time.perf_counter()
-            out = model(coords, feats, shape, 1)
-            out.square().mean().backward()
-            if i:
-                times.append(time.perf_counter() - t0)
-        result.update(what="fwd+bwd, 1 sweep", seconds=float(np.median(times)))
+            model(coords, feats, shape, 1).square().mean().backward()
+
+        result.update(what="fwd+bwd, 1 sweep", seconds=time_call(step, repeats).median)
     elif case in IMAGE_CASES:
         from olivine_models import create_image_encoder
 
@@ -123,16 +106,10 @@ def run_case(case: str, repeats: int, threads: int = 0) -> dict[str, Any]:
         batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
         model = create_image_encoder(case)
         result.update(params=sum(p.numel() for p in model.parameters()))
-        base = _current_rss_mib()
-        times = []
-        for i in range(repeats + 1):
-            t0 = time.perf_counter()
-            out = model(batch)
-            if i:
-                times.append(time.perf_counter() - t0)
-        result.update(
-            what=f"fwd, 6x3x224x416 -> {tuple(out.shape[1:])}", seconds=float(np.median(times))
-        )
+        base = current_rss_mib()
+        seconds = time_call(lambda: model(batch), repeats).median
+        out_shape = tuple(model(batch).shape[1:])
+        result.update(what=f"fwd, 6x3x224x416 -> {out_shape}", seconds=seconds)
     elif case in SAM_CASES:
         from olivine_models.vfm import (
             Detection,
@@ -145,8 +122,7 @@ def run_case(case: str, repeats: int, threads: int = 0) -> dict[str, Any]:
         images = load_cameras((400, 225))
         sam = build_sam("tiny")
         result.update(params=sum(p.numel() for p in sam.parameters()))
-        base = _current_rss_mib()
-        times = []
+        base = current_rss_mib()
         if case == "sam_tiny_box":
             boxes = [
                 Detection((10, 100, 120, 200), 4, 0.9),
@@ -155,26 +131,17 @@ def run_case(case: str, repeats: int, threads: int = 0) -> dict[str, Any]:
                 Detection((250, 0, 400, 120), 13, 0.4),
             ]
             labeler = SamBoxLabeler(sam, FixedBoxProvider(boxes), 14, 0, batch_size=6)
-            for i in range(repeats + 1):
-                t0 = time.perf_counter()
-                labeler.label_batch(images)
-                if i:
-                    times.append(time.perf_counter() - t0)
+            seconds = time_call(lambda: labeler.label_batch(images), repeats).median
             what = "box labeler, 6 images 400x225, 4 boxes each"
         else:
             refiner = SamRefineLabeler(sam, 17, 16, points_per_side=16)
             coarse = [np.zeros(img.shape[:2], np.uint8) for img in images]
-            for i in range(repeats + 1):
-                t0 = time.perf_counter()
-                refiner.label_batch(images, coarse)
-                if i:
-                    times.append(time.perf_counter() - t0)
+            seconds = time_call(lambda: refiner.label_batch(images, coarse), repeats).median
             what = "refine labeler, 6 images 400x225, 16x16 point grid"
-        seconds = float(np.median(times))
         result.update(what=what, seconds=seconds, images_per_s=len(images) / seconds)
     else:
         raise KeyError(f"unknown case {case!r}; known: {list(ALL_CASES)}")
-    result.update(rss_peak_mib=_rss_mib(), rss_base_mib=base)
+    result.update(rss_peak_mib=peak_rss_mib(), rss_base_mib=base)
     return result
 
 
@@ -210,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.case is not None:
         row = run_case(args.case, args.repeats, args.threads)
-        args.child_out.write_text(json.dumps(row))
+        atomic_json(args.child_out, row)
         return 0
     cases = [c for c in args.cases.split(",") if c]
     unknown = sorted(set(cases) - set(ALL_CASES))
@@ -220,15 +187,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for case in cases:
             out = Path(tmp) / f"{case}.json"
-            cmd = [sys.executable, __file__, "--case", case, "--repeats", str(args.repeats)]
-            cmd += ["--threads", str(args.threads)]
-            subprocess.run([*cmd, "--child-out", str(out)], check=True)
+            cmd = ["--case", case, "--repeats", str(args.repeats), "--threads", str(args.threads)]
+            run_module(__spec__.name, *cmd, "--child-out", str(out))
             rows.append(json.loads(out.read_text()))
             print(f"done {case}: {rows[-1]['seconds']:.2f} s", file=sys.stderr, flush=True)
     print(table(rows))
     print(f"\n(CPU: {os.cpu_count()} cores visible, torch threads {rows[0]['threads']})")
     if args.json is not None:
-        args.json.write_text(json.dumps(rows, indent=2))
+        env = {**machine(), "code": environment()}
+        atomic_json(args.json, {"environment": env, "rows": rows})
     return 0
 
 

@@ -16,9 +16,12 @@ cylindrical voxels 0.1 m x 1 deg x 0.1 m, intensity feature, batch 1).
 
 Without spconv installed only the torch backend is measured. Usage::
 
-    python benchmarks/sparse_backend_bench.py [--repeats 5] [--threads 1] [--json PATH]
+    python -m benchmarks.sparse_backend_bench [--repeats 5] [--threads 1] [--models a,b]
+        [--no-memory] [--json PATH]
 
-Requires the real data (``OLIVINE_SHARED_DATA`` or ``../shared/data``).
+Requires the real data (``harness.shared_data``: ``$OLIVINE_SHARED_DATA`` or ``../shared/data``);
+the sweep is read and voxelised by the package (``harness.nuscenes_sweep`` / ``sparse_input``:
+``olivine_data.voxelize``). Times: ``harness.round_robin``.
 """
 
 from __future__ import annotations
@@ -28,61 +31,42 @@ import datetime as _dt
 import importlib.util
 import json
 import os
-import platform
-import resource
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from benchmarks.harness import (
+    REPO_ROOT,
+    atomic_json,
+    current_rss_mib,
+    environment,
+    machine,
+    nuscenes_sweep,
+    peak_rss_mib,
+    round_robin,
+    run_module,
+    sparse_input,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("OLIVINE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 MODELS = ("minkunet34c", "minkunet14", "minkunet_tiny")
-DEFAULT_JSON = ROOT / "benchmarks" / "results" / "sparse_backend.json"
+DEFAULT_JSON = REPO_ROOT / "benchmarks" / "results" / "sparse_backend.json"
 
 
 def load_sweep() -> tuple[Any, Any, tuple[int, int, int], int]:
-    """The real nuScenes sweep as (coords, feats, spatial_shape, points) -- cylindrical voxels."""
+    """The real nuScenes sweep as torch (coords, feats), spatial shape and its point count."""
     import torch
 
-    files = sorted((DATA / "nuscenes/mmdet3d-demo/samples/LIDAR_TOP").glob("*.pcd.bin"))
-    if not files:
-        raise FileNotFoundError(f"no nuScenes LIDAR_TOP sweep under {DATA}")
-    pts = np.fromfile(files[0], dtype=np.float32).reshape(-1, 5)
-    rho = np.hypot(pts[:, 0], pts[:, 1])
-    phi = np.degrees(np.arctan2(pts[:, 1], pts[:, 0]))
-    grid = np.floor(np.stack([rho / 0.1, phi, pts[:, 2] / 0.1], 1)).astype(np.int64)
-    grid -= grid.min(0)
-    _, first = np.unique(grid, axis=0, return_index=True)
-    first = np.sort(first)
-    coords = np.concatenate([np.zeros((len(first), 1), np.int64), grid[first]], 1)
-    shape = tuple(int(s) for s in grid.max(0) + 1)
-    return (
-        torch.from_numpy(coords.astype(np.int32)),
-        torch.from_numpy(pts[first, 3:4].copy()),
-        (shape[0], shape[1], shape[2]),
-        len(pts),
-    )
+    points, _ = nuscenes_sweep()
+    coords, feats, shape = sparse_input(points, batch=1)
+    return torch.from_numpy(coords), torch.from_numpy(feats), shape, len(points)
 
 
 def _step(model: Any, coords: Any, feats: Any, shape: tuple[int, int, int]) -> None:
     model.zero_grad(set_to_none=True)
     out = model(coords, feats, shape, 1)
     out.square().mean().backward()
-
-
-def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _current_rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def memory_child(model_name: str, backend: str, threads: int) -> dict[str, float]:
@@ -95,10 +79,10 @@ def memory_child(model_name: str, backend: str, threads: int) -> dict[str, float
     coords, feats, shape, _ = load_sweep()
     torch.manual_seed(0)
     model = create_point_encoder(model_name, backend=backend)
-    base = _current_rss_mib()
+    base = current_rss_mib()
     _step(model, coords, feats, shape)
     _step(model, coords, feats, shape)
-    return {"rss_peak_mib": _rss_mib(), "rss_base_mib": base}
+    return {"rss_peak_mib": peak_rss_mib(), "rss_base_mib": base}
 
 
 def profile_torch(model: Any, coords: Any, feats: Any, shape: tuple[int, int, int]) -> dict:
@@ -154,14 +138,10 @@ def run(repeats: int, threads: int, models: list[str]) -> dict[str, Any]:
         state = nets[backends[0]].state_dict()
         for net in nets.values():
             net.load_state_dict(state)
-        times: dict[str, list[float]] = {b: [] for b in backends}
-        for b in backends:  # warm-up (spconv's first call, allocator growth)
-            _step(nets[b], coords, feats, shape)
-        for _ in range(repeats):
-            for b in backends:
-                t0 = time.perf_counter()
-                _step(nets[b], coords, feats, shape)
-                times[b].append(time.perf_counter() - t0)
+        # warm-up (spconv's first call, allocator growth), then alternating timed rounds
+        times = round_robin(
+            {b: (lambda n=nets[b]: _step(n, coords, feats, shape)) for b in backends}, repeats
+        )
         row: dict[str, Any] = {
             "model": name,
             "points": npts,
@@ -169,8 +149,8 @@ def run(repeats: int, threads: int, models: list[str]) -> dict[str, Any]:
             "params": sum(p.numel() for p in nets["torch"].parameters()),
         }
         for b in backends:
-            row[f"{b}_median_s"] = statistics.median(times[b])
-            row[f"{b}_min_s"] = min(times[b])
+            row[f"{b}_median_s"] = times[b].median
+            row[f"{b}_min_s"] = times[b].best
         if has_spconv:
             row["ratio_torch_over_spconv"] = row["torch_median_s"] / row["spconv_median_s"]
         row["torch_profile_ms"] = profile_torch(nets["torch"], coords, feats, shape)
@@ -228,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.memory_child is not None:
         name, backend = args.memory_child.split(":")
-        args.child_out.write_text(json.dumps(memory_child(name, backend, args.threads)))
+        atomic_json(args.child_out, memory_child(name, backend, args.threads))
         return 0
     models = [m for m in args.models.split(",") if m]
     unknown = sorted(set(models) - set(MODELS))
@@ -244,9 +224,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in models:
                 for b in backends:
                     out = Path(tmp) / f"{name}-{b}.json"
-                    cmd = [sys.executable, __file__, "--memory-child", f"{name}:{b}"]
-                    cmd += ["--threads", str(args.threads), "--child-out", str(out)]
-                    subprocess.run(cmd, check=True)
+                    cmd = ["--memory-child", f"{name}:{b}", "--threads", str(args.threads)]
+                    run_module(__spec__.name, *cmd, "--child-out", str(out))
                     memory[f"{name}:{b}"] = json.loads(out.read_text())
     result = run(args.repeats, args.threads, models)
     for row in result["rows"]:
@@ -255,16 +234,16 @@ def main(argv: list[str] | None = None) -> int:
             if mem is not None:
                 row[f"{b}_rss_mib"] = mem["rss_peak_mib"] - mem["rss_base_mib"]
                 row[f"{b}_rss_peak_mib"] = mem["rss_peak_mib"]
-    import torch
-
+    mach = machine()
     result.update(
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         threads=args.threads,
         repeats=args.repeats,
-        cpu_count=os.cpu_count(),
-        load_average=os.getloadavg(),
-        python=platform.python_version(),
-        torch=torch.__version__,
+        cpu_count=mach["cores"],
+        load_average=mach["load_average"],
+        python=mach["python"],
+        torch=mach["torch"],
+        code=environment(),
         elapsed_s=time.perf_counter() - t0,
     )
     if "spconv" in result["backends"]:
@@ -277,8 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{result['load_average'][0]:.1f} at the end; RSS = peak RSS over the post-build baseline "
         "of a separate process per cell)"
     )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_json(args.json, result)
     print(f"wrote {args.json}")
     return 0
 

@@ -9,18 +9,21 @@ Each (shape, head path) runs in its own subprocess so that its peak RSS (``ru_ma
 Shapes:
 * ``demo``: ``configs/demo.yaml`` as shipped (tiny MinkUNet, ImageNet EfficientNet-Lite0 teacher,
   3 cameras at 128x256, batch 2, 1,024 pairs per term) on the demo's synthetic world.
+* ``voxelnet``: ``configs/demo_voxelnet.yaml`` (the VoxelNet detection student, reference grid and
+  caps, BEV point sampling) on the demo's synthetic world, otherwise as ``demo``.
 * ``paper``: ``configs/olivine_nuscenes.yaml`` (MinkUNet-34C, dilated ResNet-50 teacher with
   random weights -- same cost as MoCo's, 6 cameras at 224x416, 4,096 pairs per term) at batch 2
   on a 1-scene synthetic world with nuScenes-like sweeps (~30k points).
 
 Usage::
 
-    python benchmarks/step_profile.py [--shapes demo,paper] [--steps 5] [--threads 1]
+    python -m benchmarks.step_profile [--shapes demo,paper] [--steps 5] [--threads 1]
         [--repeats 2] [--json benchmarks/results/step_profile.json]
 
 Times are medians over ``--steps`` steps after one warm-up step (the paper shape: 1 step after the
 warm-up by default, it takes tens of seconds on a CPU); the two head paths run alternately
-``--repeats`` times and each keeps its fastest run.
+``--repeats`` times and each keeps its fastest run. The trainer is the recipe's own
+(``Pretrainer`` on the runtime of ``olivine_train.recipes.common.make_runtime``, CPU, fp32).
 """
 
 from __future__ import annotations
@@ -28,8 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -39,7 +40,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.harness import atomic_json, environment, machine, peak_rss_mib, run_module
+
 MODES = ("full_map", "pairs")
 PHASES = (
     "data",
@@ -55,7 +57,7 @@ PHASES = (
     "optimiser",
     "health",
 )
-DEFAULT_STEPS = {"demo": 5, "paper": 1}
+DEFAULT_STEPS = {"demo": 5, "voxelnet": 3, "paper": 1}
 
 
 class Timers:
@@ -96,7 +98,7 @@ def _world(shape: str, base: Path) -> Path:
     root = base / f"world_{shape}"
     if (root / "olivine_splits.json").is_file():
         return root
-    if shape == "demo":
+    if shape in ("demo", "voxelnet"):
         from olivine_train.config import load_config
         from olivine_train.recipes.demo import ensure_world
 
@@ -113,10 +115,13 @@ def _world(shape: str, base: Path) -> Path:
     return root
 
 
-def _config(shape: str, mode: str, world: Path, out: Path, steps: int) -> Any:
+def _config(shape: str, mode: str, world: Path, out: Path, steps: int, threads: int) -> Any:
     from olivine_train.config import load_config
 
     common = [
+        "run.device=cpu",
+        "run.precision=fp32",
+        f"run.num_threads={threads}",
         f"data.root={world}",
         "data.version=v1.0-mini",
         "data.num_workers=0",
@@ -127,9 +132,9 @@ def _config(shape: str, mode: str, world: Path, out: Path, steps: int) -> Any:
         "run.progress=false",
         "run.image_log_every=0",
     ]
-    if shape == "demo":
-        return load_config("demo", common)
-    paper = ["data.batch_size=2", "run.num_threads=null", "model.image_weights=null"]
+    if shape in ("demo", "voxelnet"):
+        return load_config("demo" if shape == "demo" else "demo_voxelnet", common)
+    paper = ["data.batch_size=2", "model.image_weights=null"]
     return load_config("olivine_nuscenes", [*common, *paper])
 
 
@@ -146,20 +151,13 @@ def profile(shape: str, mode: str, steps: int, threads: int, base: Path) -> dict
     import numpy as np
     import torch
 
-    from olivine_train.distributed import DistInfo
-    from olivine_train.recipes.common import Runtime
+    from olivine_train.recipes.common import make_runtime
     from olivine_train.recipes.pretrain import Pretrainer
 
     torch.set_num_threads(threads)
     world = _world(shape, base)
-    cfg = _config(shape, mode, world, base / "runs", steps)
-    rt = Runtime(
-        dist=DistInfo(0, 1, 0, torch.device("cpu")),
-        device=torch.device("cpu"),
-        amp_dtype=None,
-        run_dir=base / "runs" / f"{shape}_{mode}",
-    )
-    rt.run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = _config(shape, mode, world, base / "runs", steps, threads)
+    rt = make_runtime(cfg)  # CPU, fp32, ``threads`` intra-op threads, the run folder created
     torch.manual_seed(0)
     tr = Pretrainer(cfg, rt)
     timers = Timers()
@@ -174,7 +172,7 @@ def profile(shape: str, mode: str, steps: int, threads: int, base: Path) -> dict
     tr.terms.terms = {n: TimedTerm(n, t, timers) for n, t in tr.terms.terms.items()}  # type: ignore[misc]
     rows: list[dict[str, float]] = []
     it = _batches(tr)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    rss0 = peak_rss_mib()
     for _ in range(steps + 1):
         timers.now.clear()
         t0 = time.perf_counter()
@@ -215,7 +213,7 @@ def profile(shape: str, mode: str, steps: int, threads: int, base: Path) -> dict
         "steps": steps,
         "threads": threads,
         "median_s": {k: float(np.median([r.get(k, 0.0) for r in timed])) for k in keys},
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "peak_rss_mib": peak_rss_mib(),
         "rss_before_steps_mib": rss0,
         "config": {
             "point_encoder": cfg.model.point_encoder,
@@ -268,7 +266,7 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default="demo,paper")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (after 1 warm-up)")
@@ -277,7 +275,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=None, help="world/run folder (kept)")
     parser.add_argument("--worker", nargs=2, metavar=("SHAPE", "MODE"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     base = args.work or Path(tempfile.gettempdir()) / "olivine_step_profile"
     if args.worker:
         shape, mode = args.worker
@@ -290,10 +288,9 @@ def main() -> None:
         # goes on a shared machine then hits both alike
         for _ in range(args.repeats):
             for mode in MODES:
-                cmd = [sys.executable, __file__, "--worker", shape, mode]
-                cmd += ["--threads", str(args.threads), "--work", str(base)]
+                cmd = ["--worker", shape, mode, "--threads", str(args.threads), "--work", str(base)]
                 cmd += ["--steps", str(args.steps)] if args.steps else []
-                proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+                proc = run_module(__spec__.name, *cmd, capture=True, check=False)
                 if proc.returncode != 0:
                     print(proc.stderr, file=sys.stderr)
                     raise SystemExit(f"{shape}/{mode} failed with exit code {proc.returncode}")
@@ -310,18 +307,14 @@ def main() -> None:
     print(text)
     print(f"\nimport spconv.pytorch in a fresh process: {spconv:.1f} s")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {
-            "machine": {
-                "python": platform.python_version(),
-                "cpu": platform.processor() or platform.machine(),
-                "cores": os.cpu_count(),
-            },
+            "machine": machine(),
+            "code": environment(),
             "results": results,
             "spconv_import_s": spconv,
             "table": text,
         }
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        atomic_json(args.json, payload)
 
 
 if __name__ == "__main__":

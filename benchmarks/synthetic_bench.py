@@ -1,7 +1,7 @@
 """Synthetic-world benchmarks: keyframes per second (render and full nuScenes export).
 
 Usage:
-    python benchmarks/synthetic_bench.py [--keyframes 6] [--json out.json]
+    python -m benchmarks.synthetic_bench [--keyframes 6] [--repeat 3] [--json out.json]
 
 Rows:
   * one camera (CAM_FRONT_LEFT, 400x225) ray cast with windowed, front-to-back culled primitives
@@ -9,15 +9,13 @@ Rows:
   * render of a keyframe (HDL-32E sweep + 6 cameras at 400x225 + VFM labels);
   * full export of a keyframe (render + JPEG/PNG/bin files + tables), via ``export_nuscenes``.
 CPU time (``time.process_time``) is reported next to wall time: on a shared machine wall time
-includes waiting for a core, CPU time is what one core spends.
+includes waiting for a core, CPU time is what one core spends (so this script times with
+``time.process_time`` itself; ``harness.time_call`` measures wall time only).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -26,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.harness import atomic_json, environment, machine
 from olivine_data.synthetic import SyntheticWorldConfig, export_nuscenes, generate_world
 from olivine_data.synthetic.render import camera_rays, camera_windows, cast
 from olivine_data.synthetic.sensors import scaled_intrinsics
@@ -108,13 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     )
 
-    env = {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "loadavg": os.getloadavg(),
-    }
+    env = {**machine(), "numpy": np.__version__, "code": environment()}
     print(f"environment: {env}")
     print(f"{'case':50s} {'value':>40s}")
     for row in rows:
@@ -125,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"{row['case']:50s} {rest}")
     if args.json is not None:
-        args.json.write_text(json.dumps({"environment": env, "rows": rows}, indent=2))
+        atomic_json(args.json, {"environment": env, "rows": rows})
     return 0
 
 

@@ -3,10 +3,10 @@
 Creates an isolated venv, installs the four packages with the pinned CUDA stack of
 ``testing/constraints.txt`` (torch 2.14.1 + torchvision 0.29.1; spconv-cu120 2.3.6 on CPython
 <= 3.11, spconv-cu126 2.3.8 on 3.12+, see ``testing/stack.py``), checks the GPU, then runs
-``benchmarks/gpu/run_gpu.py`` with a budget that keeps the whole command inside ``--deadline-s``
-(default 600 s, install included), and writes the benchmark JSON and markdown plus a
-``gpu_run.json`` with the install timings. Needs no nox, and nothing but the standard library
-to start.
+``python -m benchmarks.gpu.run_gpu`` (from the repository root) with a budget that keeps the
+whole command inside ``--deadline-s`` (default 600 s, install included), and writes the
+benchmark JSON and markdown plus a ``gpu_run.json`` with the install timings. Needs no nox,
+and nothing but the standard library to start.
 
     python3 scripts/gpu_run.py                          # the real run -> benchmarks/results/
     python3 scripts/gpu_run.py --dry-run                # print the plan, change nothing
@@ -20,7 +20,7 @@ carried split (``split -b 60m X.whl X.whl.part``); the pieces are joined before 
 ``--reuse`` keeps an existing venv (a second run then starts in seconds).
 
 Without spconv: ``--no-spconv`` installs the four packages without spconv/cumm and runs every
-MinkUNet on olivine-models' PyTorch-only sparse backend (``run_gpu.py --sparse-backend torch``).
+MinkUNet on olivine-models' PyTorch-only sparse backend (``run_gpu --sparse-backend torch``).
 It is chosen automatically for an offline install from a ``--wheelhouse`` that holds no spconv
 wheel. So an air-gapped machine with torch preinstalled (e.g. torch 2.11 + CUDA 13 on Python
 3.12, where spconv publishes no wheel) runs with ``--system-torch --wheelhouse DIR`` and only the
@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "testing"))
 import stack  # noqa: E402  (testing/stack.py: the pinned stack, standard library only)
 
-RUN_GPU = ROOT / "benchmarks" / "gpu" / "run_gpu.py"
+RUN_GPU = "benchmarks.gpu.run_gpu"  # run as a module from ROOT (benchmarks/ is a package)
 DEFAULT_OUT = ROOT / "benchmarks" / "results"
 DEFAULT_VENV = Path(tempfile.gettempdir()) / "olivine-gpu-venv"
 # What run_gpu.py needs besides the four packages (their own requirements cover the rest).
@@ -252,9 +252,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.python} -m venv{venv_flags} {args.venv}")
             for c in cmds:
                 print(f"{vpy} -m pip install " + shlex.join(c))
-            bench = RUN_GPU.relative_to(ROOT)
             print(
-                f"{vpy} {bench} --device {args.device} --sparse-backend {backend} "
+                f"{vpy} -m {RUN_GPU} --device {args.device} --sparse-backend {backend} "
                 "--json ... --budget-s ..."
             )
             return 0
@@ -311,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     suffix = "-quick" if args.quick else ""
     cmd = [
         str(vpy),
-        str(RUN_GPU),
+        "-m",
+        RUN_GPU,
         "--device",
         args.device,
         "--sparse-backend",

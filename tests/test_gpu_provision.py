@@ -77,7 +77,7 @@ def test_dry_run_prints_plan_and_changes_nothing(tmp_path: Path) -> None:
     assert any(" -m venv " in line for line in lines)
     torch_line = next(line for line in lines if line.endswith("torch torchvision"))
     assert f"-c {stack.CONSTRAINTS}" in torch_line
-    assert any("run_gpu.py --device cpu" in line for line in lines)
+    assert any("-m benchmarks.gpu.run_gpu --device cpu" in line for line in lines)
     assert not venv.exists()
 
 
@@ -135,7 +135,7 @@ def test_dry_run_no_spconv_shows_the_torch_backend_plan(tmp_path: Path) -> None:
     pip_lines = [line for line in proc.stdout.splitlines() if " -m pip install " in line]
     assert pip_lines and not any("spconv-cu" in line or "cumm" in line for line in pip_lines)
     assert any("--no-deps" in line and "olivine-models" in line for line in pip_lines)
-    assert "run_gpu.py --device cuda --sparse-backend torch" in proc.stdout
+    assert "-m benchmarks.gpu.run_gpu --device cuda --sparse-backend torch" in proc.stdout
 
 
 def test_wheelhouse_without_spconv_wheel_selects_the_torch_backend(tmp_path: Path) -> None:

@@ -1,38 +1,51 @@
 """olivine-models GPU benchmark (needs CUDA; exits with a message otherwise).
 
 * MinkUNet-34C forward+backward throughput on the real nuScenes sweep (or, if the shared data is
-  absent, a synthetic cylindrical sweep of the same size), fp32 and bf16/fp16 autocast, batch of
-  ``--batch`` copies of the sweep; spconv's implicit-GEMM algorithm is chosen automatically for
-  CUDA inputs. Also checks that CPU (Native) and GPU (implicit GEMM) outputs agree for the same
-  weights.
+  absent, a synthetic cylindrical sweep of the same size), voxelised by the package
+  (``harness.sparse_input``: ``olivine_data.voxelize``, cylindrical 0.1 m x 1 deg x 0.1 m),
+  fp32 and bf16/fp16 autocast, batch of ``--batch`` copies of the sweep; spconv's implicit-GEMM
+  algorithm is chosen automatically for CUDA inputs. Also checks that CPU (Native) and GPU
+  (implicit GEMM) outputs agree for the same weights.
 * SAM ViT-H-sized model with random weights (``build_sam("vit_h", random_init=True)``): image
   encoder images/s at 1024x1024 under fp16 autocast, and box-labeler images/s on 1600x900 images.
 
 Usage::
 
-    python benchmarks/gpu/models_gpu.py [--repeats 5] [--batch 4] [--json PATH]
+    python -m benchmarks.gpu.models_gpu [--repeats 5] [--batch 4] [--skip-sam] [--json PATH]
+
+Times: median of ``--repeats`` calls after one warm-up (``harness.time_call``, CUDA synchronised).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-DATA = Path(os.environ.get("OLIVINE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+from benchmarks.harness import (
+    atomic_json,
+    environment,
+    machine,
+    nuscenes_sweep,
+    shared_data,
+    sparse_input,
+    time_call,
+)
+
+__all__ = ["bench_minkunet", "bench_sam", "sparse_input", "sweep_points"]
 
 
 def sweep_points() -> np.ndarray:
-    files = sorted((DATA / "nuscenes/mmdet3d-demo/samples/LIDAR_TOP").glob("*.pcd.bin"))
-    if files:
-        return np.fromfile(files[0], dtype=np.float32).reshape(-1, 5)[:, :4]
+    """The real sweep (``harness.nuscenes_sweep``), else a synthetic one of the same size."""
+    data = shared_data(required=False)
+    if data is not None:
+        try:
+            return nuscenes_sweep(data)[0]
+        except FileNotFoundError:
+            pass
     rng = np.random.default_rng(0)
     n = 34688
     rho = rng.uniform(2.0, 60.0, n)
@@ -43,32 +56,9 @@ def sweep_points() -> np.ndarray:
     )
 
 
-def voxelise(points: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
-    rho = np.hypot(points[:, 0], points[:, 1])
-    phi = np.degrees(np.arctan2(points[:, 1], points[:, 0]))
-    grid = np.floor(np.stack([rho / 0.1, phi, points[:, 2] / 0.1], 1)).astype(np.int64)
-    grid -= grid.min(0)
-    _, first = np.unique(grid, axis=0, return_index=True)
-    first = np.sort(first)
-    coords = np.concatenate(
-        [np.concatenate([np.full((len(first), 1), b), grid[first]], 1) for b in range(batch)]
-    )
-    feats = np.tile(points[first, 3:4], (batch, 1))
-    return coords.astype(np.int32), feats, tuple(int(s) for s in grid.max(0) + 1)
-
-
 def timed(fn: Any, repeats: int) -> float:
-    import torch
-
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    """Median seconds of ``repeats`` calls after one warm-up, CUDA synchronised."""
+    return time_call(fn, repeats=repeats, warmup=1).median
 
 
 def bench_minkunet(repeats: int, batch: int) -> list[dict[str, Any]]:
@@ -76,7 +66,7 @@ def bench_minkunet(repeats: int, batch: int) -> list[dict[str, Any]]:
 
     from olivine_models import create_point_encoder
 
-    coords_np, feats_np, shape = voxelise(sweep_points(), batch)
+    coords_np, feats_np, shape = sparse_input(sweep_points(), batch)
     dev = torch.device("cuda")
     coords = torch.from_numpy(coords_np).to(dev)
     feats = torch.from_numpy(feats_np).to(dev)
@@ -189,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         mem = f"{r['peak_gib']:.2f}" if "peak_gib" in r else ""
         print(f"| {r['case']} | {r['what']} | {s} | {ps} | {mem} |")
     if args.json is not None:
-        args.json.write_text(json.dumps(rows, indent=2))
+        env = {**machine(), "code": environment()}
+        atomic_json(args.json, {"environment": env, "rows": rows})
     return 0
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "CAMERAS",
     "PINNED",
     "ceiling_backbone",
+    "choose_lr",
     "overrides_for",
     "probe_cfg",
     "curves",
@@ -309,3 +310,18 @@ def ceiling_backbone(pre: Any, run_root: Path, s: Any) -> tuple[str, dict[str, A
         ),
     }
     return str(out), info
+
+
+def choose_lr(runs: list[dict[str, Any]], score: Any) -> dict[str, Any]:
+    """The pilots' lr rule for one arm's grid runs: the best ``score`` among gate-passing runs
+    (none passing: the best overall, flagged); within 0.3 point of the best, the smaller lr.
+    """
+    runs = sorted(runs, key=lambda r: r["lr"])
+    ok = [r for r in runs if r["gate"]["passed"]] or runs
+    best = max(score(r) for r in ok)
+    pick = next(r for r in ok if score(r) >= best - 0.3)
+    return {
+        "lr": pick["lr"],
+        "flag": "no run passed its gate" if not any(r["gate"]["passed"] for r in runs) else "",
+        "grid": {f"{r['lr']:g}": (round(score(r), 2), r["gate"]["passed"]) for r in runs},
+    }

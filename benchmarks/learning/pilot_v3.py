@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import harness
-from benchmarks.learning import stats
+from benchmarks.learning import common, stats
 from benchmarks.learning.run_v3 import (
     DOSE_ARMS,
     LR_GRID,
@@ -82,15 +82,7 @@ def lr_decision(work: Path) -> dict[str, Any]:
     recs = load(work, "pilot_lr")
     out: dict[str, Any] = {}
     for arm in {r["arm"] for r in recs}:
-        runs = sorted((r for r in recs if r["arm"] == arm), key=lambda r: r["lr"])
-        ok = [r for r in runs if r["gate"]["passed"]] or runs
-        best = max(miou(r) for r in ok)
-        pick = next(r for r in ok if miou(r) >= best - 0.3)
-        out[arm] = {
-            "lr": pick["lr"],
-            "flag": "no run passed its gate" if not any(r["gate"]["passed"] for r in runs) else "",
-            "grid": {f"{r['lr']:g}": (round(miou(r), 2), r["gate"]["passed"]) for r in runs},
-        }
+        out[arm] = common.choose_lr([r for r in recs if r["arm"] == arm], miou)
     return out
 
 

@@ -62,13 +62,7 @@ def lr_decision(work: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for arm in sorted({r["arm"] for r in recs}):
         runs = sorted((r for r in recs if r["arm"] == arm), key=lambda r: r["lr"])
-        ok = [r for r in runs if r["gate"]["passed"]] or runs
-        best = max(miou(r) for r in ok)
-        pick = next(r for r in ok if miou(r) >= best - 0.3)
-        out[arm] = {
-            "lr": pick["lr"],
-            "flag": "no run passed its gate" if not any(r["gate"]["passed"] for r in runs) else "",
-            "grid": {f"{r['lr']:g}": (round(miou(r), 2), r["gate"]["passed"]) for r in runs},
+        out[arm] = common.choose_lr(runs, miou) | {
             "vmf_froze": {
                 f"{r['lr']:g}": ((r.get("health") or {}).get("vmf") or {}).get("at_freeze")
                 is not None

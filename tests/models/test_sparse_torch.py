@@ -175,8 +175,8 @@ def test_layer_errors_name_the_problem() -> None:
         st.SparseInverseConv3d(2, 2, 2, indice_key="d")(x)
     with pytest.raises(ValueError, match="expected 3 input channels"):
         st.SubMConv3d(3, 2, 3)(x)
-    with pytest.raises(ValueError, match="stride == kernel_size"):
-        st.SparseConv3d(2, 2, 3, stride=2)
+    with pytest.raises(ValueError, match="needs dilation 1"):
+        st.SparseConv3d(2, 2, 3, stride=2, dilation=2)
     with pytest.raises(ValueError, match="odd kernel_size"):
         st.SubMConv3d(2, 2, 2)
     with pytest.raises(ValueError, match="multiple of the stride"):

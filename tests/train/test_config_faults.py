@@ -26,7 +26,7 @@ def _float_fields() -> list[tuple[str, bool]]:
             continue
         for name, tp in typing.get_type_hints(cls).items():
             args = get_args(tp)
-            if tp is float or (float in args and get_origin(tp) is not list):
+            if tp is float or (float in args and get_origin(tp) not in (list, dict)):
                 out.append((f"{section.name}.{name}", False))
             elif get_origin(tp) is list and args == (float,):
                 out.append((f"{section.name}.{name}", True))

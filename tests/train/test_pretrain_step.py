@@ -50,11 +50,9 @@ def test_loss_decomposition_matches_losses_package(
     tr.sampler.set_epoch(0)
     batch = next(iter(tr.batches()))
     tr.net.eval()  # BN with running stats: the same forward twice gives the same features
-    tr.pair_gen.manual_seed(1)
     first = tr.compute(batch)
     assert float(first.terms["vmf"].detach()) == 0.0  # warm-up step: the prior only updates
     assert tr.terms.prior.frozen
-    tr.pair_gen.manual_seed(2)
     out = tr.compute(batch)
     assert set(out.terms) == {"ppnce", "sup", "vmf"}
 

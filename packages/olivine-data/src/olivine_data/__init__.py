@@ -19,6 +19,14 @@ from olivine_data.projection import CameraProjection, compose_projection, projec
 from olivine_data.sampling import dcas_probabilities, dcas_sample, uniform_pairs
 from olivine_data.transforms import PretrainAugmentation, ResizeImages, SegAugmentation
 from olivine_data.types import PretrainBatch, PretrainSample, SegBatch, SegSample
+from olivine_data.voxel_grid import (
+    VOXELNET_NUSCENES_GRID,
+    MeanVoxelization,
+    RangeFilter,
+    VoxelDrops,
+    VoxelGrid,
+    voxelize_mean,
+)
 from olivine_data.voxelize import Voxelization, voxelize
 
 __all__ = [
@@ -26,17 +34,22 @@ __all__ = [
     "NUSCENES16",
     "NUSCENES_CAMERAS",
     "SEEM17",
+    "VOXELNET_NUSCENES_GRID",
     "CameraProjection",
     "Collator",
     "LabelStore",
+    "MeanVoxelization",
     "PretrainAugmentation",
     "PretrainBatch",
     "PretrainSample",
+    "RangeFilter",
     "ResizeImages",
     "SegAugmentation",
     "SegBatch",
     "SegSample",
     "Vocabulary",
+    "VoxelDrops",
+    "VoxelGrid",
     "Voxelization",
     "__version__",
     "compose_projection",
@@ -46,4 +59,5 @@ __all__ = [
     "project_to_cameras",
     "uniform_pairs",
     "voxelize",
+    "voxelize_mean",
 ]

@@ -16,6 +16,8 @@ Contract
     pair_labels   (P,) int64|None  VFM label of the paired pixel (label-store vocabulary)
     point_labels  (N,) int64|None  evaluation-class label per point (0 = ignore), downstream only
     token         str              stable sample id (nuScenes sample token, "seq/frame", ...)
+    filtered_points int            points a range filter already removed from this sweep (the
+                                   VoxelNet's; counted into the batch's ``voxel_drops``)
 
 ``SegSample`` (downstream: a LiDAR sweep with per-point labels)
     points (N, 4) float32, point_labels (N,) int64 | None, token str
@@ -28,7 +30,7 @@ of ``images``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -83,10 +85,12 @@ class PretrainSample:
     pair_labels: np.ndarray | None = None
     point_labels: np.ndarray | None = None
     token: str = ""
+    filtered_points: int = 0
 
     def __post_init__(self) -> None:
         t = self.token or "sample"
         _check_points(self.points, t)
+        _check_filtered(self.filtered_points, t)
         check_array(f"{t}: images", self.images, dtype=np.uint8, shape=(None, None, None, 3))
         n_cam = self.images.shape[0]
         if len(self.camera_names) != n_cam:
@@ -125,11 +129,18 @@ class SegSample:
     points: np.ndarray
     point_labels: np.ndarray | None = None
     token: str = ""
+    filtered_points: int = 0
 
     def __post_init__(self) -> None:
         t = self.token or "sample"
         _check_points(self.points, t)
+        _check_filtered(self.filtered_points, t)
         _check_point_labels(self.point_labels, self.points, t)
+
+
+def _check_filtered(value: object, t: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{t}: filtered_points must be an int >= 0, got {value!r}")
 
 
 _BatchT = TypeVar("_BatchT", bound="SegBatch")
@@ -149,6 +160,10 @@ class SegBatch:
     voxel_labels    (V,) int64 | None  label of each voxel's representative point
     point_labels    (N,) int64 | None  label of every point (evaluation at point level)
     tokens          tuple of B str
+    points          (N, 4) float32 | None  the concatenated points (x, y, z, intensity)
+    voxel_drops     dict str -> int  what voxelisation left out, summed over the batch (mode
+                    ``cartesian_mean``: ``filtered``, ``outside_grid``, ``over_point_cap``,
+                    ``over_voxel_cap`` points and ``voxels_over_cap``); empty for other modes
     """
 
     voxel_coords: torch.Tensor
@@ -161,6 +176,8 @@ class SegBatch:
     voxel_labels: torch.Tensor | None = None
     point_labels: torch.Tensor | None = None
     tokens: tuple[str, ...] = ()
+    points: torch.Tensor | None = None
+    voxel_drops: dict[str, int] = field(default_factory=dict)
 
     def to(self: _BatchT, device: torch.device | str) -> _BatchT:
         """Return a copy (of the same class) with every tensor moved to ``device``."""
@@ -172,7 +189,7 @@ class PretrainBatch(SegBatch):
     """A collated pretraining batch: the voxels of ``SegBatch`` plus images and pairs.
 
     images          (B*C, 3, H, W) float32 in [0, 1] (RGB, after crop/resize)
-    pair_voxels     (P,) int64    row in voxel_coords of the paired point's voxel
+    pair_voxels     (P,) int64    row in voxel_coords of the paired point's voxel (-1: none)
     pair_points     (P,) int64    row in the concatenated points (before voxelisation)
     pair_pixels     (P, 3) int64  [batch image index, row, col] in ``images``
     pair_labels     (P,) int64 | None  VFM labels

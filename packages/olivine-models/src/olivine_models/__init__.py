@@ -13,7 +13,9 @@ from olivine_models.heads import (
     SegmentationHead,
 )
 from olivine_models.image.encoders import FrozenImageEncoder
+from olivine_models.point.bev import BEVGrid, SparseBEVHead, height_compression, sample_bev
 from olivine_models.point.minkunet import MinkUNet, MinkUNetConfig
+from olivine_models.point.voxelnet import VoxelNet
 from olivine_models.registry import (
     create_image_encoder,
     create_point_encoder,
@@ -24,6 +26,7 @@ from olivine_models.safe_load import UnsafeWeightsError, load_weights_only, weig
 from olivine_models.state import LoadReport, StateMismatchError, load_matching_state, load_state
 
 __all__ = [
+    "BEVGrid",
     "DEFAULT_HEAD_DIM",
     "Classifier",
     "FrozenImageEncoder",
@@ -33,15 +36,19 @@ __all__ = [
     "MinkUNetConfig",
     "PointHead",
     "SegmentationHead",
+    "SparseBEVHead",
     "StateMismatchError",
     "UnsafeWeightsError",
+    "VoxelNet",
     "__version__",
     "create_image_encoder",
     "create_point_encoder",
+    "height_compression",
     "list_image_encoders",
     "list_point_encoders",
     "load_matching_state",
     "load_state",
     "load_weights_only",
     "weights_file_problem",
+    "sample_bev",
 ]

@@ -12,6 +12,7 @@ from olivine_models.image.encoders import (
     build_image_encoder,
 )
 from olivine_models.point.minkunet import MINKUNET_CONFIGS, MinkUNet
+from olivine_models.point.voxelnet import VoxelNet
 
 __all__ = [
     "create_point_encoder",
@@ -21,11 +22,14 @@ __all__ = [
 ]
 
 _POINT_KWARGS = {"bn_momentum", "gpu_algo", "layers", "planes", "init_dim", "kernel_size"}
+_VOXELNET_KWARGS = {"bn_momentum", "bn_eps", "gpu_algo"}
+VOXELNET_NAMES = ("voxelnet",)
+"""Point encoders that are OpenPCDet ``VoxelBackBone8x`` networks (:class:`VoxelNet`)."""
 
 
 def list_point_encoders() -> list[str]:
     """Names accepted by :func:`create_point_encoder`."""
-    return sorted(MINKUNET_CONFIGS)
+    return sorted([*MINKUNET_CONFIGS, *VOXELNET_NAMES])
 
 
 def list_image_encoders() -> list[str]:
@@ -34,20 +38,23 @@ def list_image_encoders() -> list[str]:
 
 
 def create_point_encoder(
-    name: str, in_channels: int = 1, backend: str = "auto", **kw: Any
-) -> MinkUNet:
+    name: str, in_channels: int | None = None, backend: str = "auto", **kw: Any
+) -> MinkUNet | VoxelNet:
     """Build a sparse 3D backbone by name.
 
     Args:
-        name: one of :func:`list_point_encoders` (``"minkunet34c"`` is the OLIVINE backbone).
-        in_channels: input features per voxel (1 = intensity).
+        name: one of :func:`list_point_encoders` (``"minkunet34c"`` is the OLIVINE backbone;
+            ``"voxelnet"`` is OpenPCDet's ``VoxelBackBone8x``, the detection student, whose
+            ``state_dict()`` has OpenPCDet's 72 tensor names).
+        in_channels: input features per voxel; ``None``: 1 (intensity) for a MinkUNet, 4 (mean
+            x, y, z, intensity) for the VoxelNet.
         backend: sparse-convolution backend, one of
             :data:`~olivine_models.point.backends.SPARSE_BACKENDS`: ``"auto"`` (spconv when it
             imports, else the PyTorch-only backend; the choice is logged and is the model's
             ``sparse_backend``), ``"spconv"`` or ``"torch"``. Both share one state-dict layout.
-        **kw: ``bn_momentum`` (torch convention, default 0.05), ``gpu_algo`` (spconv algorithm
-            name for CUDA inputs), or layout overrides ``layers``, ``planes``, ``init_dim``,
-            ``kernel_size``.
+        **kw: ``bn_momentum`` (torch convention, default 0.05; VoxelNet 0.01), ``gpu_algo``
+            (spconv algorithm name for CUDA inputs), MinkUNet layout overrides ``layers``,
+            ``planes``, ``init_dim``, ``kernel_size``, or the VoxelNet's ``bn_eps`` (1e-3).
 
     Raises:
         KeyError: unknown name (the message lists the known ones).
@@ -55,10 +62,19 @@ def create_point_encoder(
         ValueError: unknown ``backend`` (the message lists the allowed values).
         ImportError: ``backend="spconv"`` without a working spconv.
     """
-    if name not in MINKUNET_CONFIGS:
+    if name not in MINKUNET_CONFIGS and name not in VOXELNET_NAMES:
         raise KeyError(
             f"unknown point encoder {name!r}; known point encoders: {list_point_encoders()}"
         )
+    if name in VOXELNET_NAMES:
+        unknown = sorted(set(kw) - _VOXELNET_KWARGS)
+        if unknown:
+            raise TypeError(
+                f"create_point_encoder({name!r}): unknown keyword argument(s) {unknown}; "
+                f"accepted: {sorted(_VOXELNET_KWARGS)}"
+            )
+        channels = 4 if in_channels is None else in_channels
+        return VoxelNet(in_channels=channels, backend=backend, name=name, **kw)
     unknown = sorted(set(kw) - _POINT_KWARGS)
     if unknown:
         raise TypeError(
@@ -72,7 +88,8 @@ def create_point_encoder(
             if key in overrides:
                 overrides[key] = tuple(int(v) for v in overrides[key])
         config = replace(config, **overrides)
-    return MinkUNet(in_channels=in_channels, config=config, name=name, backend=backend, **kw)
+    channels = 1 if in_channels is None else in_channels
+    return MinkUNet(in_channels=channels, config=config, name=name, backend=backend, **kw)
 
 
 def create_image_encoder(

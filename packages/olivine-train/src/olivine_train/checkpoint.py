@@ -42,6 +42,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from olivine_data.fsutil import atomic_write, pid_alive
 from olivine_models import StateMismatchError, load_state
 
 __all__ = [
@@ -84,16 +85,9 @@ class CheckpointWriteError(OSError):
 _TEMP_NAME = re.compile(r"^\..+\.tmp(\d+)$")  # .<name>.tmp<pid> (atomic_save, save_config, ...)
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # this process has not written anything yet when it cleans up
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    return True
+def _writer_alive(pid: int) -> bool:
+    # this process has not written anything yet when it cleans up: its own pid is a dead writer's
+    return pid != os.getpid() and pid_alive(pid)
 
 
 def remove_orphan_temp_files(folder: str | Path) -> list[Path]:
@@ -107,7 +101,7 @@ def remove_orphan_temp_files(folder: str | Path) -> list[Path]:
         return removed
     for entry in folder.iterdir():
         match = _TEMP_NAME.match(entry.name)
-        if match is None or not entry.is_file() or _pid_alive(int(match.group(1))):
+        if match is None or not entry.is_file() or _writer_alive(int(match.group(1))):
             continue
         try:
             entry.unlink()
@@ -126,21 +120,10 @@ Checkpoint = Payload
 
 
 def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
-    """``write(fh)`` into a temporary file beside ``path``, fsync, then ``os.replace`` (atomic on
-    POSIX); the temporary file never survives.
+    """``write(fh)`` into ``.<name>.tmp<pid>`` beside ``path``, fsync, then ``os.replace``
+    (:func:`olivine_data.fsutil.atomic_write`); the temporary file never survives.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, write)
 
 
 def atomic_save(obj: object, path: str | Path) -> Path:

@@ -10,6 +10,7 @@ Subcommands (``olivine-train <cmd> --help`` for each)::
     demo [--out DIR] [key=value ...]       synthetic world -> pretrain -> linear probes -> table
     validate-config CONFIG [key=value ...] report every problem of a config at once
     ls                                     shipped configs and registered models
+    export SOURCE --to T -o FILE           a pretrained backbone for OpenPCDet / mmdetection3d
 
 CONFIG is a shipped config name (``olivine-train ls``) or a YAML path. Multi-GPU / multi-process:
 ``torchrun --nproc_per_node N -m olivine_train.cli pretrain CONFIG ...``.
@@ -45,6 +46,7 @@ import yaml
 from olivine_models import list_image_encoders, list_point_encoders, weights_file_problem
 from olivine_train.cli_parser import build_parser
 from olivine_train.config import ConfigError, config_to_dict, list_configs, load_config
+from olivine_train.export.cli import cmd_export
 from olivine_train.health import format_summary
 from olivine_train.preemption import Preempted
 
@@ -52,6 +54,7 @@ from olivine_train.preemption import Preempted
 from olivine_train.recipes import demo, downstream, make_labels, pretrain, probe
 from olivine_train.recipes.common import NonFiniteLossError
 from olivine_train.runfolder import ExistingRunError
+from olivine_train.recipes.term_registry import PluginError, load_term_plugins
 from olivine_train.runlock import RunFolderLockedError
 
 __all__ = ["build_parser", "main"]
@@ -217,6 +220,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "probe": _cmd_probe,
     "make-labels": _cmd_make_labels,
     "demo": _cmd_demo,
+    "export": cmd_export,
 }
 
 
@@ -249,6 +253,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = COMMANDS.get(args.command)
     if handler is None:
         _print_err(f"unknown command {args.command!r}")
+        return 2
+    try:
+        load_term_plugins()  # modules that register loss terms (OLIVINE_PLUGINS, entry points)
+    except PluginError as exc:
+        _print_err(str(exc))
         return 2
     try:
         return handler(args)

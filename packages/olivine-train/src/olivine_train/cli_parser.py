@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from olivine_train.export.cli import add_export_command
 from olivine_train.recipes.probe import ProbeSettings
 
 __all__ = ["build_parser"]
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_make_labels_command(sub)
     _add_demo_command(sub)
     _add_config_commands(sub)
+    add_export_command(sub)
     return parser
 
 

@@ -1,4 +1,5 @@
-"""``torchrun`` helpers: process group set-up, rank queries, resumable sharded sampling, device.
+"""``torchrun`` helpers: process group set-up, rank queries, resumable sharded sampling, device,
+the DDP/SyncBN wrapping of the recipes' networks (:func:`wrap_model`).
 
 Under ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` in the environment) :func:`setup`
 initialises the default process group with NCCL when the run device is CUDA and gloo otherwise.
@@ -11,6 +12,7 @@ import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeVar, cast
 
 import numpy as np
 import torch
@@ -26,6 +28,7 @@ __all__ = [
     "resolve_device",
     "resolve_dtype",
     "setup",
+    "wrap_model",
 ]
 
 
@@ -182,3 +185,37 @@ def broadcast_buffers(module: torch.nn.Module) -> None:
     """
     for buf in module.buffers():
         dist.broadcast(buf, src=0)
+
+
+M = TypeVar("M", bound=torch.nn.Module)
+
+
+def wrap_model(
+    net: M,
+    info: DistInfo,
+    *,
+    sync_bn: bool,
+    find_unused_parameters: bool = False,
+) -> tuple[M, torch.nn.Module]:
+    """The one DDP/SyncBN wrapping of both recipes: ``(net, model)``, where ``net`` is the network
+    (its BatchNorm layers converted to ``SyncBatchNorm`` when ``sync_bn`` and the run is
+    distributed on CUDA) and ``model`` what the step calls (``DistributedDataParallel`` around
+    ``net`` when distributed, else ``net`` itself).
+
+    ``sync_bn`` on a distributed CPU run is ignored with one line on rank 0 (torch's
+    ``SyncBatchNorm`` needs CUDA); ``find_unused_parameters`` is DDP's flag (pretraining: a head
+    only intermittently trained terms train).
+    """
+    if not info.distributed:
+        return net, net
+    if sync_bn:
+        if info.device.type == "cuda":
+            net = cast(M, torch.nn.SyncBatchNorm.convert_sync_batchnorm(net))
+        elif info.is_main:
+            print("[olivine-train] model.sync_bn ignored: torch SyncBatchNorm needs CUDA")
+    model = torch.nn.parallel.DistributedDataParallel(
+        net,
+        device_ids=[info.device.index] if info.device.type == "cuda" else None,
+        find_unused_parameters=find_unused_parameters,
+    )
+    return net, model

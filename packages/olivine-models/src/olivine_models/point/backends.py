@@ -11,9 +11,20 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from typing import Literal
+from types import ModuleType
+from typing import Any, Literal
 
-__all__ = ["SPARSE_BACKENDS", "SparseBackend", "resolve_sparse_backend", "spconv_available"]
+import torch
+from torch import nn
+
+__all__ = [
+    "SPARSE_BACKENDS",
+    "SparseBackend",
+    "resolve_sparse_backend",
+    "sparse_layers",
+    "spconv_available",
+    "switch_spconv_algo",
+]
 
 SparseBackend = Literal["spconv", "torch"]
 
@@ -62,3 +73,38 @@ def resolve_sparse_backend(backend: str) -> SparseBackend:
         return "torch"
     _log.info("sparse backend: spconv (auto)")
     return "spconv"
+
+
+def sparse_layers(backend: str) -> tuple[SparseBackend, ModuleType, dict[str, Any]]:
+    """Resolve ``backend`` and return ``(backend, layer module, extra layer kwargs)``.
+
+    The layer module has ``SubMConv3d``, ``SparseConv3d``, ``SparseInverseConv3d`` and
+    ``SparseConvTensor``: ``spconv.pytorch`` (kwargs ``{"algo": ConvAlgo.Native}``: the CPU
+    algorithm, switched per input device by :func:`switch_spconv_algo`) or
+    :mod:`olivine_models.point.sparse_torch` (no kwargs).
+    """
+    chosen = resolve_sparse_backend(backend)
+    if chosen == "spconv":
+        from olivine_models._spconv import require_spconv
+
+        spconv = require_spconv()
+        return chosen, spconv, {"algo": spconv.ConvAlgo.Native}
+    from olivine_models.point import sparse_torch
+
+    return chosen, sparse_torch, {}
+
+
+def switch_spconv_algo(model: nn.Module, device: torch.device, gpu_algo: str, current: Any) -> Any:
+    """Set the spconv algorithm for inputs on ``device`` on every spconv layer of ``model``
+    (Native on CPU, ``gpu_algo`` on CUDA; one state-dict layout for all); returns it.
+    """
+    from olivine_models._spconv import conv_algo_for, require_spconv
+
+    algo = conv_algo_for(device, gpu_algo)
+    if algo == current:
+        return current
+    conv_type = require_spconv().conv.SparseConvolution
+    for module in model.modules():
+        if isinstance(module, conv_type):
+            module.algo = algo
+    return algo

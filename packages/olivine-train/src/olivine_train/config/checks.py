@@ -13,10 +13,18 @@ from pathlib import Path
 
 from olivine_data.datasets import LIDARSEG_SPECS
 from olivine_models import list_image_encoders, list_point_encoders, weights_file_problem
+from olivine_models.registry import VOXELNET_NAMES
 from olivine_train.checkpoint import zip_damage
 from olivine_train.config.coerce import build, did_you_mean
 from olivine_train.config.drift import config_field_names
-from olivine_train.config.schema import NUSCENES_CAMERAS, Config, ConfigError, LossConfig, Tree
+from olivine_train.config.schema import (
+    NUSCENES_CAMERAS,
+    Config,
+    ConfigError,
+    LossConfig,
+    Tree,
+    extra_term_weights,
+)
 
 __all__ = ["DATASET_CAMERAS", "term_weight_fields", "validate"]
 
@@ -66,12 +74,14 @@ class _Problems(list[str]):
 
 
 def term_weight_fields() -> tuple[str, ...]:
-    """The loss terms' weight fields of :class:`LossConfig` (every ``<term>_weight``), in schema
-    order. One per entry of the term registry (``recipes.pretrain_terms.TERMS``): the registry
-    sits above the config, so it checks the correspondence
-    (``recipes.pretrain_termset.weight_fields``), not this module.
+    """The loss terms' weight fields of :class:`LossConfig` (every ``<term>_weight``): the
+    built-in ones in schema order, then those of the terms registered from outside
+    (:func:`olivine_train.register_term`) in registration order. One per entry of the term
+    registry (``recipes.pretrain_terms.TERMS``): the registry sits above the config, so it checks
+    the correspondence (``recipes.pretrain_termset.weight_fields``), not this module.
     """
-    return tuple(f.name for f in dataclasses.fields(LossConfig) if f.name.endswith("_weight"))
+    builtin = [f.name for f in dataclasses.fields(LossConfig) if f.name.endswith("_weight")]
+    return (*builtin, *(f"{n}_weight" for n in extra_term_weights()))
 
 
 def _check_data(cfg: Config, p: _Problems) -> None:
@@ -100,6 +110,56 @@ def _check_data(cfg: Config, p: _Problems) -> None:
         if dups:
             p.append(f"data.cameras: each camera may appear once, repeated: {dups}")
     p.positive_if_set("data", d, ("max_samples", "max_val_samples"))
+    _check_voxel_grid(cfg, p)
+
+
+def _check_voxel_grid(cfg: Config, p: _Problems) -> None:
+    """The VoxelNet's voxelisation (``cartesian_mean``) and the encoders that need it."""
+    d, m = cfg.data, cfg.model
+    mean = d.voxel_mode == "cartesian_mean"
+    if mean != (d.feature == "xyzi"):
+        p.append(
+            f"data.feature: {d.feature!r} with data.voxel_mode {d.voxel_mode!r}: the mean "
+            "(x, y, z, intensity) 'xyzi' is the feature of 'cartesian_mean', and only of it"
+        )
+    voxelnet = m.point_encoder in VOXELNET_NAMES
+    if voxelnet and cfg.recipe == "downstream":
+        p.append(
+            f"model.point_encoder: {m.point_encoder!r} is pretrained here and fine-tuned for "
+            "detection in OpenPCDet or mmdetection3d; the segmentation downstream takes a MinkUNet"
+        )
+    if voxelnet and not mean:
+        p.append(
+            f"data.voxel_mode: model.point_encoder {m.point_encoder!r} needs 'cartesian_mean' "
+            f"(its fixed BEV grid), got {d.voxel_mode!r}"
+        )
+    if mean and not voxelnet:
+        p.append(
+            f"data.voxel_mode: 'cartesian_mean' is the VoxelNet's voxelisation; "
+            f"model.point_encoder {m.point_encoder!r} takes 'cylindrical' or 'cartesian'"
+        )
+    if mean and d.feature == "xyzi" and m.in_channels != 4:
+        p.append(f"model.in_channels: data.feature 'xyzi' has 4 channels, got {m.in_channels}")
+    p.positive("data.max_points_per_voxel", d.max_points_per_voxel)
+    p.positive("data.max_voxels", d.max_voxels)
+    p.positive_if_set("data", d, ("filter_radius",))
+    r = d.point_range
+    if not (isinstance(r, list) and len(r) == 6):
+        p.append(
+            f"data.point_range: expected [x_min, y_min, z_min, x_max, y_max, z_max], got {r!r}"
+        )
+        return
+    if any(r[i + 3] <= r[i] for i in range(3)):
+        p.append(f"data.point_range: every max must exceed its min, got {r!r}")
+        return
+    if mean and isinstance(d.voxel_size, list) and len(d.voxel_size) == 3 and min(d.voxel_size) > 0:
+        cells = [round((r[i + 3] - r[i]) / d.voxel_size[i]) for i in range(3)]
+        if cells[0] % 8 or cells[1] % 8 or cells[2] < 25:
+            p.append(
+                f"data.point_range / data.voxel_size: the grid has {cells} (x, y, z) cells; the "
+                "VoxelNet needs x and y multiples of its stride 8 and at least 25 z cells "
+                "(the reference: [1024, 1024, 40])"
+            )
 
 
 def _check_model(cfg: Config, p: _Problems) -> None:
@@ -125,7 +185,8 @@ def _check_loss(cfg: Config, p: _Problems) -> None:
     lo = cfg.loss
     p.positive("loss.num_pairs", lo.num_pairs)
     p.positive("loss.temperature", lo.temperature)
-    weights = {key: getattr(lo, key) for key in term_weight_fields()}
+    p.positive("loss.dcas_range_bin", lo.dcas_range_bin)
+    weights = {key: lo.weight(key[: -len("_weight")]) for key in term_weight_fields()}
     for key, value in weights.items():
         p.positive(f"loss.{key}", value, strict=False)
     p.within("loss.vmf_decay", lo.vmf_decay, 0.0, 1.0, closed="()")

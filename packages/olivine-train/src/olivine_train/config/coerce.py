@@ -10,7 +10,7 @@ import typing
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Literal, TypeVar, Union, cast, get_args, get_origin
 
-from olivine_train.config.schema import Config, Tree
+from olivine_train.config.schema import Config, LossConfig, Tree, extra_term_weights
 
 __all__ = ["build", "coerce", "config_to_dict", "did_you_mean"]
 
@@ -125,8 +125,18 @@ def build(cls: type[T], raw: object, where: str, problems: list[str]) -> T:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs: Tree = {}
+    extra: dict[str, float] = {}
+    if cls is LossConfig:  # registered terms' weights: loss.<name>_weight, held in extra_weights
+        names.remove("extra_weights")
+        extra = extra_term_weights()
+        names += [f"{n}_weight" for n in extra]
+        kwargs["extra_weights"] = extra
     for key, value in raw.items():
         dotted = f"{where}.{key}" if where else str(key)
+        term = str(key).removesuffix("_weight")
+        if term in extra and str(key).endswith("_weight"):
+            extra[term] = cast(float, coerce(value, float, dotted, problems))
+            continue
         if key not in names:
             hint = did_you_mean(key, names, cutoff=0.5, prefix=f"{where}." if where else "")
             problems.append(f"unknown key {dotted!r}{hint}")
@@ -140,5 +150,11 @@ def build(cls: type[T], raw: object, where: str, problems: list[str]) -> T:
 
 
 def config_to_dict(cfg: Config) -> Tree:
-    """Plain nested dict (YAML-serialisable)."""
-    return dataclasses.asdict(cfg)
+    """Plain nested dict (YAML-serialisable); a registered term's weight is ``loss.<name>_weight``
+    like the built-in ones.
+    """
+    tree = dataclasses.asdict(cfg)
+    loss = tree["loss"]
+    for name, weight in loss.pop("extra_weights").items():
+        loss[f"{name}_weight"] = weight
+    return tree

@@ -50,6 +50,10 @@ NEUTRAL_FIELDS: frozenset[str] = frozenset(
 )
 
 
+#: the "now" value of the weight of a loss term that is not registered in this process
+UNREGISTERED = "<term not registered>"
+
+
 @dataclass(frozen=True)
 class ConfigChange:
     """One field whose value differs between the stored and the new config."""
@@ -106,8 +110,17 @@ def config_changes(stored: Tree, new: Config) -> list[ConfigChange]:
     """
     now = _flatten(config_to_dict(new))
     defaults = _flatten(config_to_dict(Config()))
-    old = {**defaults, **{k: v for k, v in _flatten(stored).items() if k in now}}
-    return [ConfigChange(k, old[k], now[k]) for k in now if _differs(old[k], now[k])]
+    flat = _flatten(stored)
+    old = {**defaults, **{k: v for k, v in flat.items() if k in now}}
+    changes = [ConfigChange(k, old[k], now[k]) for k in now if _differs(old[k], now[k])]
+    # a term registered (olivine_train.register_term) when the run was trained but not now: its
+    # weight is no field any more, yet dropping a term that was on changes the run
+    gone = [
+        k
+        for k, v in flat.items()
+        if k.startswith("loss.") and k.endswith("_weight") and k not in now and _differs(v, 0)
+    ]
+    return changes + [ConfigChange(k, flat[k], UNREGISTERED) for k in gone]
 
 
 def _differs(a: object, b: object) -> bool:

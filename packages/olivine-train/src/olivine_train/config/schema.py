@@ -2,15 +2,15 @@
 
 The paper's constants (OLIVINE, NeurIPS 2024, and its reference code github.com/Eaphan/OLIVINE):
 4096 pairs, tau 0.07, 64-d heads, EMA 0.9999, 10,001 warm-up updates, loss weights 0.5/0.5/1,
-voxel 0.1 m / 1 deg, SGD lr 0.5 momentum 0.9 dampening 0.1 wd 1e-4, cosine schedule, 50 epochs,
-batch 16.
+DCAS range bins of 0.1 m, voxel 0.1 m / 1 deg, SGD lr 0.5 momentum 0.9 dampening 0.1 wd 1e-4,
+cosine schedule, 50 epochs, batch 16.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from olivine_data import NUSCENES_CAMERAS
 
@@ -65,9 +65,19 @@ class DataConfig:
     vocabulary: Literal["seem17", "gsam14"] = "seem17"
     cameras: list[str] = field(default_factory=lambda: list(NUSCENES_CAMERAS))
     image_size: list[int] = field(default_factory=lambda: [224, 416])
-    voxel_mode: Literal["cylindrical", "cartesian"] = "cylindrical"
+    # cylindrical | cartesian: first point per voxel on the cloud's own extent (MinkUNet);
+    # cartesian_mean: the VoxelNet's fixed grid over data.point_range, mean of the points'
+    # (x, y, z, intensity) per voxel (feature xyzi), capped by max_points_per_voxel / max_voxels
+    voxel_mode: Literal["cylindrical", "cartesian", "cartesian_mean"] = "cylindrical"
     voxel_size: list[float] = field(default_factory=lambda: [0.1, 1.0, 0.1])  # 0.1 m, 1 deg, 0.1 m
-    feature: Literal["intensity", "intensity+1", "ones"] = "intensity"
+    feature: Literal["intensity", "intensity+1", "ones", "xyzi"] = "intensity"
+    # cartesian_mean only (the reference VoxelNet's nuScenes values): [x_min, y_min, z_min, x_max,
+    # y_max, z_max] in metres; points are kept if x^2 + y^2 <= filter_radius^2 (null: no radial
+    # filter) and z_min <= z <= z_max
+    point_range: list[float] = field(default_factory=lambda: [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0])
+    filter_radius: float | None = 51.2
+    max_points_per_voxel: int = 10
+    max_voxels: int = 60000  # per scan
     batch_size: int = 16  # total over all ranks
     num_workers: int = 0
     augment: bool = True
@@ -101,9 +111,37 @@ class ModelConfig:
     sync_bn: bool = False
 
 
+#: weight defaults of the loss terms registered from outside the toolkit
+#: (:func:`olivine_train.register_term`), by term name; their field is ``loss.<name>_weight``
+_EXTRA_TERM_WEIGHTS: dict[str, float] = {}
+
+
+def add_term_weight(name: str, default: float) -> None:
+    """Make ``loss.<name>_weight`` a config field (default ``default``); called by
+    :func:`olivine_train.register_term`, which checks the name first.
+    """
+    _EXTRA_TERM_WEIGHTS[name] = float(default)
+
+
+def remove_term_weight(name: str) -> None:
+    """Undo :func:`add_term_weight` (:func:`olivine_train.unregister_term`)."""
+    _EXTRA_TERM_WEIGHTS.pop(name, None)
+
+
+def extra_term_weights() -> dict[str, float]:
+    """``{name: default weight}`` of the registered (non-built-in) terms, in registration order."""
+    return dict(_EXTRA_TERM_WEIGHTS)
+
+
 @dataclass
 class LossConfig:
-    """Pretraining objective. A weight of 0 switches the term off (it is not computed)."""
+    """Pretraining objective. A weight of 0 switches the term off (it is not computed).
+
+    The built-in terms' weights are fields; a term registered with
+    :func:`olivine_train.register_term` adds ``<name>_weight``, held in ``extra_weights``
+    (``{name: weight}``) and read as ``cfg.loss.<name>_weight`` or :meth:`weight` like the others.
+    In YAML and overrides it is written ``loss.<name>_weight`` (never ``extra_weights``).
+    """
 
     num_pairs: int = 4096  # M, pairs per loss term per rank
     temperature: float = 0.07
@@ -112,6 +150,9 @@ class LossConfig:
     vmf_weight: float = 1.0
     superpixel_weight: float = 0.0  # SLidR superpixel-pooled InfoNCE
     sup_sampling: Literal["dcas", "uniform"] = "dcas"
+    # DCAS range bins (m): a pair's range is floor(sqrt(x^2 + y^2) / dcas_range_bin), the density
+    # term's variable; 0.1 = the reference's quantised cylindrical radius (its 0.1 m voxel)
+    dcas_range_bin: float = 0.1
     # EMA factor of the class means; null = 1 - 1/warm-up, the reference's tie (0.9999 = 1 - 1/10k)
     vmf_decay: float | None = 0.9999
     vmf_warmup_steps: int | None = 10001  # the reference: updates while global_step <= 10000
@@ -128,6 +169,27 @@ class LossConfig:
     # vfm_labels: (image, VFM class); vfm_components: connected components of the VFM label map;
     # sam: the SAM superpixels make-labels --mode refine writes into the label store
     superpixel_source: Literal["vfm_components", "vfm_labels", "sam"] = "vfm_labels"
+    # weights of the registered terms (loss.<name>_weight); defaults from their registration
+    extra_weights: dict[str, float] = field(default_factory=extra_term_weights)
+
+    def weight(self, name: str) -> float:
+        """The weight of term ``name`` (``loss.<name>_weight``), built-in or registered."""
+        if name in self.extra_weights:
+            return self.extra_weights[name]
+        if name in _EXTRA_TERM_WEIGHTS:  # registered after this config was built: its default
+            return _EXTRA_TERM_WEIGHTS[name]
+        value: float = getattr(self, f"{name}_weight")
+        return value
+
+    if not TYPE_CHECKING:  # hidden from mypy, which keeps flagging misspelt fields
+
+        def __getattr__(self, attr: str) -> float:
+            # only reached when normal lookup fails: loss.<registered>_weight
+            if attr.endswith("_weight"):
+                extra = self.__dict__.get("extra_weights", {})
+                if attr[: -len("_weight")] in extra:
+                    return float(extra[attr[: -len("_weight")]])
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
 
 
 @dataclass

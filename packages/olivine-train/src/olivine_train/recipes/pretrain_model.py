@@ -5,6 +5,7 @@ heads, the dataset and its augmentation, and the vMF schedule of a run.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -12,14 +13,31 @@ from torch import nn
 
 from olivine_data import datasets, transforms
 from olivine_data.types import PretrainSample
-from olivine_models import ImageHead, PointHead, create_image_encoder
+from olivine_data.voxel_grid import RangeFilter
+from olivine_models import (
+    BEVGrid,
+    ImageHead,
+    PointHead,
+    SparseBEVHead,
+    VoxelNet,
+    create_image_encoder,
+    create_point_encoder,
+    height_compression,
+    sample_bev,
+)
 from olivine_train.config import Config
-from olivine_train.recipes.common import Transform, kitti_sequences, nuscenes_scenes
+from olivine_train.recipes.common import (
+    Transform,
+    kitti_sequences,
+    nuscenes_scenes,
+    voxel_grid_of,
+)
 from olivine_train.recipes.pretrain_outputs import Head, PretrainOutputs
 from olivine_train.recipes.pretrain_termset import ActiveTerms
 
 __all__ = [
     "PretrainNet",
+    "build_pretrain_net",
     "build_pretrain_dataset",
     "build_pretrain_transform",
     "build_teacher",
@@ -32,6 +50,12 @@ __all__ = [
 class PretrainNet(nn.Module):
     """Trainable part of pretraining: 3D backbone + 3D/2D pp and sem heads (the teacher is not
     part of it: it is frozen and not checkpointed).
+
+    A :class:`~olivine_models.VoxelNet` backbone (``point_level``) gets the reference's sparse
+    1x1 heads (:class:`~olivine_models.SparseBEVHead`) and its 3D outputs are **per point**: the
+    BEV maps (HeightCompression) sampled bilinearly at every point's (x, y) on ``bev_grid``
+    (github.com/Eaphan/OLIVINE ``pretrain/lightning_trainer_spconv.py``); the loss terms then index
+    them with the pairs' point rows. A MinkUNet's outputs are per voxel.
     """
 
     def __init__(
@@ -44,13 +68,19 @@ class PretrainNet(nn.Module):
         pp: bool,
         sem_3d: bool,
         sem_2d: bool,
+        bev_grid: BEVGrid | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
+        self.point_level = isinstance(backbone, VoxelNet)
+        if self.point_level and bev_grid is None:
+            raise ValueError("PretrainNet: a VoxelNet backbone needs its bev_grid")
+        self.bev_grid = bev_grid
         c3 = int(backbone.out_channels)  # type: ignore[arg-type]
-        self.point_pp = PointHead(c3, head_dim) if pp else None
+        head = SparseBEVHead if self.point_level else PointHead
+        self.point_pp = head(c3, head_dim) if pp else None
         self.image_pp = ImageHead(image_channels, head_dim, upsample=image_stride) if pp else None
-        self.point_sem = PointHead(c3, head_dim) if sem_3d else None
+        self.point_sem = head(c3, head_dim) if sem_3d else None
         self.image_sem = (
             ImageHead(image_channels, head_dim, upsample=image_stride) if sem_2d else None
         )
@@ -64,8 +94,11 @@ class PretrainNet(nn.Module):
         teacher_feats: torch.Tensor,
         image_size: tuple[int, int],
         pixels: Mapping[Head, torch.Tensor] | None = None,
+        points: torch.Tensor | None = None,
+        point_offsets: torch.Tensor | None = None,
     ) -> PretrainOutputs:
-        """Backbone and 3D head voxel features, and the 2D heads' features.
+        """Backbone and 3D head features (per voxel, or per point for a VoxelNet, which needs
+        ``points`` ``(N, >=2)`` and ``point_offsets`` ``(B + 1,)``), and the 2D heads' features.
 
         ``pixels`` (``{Head.PP: (P, 3), Head.SEM_2D: (P', 3)}``, ``[image, row, col]``): each 2D
         head is evaluated at those pixels only (:meth:`olivine_models.ImageHead.sample`), giving
@@ -73,8 +106,22 @@ class PretrainNet(nn.Module):
         (inspection, and the reference the sampled path is tested against).
         """
         v = self.backbone(coords, feats, spatial_shape, batch_size)
-        k_pp = None if self.point_pp is None else self.point_pp(v)
-        k_sem = None if self.point_sem is None else self.point_sem(v)
+        if self.point_level:
+            if points is None or point_offsets is None:
+                raise ValueError("PretrainNet: a VoxelNet needs points and point_offsets")
+            counts = point_offsets[1:] - point_offsets[:-1]
+            rows = torch.arange(int(batch_size), device=points.device).repeat_interleave(counts)
+            grid = cast(BEVGrid, self.bev_grid)  # set whenever point_level (__init__)
+
+            def at_points(x: object) -> torch.Tensor:
+                return sample_bev(height_compression(x), points[:, :2], rows, grid)
+
+            k_pp = None if self.point_pp is None else at_points(self.point_pp(v))
+            k_sem = None if self.point_sem is None else at_points(self.point_sem(v))
+            v = at_points(v)
+        else:
+            k_pp = None if self.point_pp is None else self.point_pp(v)
+            k_sem = None if self.point_sem is None else self.point_sem(v)
         return PretrainOutputs(
             backbone=v,
             k_pp=k_pp,
@@ -98,6 +145,33 @@ class PretrainNet(nn.Module):
         if head not in pixels:
             return None
         return module.sample(teacher_feats, pixels[head], image_size)  # type: ignore[no-any-return]
+
+
+def build_pretrain_net(cfg: Config, teacher: nn.Module, heads: frozenset[Head]) -> PretrainNet:
+    """The student of ``cfg.model`` with the heads the active terms need (``heads``); a VoxelNet
+    samples its BEV maps on the grid of ``data.point_range`` / ``data.voxel_size``.
+    """
+    backbone = create_point_encoder(
+        cfg.model.point_encoder,
+        in_channels=cfg.model.in_channels,
+        backend=cfg.model.sparse_backend,
+    )
+    bev = None
+    if isinstance(backbone, VoxelNet):
+        g = voxel_grid_of(cfg)
+        bev = BEVGrid(
+            g.point_range[0], g.point_range[1], g.voxel_size[0], g.voxel_size[1], backbone.stride
+        )
+    return PretrainNet(
+        backbone,
+        int(teacher.out_channels),  # type: ignore[arg-type]
+        int(teacher.stride),  # type: ignore[arg-type]
+        cfg.model.head_dim,
+        pp=Head.PP in heads,
+        sem_3d=Head.SEM_3D in heads,
+        sem_2d=Head.SEM_2D in heads,
+        bev_grid=bev,
+    )
 
 
 def build_teacher(cfg: Config, device: torch.device) -> nn.Module:
@@ -193,6 +267,12 @@ def build_pretrain_dataset(
 def build_pretrain_transform(cfg: Config) -> Transform[PretrainSample]:
     """Seeded augmentation (``transform(sample, generator)``) or the plain resize."""
     h, w = cfg.data.image_size
+    if cfg.data.voxel_mode == "cartesian_mean":  # the VoxelNet: range filter first (reference)
+        cut = RangeFilter(voxel_grid_of(cfg))
+        if cfg.data.augment:
+            aug = transforms.PretrainAugmentation(size=(h, w))
+            return lambda sample, rng: aug(cut(sample), rng)
+        return lambda sample, rng: transforms.resize_images(cut(sample), (h, w))
     if cfg.data.augment:
         return transforms.PretrainAugmentation(size=(h, w))
     resize = transforms.ResizeImages(h, w)

@@ -13,13 +13,14 @@ name            what (OLIVINE paper, Sec. 3; reference: github.com/Eaphan/OLIVIN
 
 A term's weight is ``loss.<name>_weight``; the recipe builds only the terms (and heads) whose
 weight is > 0 and sums them with :class:`olivine_losses.WeightedSum` under these names. Adding a
-term: a class here, an entry in :data:`TERMS` and its ``<name>_weight`` in the config schema
-(``docs/architecture.md``, "Adding a loss term"); :mod:`.pretrain_termset` derives the rest.
+term from outside the toolkit: subclass :class:`LossTerm` and decorate it with
+:func:`olivine_train.register_term` (``docs/architecture.md``, "Adding a loss term"), which adds it
+to :data:`TERMS` with its ``loss.<name>_weight``; :mod:`.pretrain_termset` derives the rest.
 
-A step has two phases: every term first draws the pairs it reads (:meth:`_Term.draw`, before the
+A step has two phases: every term first draws the pairs it reads (:meth:`LossTerm.draw`, before the
 forward pass, in :data:`TERMS` order from the step's generator); the network then evaluates each
 2D head only at the pixels of those pairs (:func:`plan_pixels`), and each term computes its loss
-from the features of its own pairs (:meth:`_Term.__call__`).
+from the features of its own pairs (:meth:`LossTerm.__call__`).
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ from olivine_train.recipes.pretrain_outputs import Head, PretrainOutputs
 from olivine_train.superpixels import ComponentSuperpixels, SamSuperpixels
 
 __all__ = [
+    "BUILTIN_TERMS",
     "TERMS",
+    "LossTerm",
     "PairBatch",
     "PixelPlan",
     "TermContext",
@@ -91,7 +94,7 @@ class PairBatch:
 
     @property
     def outputs(self) -> PretrainOutputs:
-        """The network's outputs (only after the forward pass: :meth:`_Term.__call__`)."""
+        """The network's outputs (only after the forward pass: :meth:`LossTerm.__call__`)."""
         if self.out is None:
             raise ValueError(
                 f"step {self.step}: the network outputs are read before the forward pass "
@@ -126,7 +129,7 @@ class PixelPlan:
 
 
 def plan_pixels(
-    terms: Mapping[str, _Term], draws: dict[str, Tensor | None], pair_pixels: Tensor
+    terms: Mapping[str, LossTerm], draws: dict[str, Tensor | None], pair_pixels: Tensor
 ) -> PixelPlan:
     """The :class:`PixelPlan` of a step from the terms' draws (``None`` = all pairs)."""
     parts: dict[Head, list[Tensor]] = {}
@@ -154,9 +157,11 @@ class TermContext:
     prior: VMFClassPrior  # the run's vMF prior (always built: checkpoints hold it)
 
 
-class _Term(abc.ABC):
-    """A loss term. Class attributes say what it needs; :class:`.pretrain_termset.TermSet`
-    derives the heads to build, whether labels are read and the DDP flag from them.
+class LossTerm(abc.ABC):
+    """A pretraining loss term (public base class: subclass it and register the subclass with
+    :func:`olivine_train.register_term`). Class attributes say what it needs;
+    :class:`.pretrain_termset.TermSet` derives the heads to build, whether labels are read and
+    the DDP flag from them.
     """
 
     heads: ClassVar[tuple[Head, ...]] = ()  # the heads it trains
@@ -217,7 +222,7 @@ def _image(q: Tensor | None, name: str) -> Tensor:
     return q
 
 
-class PPNCETerm(_Term):
+class PPNCETerm(LossTerm):
     heads = (Head.PP,)
     image_head = Head.PP
 
@@ -236,7 +241,7 @@ class PPNCETerm(_Term):
         )
 
 
-class SupTerm(_Term):
+class SupTerm(LossTerm):
     heads = (Head.SEM_3D, Head.SEM_2D)
     needs_labels = True
     image_head = Head.SEM_2D
@@ -267,7 +272,7 @@ class SupTerm(_Term):
         )
 
 
-class VMFTerm(_Term):
+class VMFTerm(LossTerm):
     heads = (Head.SEM_3D,)
     intermittent_heads = (Head.SEM_3D,)  # no gradient while the prior warms up
     needs_labels = True
@@ -306,7 +311,7 @@ class VMFTerm(_Term):
         return f"vMF warm-up {self.prior.warmup_steps} steps, EMA {self.prior.decay:g}"
 
 
-class SuperpixelTerm(_Term):
+class SuperpixelTerm(LossTerm):
     heads = (Head.PP,)
     needs_labels = True
     image_head = Head.PP  # at all pairs (draw() returns None)
@@ -345,12 +350,18 @@ def _labels(p: PairBatch, weight: str) -> Tensor:
     return p.labels
 
 
-TERMS: dict[str, type[_Term]] = {
+#: the built-in terms, whose weights are fields of ``LossConfig``
+BUILTIN_TERMS: dict[str, type[LossTerm]] = {
     "ppnce": PPNCETerm,
     "sup": SupTerm,
     "vmf": VMFTerm,
     "superpixel": SuperpixelTerm,
 }
+#: every term by name, in the order they draw their pairs: the built-in ones, then those
+#: registered with :func:`olivine_train.register_term` (``recipes/term_registry.py``)
+TERMS: dict[str, type[LossTerm]] = dict(BUILTIN_TERMS)
+
+_Term = LossTerm  # the base class's former private name (kept for code written against it)
 
 
 def vmf_schedule(cfg: Config, total_steps: int) -> tuple[int, float]:

@@ -24,9 +24,9 @@ from olivine_train.recipes.common import SampleSource
 from olivine_train.recipes.pretrain_outputs import Head
 from olivine_train.recipes.pretrain_terms import (
     TERMS,
+    LossTerm,
     PairBatch,
     TermContext,
-    _Term,
     vmf_schedule,
 )
 
@@ -47,7 +47,8 @@ def weight_fields() -> dict[str, str]:
         raise ValueError(
             "the loss-term registry (recipes/pretrain_terms.py TERMS) and LossConfig "
             f"(config/schema.py) disagree: terms without a weight field: {missing}; weight "
-            f"fields without a term: {orphans}"
+            f"fields without a term: {orphans} (register a term with olivine_train.register_term, "
+            "which adds both)"
         )
     return wanted
 
@@ -60,11 +61,11 @@ class ActiveTerms:
 
     @classmethod
     def of(cls, cfg: Config) -> ActiveTerms:
-        weights = {name: float(getattr(cfg.loss, field)) for name, field in weight_fields().items()}
+        weights = {name: float(cfg.loss.weight(name)) for name in weight_fields()}
         return cls({name: w for name, w in weights.items() if w > 0})
 
     @property
-    def classes(self) -> dict[str, type[_Term]]:
+    def classes(self) -> dict[str, type[LossTerm]]:
         return {name: TERMS[name] for name in self.weights}
 
     @property
@@ -90,7 +91,7 @@ class ActiveTerms:
     def wrap_dataset(
         self, cfg: Config, base: SampleSource[PretrainSample]
     ) -> SampleSource[PretrainSample]:
-        """The raw dataset as the active terms need it (:meth:`_Term.wrap_dataset`)."""
+        """The raw dataset as the active terms need it (:meth:`LossTerm.wrap_dataset`)."""
         for cls in self.classes.values():
             base = cls.wrap_dataset(cfg, base)
         return base
@@ -127,7 +128,7 @@ class TermSet:
         ).to(device)
         ctx = TermContext(cfg, ignore_index, class_names, self.prior)
         self.active = active
-        self.terms: dict[str, _Term] = {n: c(ctx) for n, c in active.classes.items()}
+        self.terms: dict[str, LossTerm] = {n: c(ctx) for n, c in active.classes.items()}
         self.combine = WeightedSum(active.weights)
 
     def draw(self, pairs: PairBatch) -> dict[str, Tensor | None]:

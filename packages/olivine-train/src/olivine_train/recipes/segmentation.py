@@ -25,7 +25,9 @@ from olivine_data.types import SegSample
 from olivine_models import SegmentationHead, load_matching_state
 from olivine_train.checkpoint import load_backbone_state
 from olivine_train.config import Config
+from olivine_train.distributed import DistInfo
 from olivine_train.metrics import ConfusionMatrix, SegmentationScores, mask_ignore_logits
+from olivine_train.preemption import worker_ignores_stop_signals
 from olivine_train.recipes.common import Runtime, SampleSource, kitti_sequences, nuscenes_scenes
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "lidarseg_selection",
     "load_pretrained_backbone",
     "score_points",
+    "validation_loader",
     "write_scan_list",
 ]
 
@@ -191,6 +194,35 @@ def format_scores(scores: SegmentationScores, title: str = "") -> str:
 
 
 @torch.no_grad()
+def validation_loader(
+    val_set: SampleSource[SegSample],
+    cfg: Config,
+    info: DistInfo,
+    collate: Callable[[list[SegSample]], SegBatch],
+) -> torch.utils.data.DataLoader[SegSample]:
+    """The one validation loader (fine-tuning's evaluation and ``olivine-train evaluate``): in
+    order, ``data.batch_size`` split over the ranks (at least 1 per rank), sharded without
+    shuffling under ``torchrun``, and workers that leave SIGINT/SIGTERM to the main process like
+    the training loaders' (:func:`~olivine_train.preemption.worker_ignores_stop_signals`).
+    """
+    sampler: torch.utils.data.Sampler[int] | None = None
+    if info.distributed:
+        sampler = torch.utils.data.distributed.DistributedSampler(
+            val_set,  # type: ignore[arg-type]
+            shuffle=False,
+            drop_last=False,
+        )
+    return torch.utils.data.DataLoader(
+        val_set,  # type: ignore[arg-type]
+        batch_size=max(cfg.data.batch_size // info.world_size, 1),
+        sampler=sampler,
+        shuffle=False,
+        collate_fn=collate,
+        num_workers=cfg.data.num_workers,
+        worker_init_fn=worker_ignores_stop_signals,
+    )
+
+
 def evaluate_model(
     model: SegNet,
     loader: Iterable[SegBatch],
