@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import torch
 from olivine_models import UnsafeWeightsError, load_weights_only
 from olivine_models.image.base import load_weights_file
 from olivine_models.vfm import build_sam
+from olivine_train.checkpoint import CheckpointError, load_backbone_state, load_checkpoint
 from olivine_train.cli import main
 
 
@@ -57,9 +59,11 @@ def test_the_library_load_paths_refuse_a_payload(payload: tuple[Path, Path]) -> 
         lambda: load_weights_only(path, "weights"),
         lambda: load_weights_file(path, "image encoder resnet18"),
         lambda: build_sam("tiny", checkpoint=path),
+        lambda: load_checkpoint(path),
+        lambda: load_backbone_state(path),
     ]
     for load in loaders:
-        with pytest.raises(UnsafeWeightsError) as info:
+        with pytest.raises(ValueError) as info:  # UnsafeWeightsError, or CheckpointError
             load()
         msg = str(info.value)
         assert f"{path} holds Python objects" in msg and "will not be loaded" in msg
@@ -124,3 +128,33 @@ def test_demo_with_image_weights_and_image_pretrained_is_a_conflict_at_validatio
     lines = _error(capsys.readouterr().err)
     assert f"- model.image_weights: {str(weights)!r} is set and so is model.image_pretrained" in lines
     assert not (tmp_path / "c").exists()
+
+
+def test_resume_from_a_payload_is_one_line_exit_1(
+    payload: tuple[Path, Path],
+    tiny_world: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    overrides_for: Any,
+) -> None:
+    path, marker = payload
+    args = [*overrides_for(tiny_world, tmp_path, "r"), f"run.resume={path}"]
+    assert main(["pretrain", "demo", *args]) == 1
+    line = _error(capsys.readouterr().err)
+    assert line == (
+        f"olivine-train: error: CheckpointError: checkpoint: {path} holds Python objects"
+        + line.split("holds Python objects", 1)[1]
+    )
+    assert "will not be loaded" in line and not marker.exists()
+    assert not (tmp_path / "r").exists()  # the run never started: no folder left
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, not weights\n"])
+def test_the_load_path_names_why_an_empty_or_text_file_is_not_weights(
+    content: bytes, tmp_path: Path
+) -> None:
+    bad = tmp_path / "backbone.pt"
+    bad.write_bytes(content)
+    why = "is empty (0 bytes)" if not content else "is not a PyTorch weights file: it starts with"
+    with pytest.raises(CheckpointError, match="^" + re.escape(f"pretrained weights file: {bad} {why}")):
+        load_backbone_state(bad)
