@@ -1,6 +1,7 @@
 """What a run says about itself (issue 31, defects 9, 10 and 11), through the real CLI on the tiny
 synthetic world: a batch larger than the split is announced with what it does to the lr scaling;
-a term with no labelled anchor says so instead of "AT CHANCE ... nan".
+a term with no labelled anchor says so instead of "AT CHANCE ... nan"; ``run.progress=false``
+hides progress bars, not the teacher line nor the health summary.
 """
 
 from __future__ import annotations
@@ -48,3 +49,10 @@ def test_no_labelled_anchors_is_said_instead_of_at_chance(
     assert "had no labelled anchor in any of the last" in warning
     assert not [w for w in health["warnings"] if w.startswith("at_chance: sup")]
     assert not any("nan" in w for w in health["warnings"])
+    # run.progress=false (overrides_for sets it) hides progress bars only: the teacher line and
+    # the health summary with its warnings are printed
+    out = capsys.readouterr().out
+    assert "[olivine-train] teacher: " in out and "RANDOM init, no pretrained weights" in out
+    assert "NO LABELLED ANCHORS (chance 0)" in out and "WARNING no_labelled_anchors: sup" in out
+    (sup_line,) = [ln for ln in out.splitlines() if ln.startswith("  sup ")]
+    assert "AT CHANCE" not in sup_line
