@@ -175,6 +175,7 @@ def _cmd_make_labels(args: argparse.Namespace) -> int:
         "root", "version", "split", "scenes", "cameras", "out", "mode", "coarse_root",
         "boxes_json", "boxes_3d", "sam_variant", "sam_checkpoint", "vocabulary", "device",
         "points_per_side", "image_size", "max_side", "vote", "limit", "preset",
+        "allow_outside_root",
     )  # fmt: skip
     if args.sam_checkpoint is not None:  # before any work: a payload, an empty or a text file
         problem = weights_file_problem(args.sam_checkpoint, "--sam-checkpoint")
@@ -187,6 +188,7 @@ def _cmd_make_labels(args: argparse.Namespace) -> int:
         **{k: getattr(args, k) for k in options},
     )
     print(f"[olivine-train] make-labels shard {shard[0]}/{shard[1]}: {summary}")
+    summary.raise_for_failures(shard)  # exit 1 listing the images that could not be labelled
     return 0
 
 
