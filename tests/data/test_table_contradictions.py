@@ -1,5 +1,6 @@
-"""Data that contradicts its tables (issue 31, defects 2, 3 and 12), through the real readers and
-the real CLI on a copy of the tiny synthetic world:
+"""Data that contradicts its tables is refused (issue 31, defects 2, 3 and 12).
+
+Through the real readers and the real CLI on a copy of the tiny synthetic world:
 
 * a camera image (or label PNG) of another size than ``sample_data.json`` records is refused,
   naming the file and both sizes (it used to be paired silently: pairs per batch fell five-fold

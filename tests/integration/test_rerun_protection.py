@@ -82,9 +82,7 @@ def sigterm_run(
 
 
 @pytest.fixture()
-def stopped_run(
-    sigterm_run: tuple[Path, list[str]], tmp_path: Path
-) -> tuple[Path, list[str]]:
+def stopped_run(sigterm_run: tuple[Path, list[str]], tmp_path: Path) -> tuple[Path, list[str]]:
     """A copy of :func:`sigterm_run` in this test's folder (the tests change it)."""
     src, args = sigterm_run
     run = Path(shutil.copytree(src, tmp_path / "p"))

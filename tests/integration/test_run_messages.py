@@ -41,7 +41,11 @@ def test_no_labelled_anchors_is_said_instead_of_at_chance(
         with Image.open(png) as im:
             shape = im.size[::-1]
         Image.fromarray(np.full(shape, unlabelled, np.uint8), mode="L").save(png)
-    args = [*overrides_for(world, tmp_path, "u"), "optim.max_steps=2", "loss.ignore_unlabelled=true"]
+    args = [
+        *overrides_for(world, tmp_path, "u"),
+        "optim.max_steps=2",
+        "loss.ignore_unlabelled=true",
+    ]
     assert main(["pretrain", "demo", *args]) == 0
     health = json.loads((tmp_path / "u" / "health.json").read_text())
     assert health["terms"]["sup"]["no_anchors"] == 1.0

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 
-from olivine_models import UnsafeWeightsError, load_weights_only
+from olivine_models import load_weights_only
 from olivine_models.image.base import load_weights_file
 from olivine_models.vfm import build_sam
 from olivine_train.checkpoint import CheckpointError, load_backbone_state, load_checkpoint
@@ -126,7 +126,9 @@ def test_demo_with_image_weights_and_image_pretrained_is_a_conflict_at_validatio
     args = [*overrides_for(tiny_world, tmp_path, "c"), f"model.image_weights={weights}"]
     assert main(["validate-config", "demo", *args, "model.image_pretrained=true"]) == 2
     lines = _error(capsys.readouterr().err)
-    assert f"- model.image_weights: {str(weights)!r} is set and so is model.image_pretrained" in lines
+    assert (
+        f"- model.image_weights: {str(weights)!r} is set and so is model.image_pretrained" in lines
+    )
     assert not (tmp_path / "c").exists()
 
 
@@ -156,5 +158,7 @@ def test_the_load_path_names_why_an_empty_or_text_file_is_not_weights(
     bad = tmp_path / "backbone.pt"
     bad.write_bytes(content)
     why = "is empty (0 bytes)" if not content else "is not a PyTorch weights file: it starts with"
-    with pytest.raises(CheckpointError, match="^" + re.escape(f"pretrained weights file: {bad} {why}")):
+    with pytest.raises(
+        CheckpointError, match="^" + re.escape(f"pretrained weights file: {bad} {why}")
+    ):
         load_backbone_state(bad)

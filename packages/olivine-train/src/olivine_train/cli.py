@@ -53,8 +53,8 @@ from olivine_train.preemption import Preempted
 # modules, not functions: a command looks its recipe up when it runs (tests replace run_pretrain)
 from olivine_train.recipes import demo, downstream, make_labels, pretrain, probe
 from olivine_train.recipes.common import NonFiniteLossError
-from olivine_train.runfolder import ExistingRunError
 from olivine_train.recipes.term_registry import PluginError, load_term_plugins
+from olivine_train.runfolder import ExistingRunError
 from olivine_train.runlock import RunFolderLockedError
 
 __all__ = ["build_parser", "main"]
