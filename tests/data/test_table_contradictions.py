@@ -196,5 +196,7 @@ def test_an_empty_split_names_the_split_and_the_file(
     msg = f"split 'train': {splits_file} lists no scene for it (an empty list)"
     with pytest.raises(ValueError, match=re.escape(msg)):
         _dataset(world)
-    assert main(["pretrain", "demo", *overrides_for(world, tmp_path, "e")]) == 1
-    assert msg in capsys.readouterr().err
+    for command in ("validate-config", "pretrain"):  # found at validation, before any work
+        assert main([command, "demo", *overrides_for(world, tmp_path, "e")]) == 2
+        assert f"  - data.train_split: {msg}" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()

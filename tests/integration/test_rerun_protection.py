@@ -95,13 +95,15 @@ def test_a_rerun_without_resume_is_refused_and_overwrite_moves_the_old_run_aside
     run, args = stopped_run
     before = {name: _digest(run / name) for name in ("last.pt", "config.yaml", "metrics.jsonl")}
 
-    assert main(["pretrain", "demo", *args, "optim.max_steps=6"]) == 2
-    line = _error_line(capsys.readouterr().err)
-    assert line.startswith(
-        f"olivine-train: error: {run / 'last.pt'}: this run folder holds a checkpoint at step 3;"
-    )
-    for choice in ("run.resume=auto", "another run.name", "run.overwrite=true", "p.old-<time>"):
-        assert choice in line
+    for command in ("validate-config", "pretrain"):  # validate-config says it before any work
+        assert main([command, "demo", *args, "optim.max_steps=6"]) == 2
+        line = _error_line(capsys.readouterr().err)
+        assert line.startswith(
+            f"olivine-train: error: {run / 'last.pt'}: this run folder holds a checkpoint at "
+            "step 3;"
+        )
+        for choice in ("run.resume=auto", "another run.name", "run.overwrite=true", "p.old-<"):
+            assert choice in line
     assert {name: _digest(run / name) for name in before} == before  # nothing changed
 
     assert main(["pretrain", "demo", *args, "optim.max_steps=4", "run.overwrite=true"]) == 0

@@ -54,7 +54,7 @@ from olivine_train.preemption import Preempted
 from olivine_train.recipes import demo, downstream, make_labels, pretrain, probe
 from olivine_train.recipes.common import NonFiniteLossError
 from olivine_train.recipes.term_registry import PluginError, load_term_plugins
-from olivine_train.runfolder import ExistingRunError
+from olivine_train.runfolder import ExistingRunError, existing_run_problem
 from olivine_train.runlock import RunFolderLockedError
 
 __all__ = ["build_parser", "main"]
@@ -103,6 +103,10 @@ def _parse_shard(text: str) -> tuple[int, int]:
 
 def _cmd_validate_config(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides, check_paths=not args.no_check_paths)
+    if cfg.recipe in ("pretrain", "downstream") and not (args.no_check_paths or cfg.run.overwrite):
+        problem = existing_run_problem(cfg.run_dir, resuming=cfg.run.resume is not None)
+        if problem is not None:  # what the run would refuse, before any work
+            raise ExistingRunError(problem)
     print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
     print(f"# {args.config}: OK", file=sys.stderr)
     return 0

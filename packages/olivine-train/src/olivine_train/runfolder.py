@@ -19,7 +19,13 @@ import shutil
 import time
 from pathlib import Path
 
-__all__ = ["ExistingRunError", "check_existing_run", "move_aside", "remove_if_unused"]
+__all__ = [
+    "ExistingRunError",
+    "check_existing_run",
+    "existing_run_problem",
+    "move_aside",
+    "remove_if_unused",
+]
 
 #: what a run folder holds that a run writes (the lock file is its own)
 _RUN_FILES = ("config.yaml", "metrics.jsonl", "tb", ".olivine-run.lock")
@@ -48,12 +54,22 @@ def check_existing_run(run_dir: Path, resuming: bool, overwrite: bool) -> Path |
     Raises:
         ExistingRunError: ``last.pt`` exists, the run does not resume and ``overwrite`` is false.
     """
-    last = run_dir / "last.pt"
-    if resuming or not last.is_file():
+    problem = existing_run_problem(run_dir, resuming)
+    if problem is None:
         return None
     if overwrite:
         return move_aside(run_dir)
-    raise ExistingRunError(
+    raise ExistingRunError(problem)
+
+
+def existing_run_problem(run_dir: Path, resuming: bool) -> str | None:
+    """The refusal of :func:`check_existing_run` without ``run.overwrite`` (None: nothing to
+    protect); ``validate-config`` reports it too.
+    """
+    last = run_dir / "last.pt"
+    if resuming or not last.is_file():
+        return None
+    return (
         f"{last}: this run folder holds a checkpoint at step {_checkpoint_step(last)}; refusing "
         "to start it again from step 0 (that would overwrite last.pt, config.yaml and "
         "metrics.jsonl): continue it with run.resume=auto, start a new run with another "
