@@ -19,7 +19,8 @@ Every failure is one ``olivine-train: error: ...`` line on stderr (no traceback)
 
     0  success
     1  bad input: a data, weights or checkpoint file (missing, corrupt, of another model)
-    2  bad configuration or command line (every problem listed)
+    2  bad configuration or command line (every problem listed); a new run (no run.resume)
+       into a run folder that holds last.pt (continue, rename, or run.overwrite=true)
     3  a loss became NaN/inf (training stopped; the message says which checkpoint survives)
     4  the file system refused a write or read: permission denied, read-only folder, disk full
     5  an unexpected error (a bug: set OLIVINE_TRACEBACK=1 to see the traceback)
