@@ -139,3 +139,17 @@ def test_a_new_run_into_a_folder_without_checkpoint_logs_each_step_once(
     (run / "metrics.jsonl").write_text('{"kind": "train", "step": 1}\n{"kind": "train", "st')
     assert main(["pretrain", "demo", *args]) == 0
     assert _train_steps(run) == [1, 2]
+
+
+def test_a_finished_run_is_not_restarted_by_a_longer_one(
+    tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], overrides_for: Any
+) -> None:
+    args = [*overrides_for(tiny_world, tmp_path, "f"), "run.num_threads=1"]
+    assert main(["pretrain", "demo", *args, "optim.max_steps=2"]) == 0
+    capsys.readouterr()
+    before = _digest(tmp_path / "f" / "last.pt")
+    assert main(["pretrain", "demo", *args, "optim.max_steps=3"]) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert "this run folder holds a checkpoint at step 2;" in line
+    assert _digest(tmp_path / "f" / "last.pt") == before
+    assert _train_steps(tmp_path / "f") == [1, 2]

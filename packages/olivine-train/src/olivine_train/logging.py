@@ -110,6 +110,13 @@ class RunLogger:
             _drop_cut_off_last_line(self.jsonl_path)
             self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
 
+    def has_records(self) -> bool:
+        """Whether ``metrics.jsonl`` holds anything (e.g. from an earlier run in the folder)."""
+        if not self.enabled:
+            return False
+        self._jsonl.flush()
+        return self.jsonl_path.stat().st_size > 0
+
     def resume_at(self, step: int) -> int:
         """Forget what was logged after ``step`` (the step of the checkpoint a run resumes from;
         ``-1``: everything, for a new run in a folder whose earlier run left no checkpoint).

@@ -249,7 +249,7 @@ def open_run(cfg: Config, recipe: str) -> Iterator[tuple[Runtime, RunLogger]]:
                 save_config(cfg, original)
             logger = RunLogger(rt.run_dir, enabled=rt.is_main)
             stack.callback(logger.close)
-            if rt.resume_from is None:
+            if rt.resume_from is None and logger.has_records():
                 logger.resume_at(-1)  # records of an earlier run that left no checkpoint
             yield rt, logger
     except BaseException:
