@@ -245,7 +245,7 @@ class _NuScenesKeyframes:
             sample["data"]["LIDAR_TOP"],
             f"{table_file(self.nusc, 'sample')} record {sample['token']!r} (LIDAR_TOP)",
         )
-        path = record_file(self.nusc, "sample_data", sd, self.allow_outside_root)
+        path = record_file(self.nusc, "sample_data", sd, self.allow_outside_root, self.root)
         return sd, read_nuscenes_points(path)
 
 
@@ -313,7 +313,7 @@ class NuScenesPretrainDataset(_NuScenesKeyframes):
                 sample["data"][cam],
                 f"{table_file(nusc, 'sample')} record {token!r} ({cam})",
             )
-            img_path = record_file(nusc, "sample_data", cam_sd, self.allow_outside_root)
+            img_path = record_file(nusc, "sample_data", cam_sd, self.allow_outside_root, self.root)
             where = f"{table_file(nusc, 'sample_data')} record {cam_sd['token']!r}"
             images.append(read_rgb_image(img_path, recorded_image_size(nusc, cam_sd), where))
             files.append(img_path)
@@ -385,7 +385,7 @@ class NuScenesSegDataset(_NuScenesKeyframes):
         labels = None
         if self.with_labels:
             rec = self.nusc.get("lidarseg", lidar_sd["token"])
-            path = record_file(self.nusc, "lidarseg", rec, self.allow_outside_root)
+            path = record_file(self.nusc, "lidarseg", rec, self.allow_outside_root, self.root)
             labels = read_lidarseg_file(path, points.shape[0])
         out = SegSample(points=points, point_labels=labels, token=token)
         return self.transform(out) if self.transform is not None else out

@@ -215,9 +215,14 @@ def lidar_to_camera_matrix(
 
 
 def record_file(
-    nusc: NuScenes, table: str, record: dict[str, Any], allow_outside_root: bool = False
+    nusc: NuScenes,
+    table: str,
+    record: dict[str, Any],
+    allow_outside_root: bool = False,
+    root: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """The file a ``sample_data`` / ``lidarseg`` record names, inside the dataroot.
+    """The file a ``sample_data`` / ``lidarseg`` record names, inside the dataroot (``root``,
+    default ``nusc.dataroot``).
 
     Raises:
         ValueError: naming the table file, the record and the path, if the ``filename`` is missing
@@ -228,7 +233,8 @@ def record_file(
     name = record.get("filename")
     if not isinstance(name, str) or not name:
         raise ValueError(f"{where} is {name!r}: expected a path relative to the dataroot")
-    return confined_path(nusc.dataroot, name, where, allow_outside_root)
+    base = nusc.dataroot if root is None else root
+    return confined_path(base, name, where, allow_outside_root)
 
 
 def recorded_image_size(nusc: NuScenes, cam_sd: dict[str, Any]) -> tuple[int, int]:
