@@ -132,7 +132,7 @@ def test_demo_with_image_weights_and_image_pretrained_is_a_conflict_at_validatio
     assert not (tmp_path / "c").exists()
 
 
-def test_resume_from_a_payload_is_one_line_exit_1(
+def test_resume_from_a_payload_is_refused_at_validation_exit_2(
     payload: tuple[Path, Path],
     tiny_world: Path,
     tmp_path: Path,
@@ -141,14 +141,27 @@ def test_resume_from_a_payload_is_one_line_exit_1(
 ) -> None:
     path, marker = payload
     args = [*overrides_for(tiny_world, tmp_path, "r"), f"run.resume={path}"]
-    assert main(["pretrain", "demo", *args]) == 1
-    line = _error(capsys.readouterr().err)
-    assert line == (
-        f"olivine-train: error: CheckpointError: checkpoint: {path} holds Python objects"
-        + line.split("holds Python objects", 1)[1]
-    )
-    assert "will not be loaded" in line and not marker.exists()
-    assert not (tmp_path / "r").exists()  # the run never started: no folder left
+    assert main(["pretrain", "demo", *args]) == 2
+    lines = _error(capsys.readouterr().err)
+    assert f"- run.resume: {path} holds Python objects" in lines and "will not be loaded" in lines
+    assert not marker.exists()
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_run_that_fails_before_its_first_step_leaves_no_folder(
+    payload: tuple[Path, Path], tmp_path: Path, tiny_world: Path, overrides_for: Any
+) -> None:
+    """Past validation (the library call), the checkpoint load refuses it; no debris."""
+    from olivine_train.config import load_config
+    from olivine_train.recipes.pretrain import run_pretrain
+
+    path, marker = payload
+    args = [*overrides_for(tiny_world, tmp_path, "r"), f"run.resume={path}"]
+    cfg = load_config("demo", args, check_paths=False)
+    with pytest.raises(CheckpointError, match=re.escape(f"checkpoint: {path} holds Python")):
+        run_pretrain(cfg)
+    assert not marker.exists()
+    assert not (tmp_path / "r").exists()  # no config.yaml, metrics.jsonl, tb/, lock
 
 
 @pytest.mark.parametrize("content", [b"", b"hello, not weights\n"])

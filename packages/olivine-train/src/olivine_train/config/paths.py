@@ -60,8 +60,12 @@ def path_problems(cfg: Config) -> list[str]:
             else:
                 problem = weights_file_problem(ds.pretrained, "downstream.pretrained")
                 p.extend([problem] if problem is not None else [])
-    if r.resume not in (None, "auto") and not Path(str(r.resume)).is_file():
-        p.append(f"run.resume: file {r.resume!r} does not exist")
+    if r.resume not in (None, "auto"):
+        if not Path(str(r.resume)).is_file():
+            p.append(f"run.resume: file {r.resume!r} does not exist")
+        else:  # a payload or a text file, before any work
+            problem = weights_file_problem(str(r.resume), "run.resume")
+            p.extend([problem] if problem is not None else [])
     return p
 
 
