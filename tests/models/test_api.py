@@ -28,6 +28,7 @@ def test_all_snapshot() -> None:
             "SegmentationHead",
             "SparseBEVHead",
             "StateMismatchError",
+            "UnsafeWeightsError",
             "VoxelNet",
             "__version__",
             "create_image_encoder",
@@ -37,6 +38,8 @@ def test_all_snapshot() -> None:
             "list_point_encoders",
             "load_matching_state",
             "load_state",
+            "load_weights_only",
+            "weights_file_problem",
             "sample_bev",
         ]
     )

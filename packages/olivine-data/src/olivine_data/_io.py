@@ -77,14 +77,35 @@ def check_finite_points(points: np.ndarray, what: str) -> None:
         raise ValueError(f"{what}: {bad} of {points.shape[0]} points have NaN/inf values")
 
 
-def read_rgb_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image as ``(H, W, 3)`` uint8 RGB."""
+def read_rgb_image(
+    path: str | os.PathLike[str],
+    expected_size: tuple[int, int] | None = None,
+    recorded_by: str = "",
+) -> np.ndarray:
+    """Read an image as ``(H, W, 3)`` uint8 RGB.
+
+    ``expected_size`` is the ``(width, height)`` a table records for the image (``recorded_by``
+    names that table record): an image of another size is refused before it is decoded, since its
+    calibration (the intrinsic matrix) holds for the recorded size only and pairing it would put
+    every point at a wrong pixel.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file does not decode, or its size is not ``expected_size``.
+    """
     from PIL import Image
 
     p = Path(path)
     _require_file(p, "image")
     try:
         with Image.open(p) as im:
+            if expected_size is not None and tuple(im.size) != tuple(expected_size):
+                (w, h), (ew, eh) = im.size, expected_size
+                raise ValueError(
+                    f"{p}: the image is {w}x{h} pixels (width x height) but "
+                    f"{recorded_by or 'its table'} records {ew}x{eh}: refusing to pair it, the "
+                    "calibration holds for the recorded size (was the image resized or replaced?)"
+                )
             return np.asarray(im.convert("RGB"), dtype=np.uint8)
     except OSError as exc:
         raise ValueError(f"{p}: cannot decode image ({exc})") from exc

@@ -22,6 +22,7 @@ from olivine_models.registry import (
     list_image_encoders,
     list_point_encoders,
 )
+from olivine_models.safe_load import UnsafeWeightsError, load_weights_only, weights_file_problem
 from olivine_models.state import LoadReport, StateMismatchError, load_matching_state, load_state
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "SegmentationHead",
     "SparseBEVHead",
     "StateMismatchError",
+    "UnsafeWeightsError",
     "VoxelNet",
     "__version__",
     "create_image_encoder",
@@ -46,5 +48,7 @@ __all__ = [
     "list_point_encoders",
     "load_matching_state",
     "load_state",
+    "load_weights_only",
+    "weights_file_problem",
     "sample_bev",
 ]

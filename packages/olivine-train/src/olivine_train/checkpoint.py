@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from olivine_data.fsutil import atomic_write, pid_alive
-from olivine_models import StateMismatchError, load_state
+from olivine_models import StateMismatchError, load_state, load_weights_only
 
 __all__ = [
     "BACKBONE_FORMAT",
@@ -231,10 +231,11 @@ def _read(path: Path, what: str, mmap: bool = False) -> object:
     if damage is not None:
         raise CheckpointError(f"{path}: cannot read the {what}: {damage}")
     try:
-        mmap = mmap and zipfile.is_zipfile(path)  # the legacy format cannot be mapped
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot read the {what} ({exc})") from exc
+        # tensors and plain containers only: a pickle payload, an empty or a text file is one
+        # line naming the file (never torch's advice to turn weights_only off)
+        return load_weights_only(path, what, mmap=mmap)
+    except (ValueError, OSError) as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def load_checkpoint(

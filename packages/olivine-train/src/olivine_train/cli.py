@@ -19,7 +19,8 @@ Every failure is one ``olivine-train: error: ...`` line on stderr (no traceback)
 
     0  success
     1  bad input: a data, weights or checkpoint file (missing, corrupt, of another model)
-    2  bad configuration or command line (every problem listed)
+    2  bad configuration or command line (every problem listed); a new run (no run.resume)
+       into a run folder that holds last.pt (continue, rename, or run.overwrite=true)
     3  a loss became NaN/inf (training stopped; the message says which checkpoint survives)
     4  the file system refused a write or read: permission denied, read-only folder, disk full
     5  an unexpected error (a bug: set OLIVINE_TRACEBACK=1 to see the traceback)
@@ -43,7 +44,7 @@ from pathlib import Path
 
 import yaml
 
-from olivine_models import list_image_encoders, list_point_encoders
+from olivine_models import list_image_encoders, list_point_encoders, weights_file_problem
 from olivine_train.cli_parser import build_parser
 from olivine_train.config import ConfigError, config_to_dict, list_configs, load_config
 from olivine_train.export.cli import cmd_export
@@ -54,6 +55,7 @@ from olivine_train.preemption import Preempted
 from olivine_train.recipes import demo, downstream, make_labels, pretrain, probe
 from olivine_train.recipes.common import NonFiniteLossError
 from olivine_train.recipes.term_registry import PluginError, load_term_plugins
+from olivine_train.runfolder import ExistingRunError, existing_run_problem
 from olivine_train.runlock import RunFolderLockedError
 
 __all__ = ["build_parser", "main"]
@@ -102,6 +104,10 @@ def _parse_shard(text: str) -> tuple[int, int]:
 
 def _cmd_validate_config(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides, check_paths=not args.no_check_paths)
+    if cfg.recipe in ("pretrain", "downstream") and not (args.no_check_paths or cfg.run.overwrite):
+        problem = existing_run_problem(cfg.run_dir, resuming=cfg.run.resume is not None)
+        if problem is not None:  # what the run would refuse, before any work
+            raise ExistingRunError(problem)
     print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
     print(f"# {args.config}: OK", file=sys.stderr)
     return 0
@@ -174,7 +180,12 @@ def _cmd_make_labels(args: argparse.Namespace) -> int:
         "root", "version", "split", "scenes", "cameras", "out", "mode", "coarse_root",
         "boxes_json", "boxes_3d", "sam_variant", "sam_checkpoint", "vocabulary", "device",
         "points_per_side", "image_size", "max_side", "vote", "limit", "preset",
+        "allow_outside_root",
     )  # fmt: skip
+    if args.sam_checkpoint is not None:  # before any work: a payload, an empty or a text file
+        problem = weights_file_problem(args.sam_checkpoint, "--sam-checkpoint")
+        if problem is not None:
+            raise ConfigError([problem], "the make-labels arguments")
     summary = make_labels.run_make_labels(
         shard=shard,
         progress=not args.no_progress,
@@ -182,6 +193,7 @@ def _cmd_make_labels(args: argparse.Namespace) -> int:
         **{k: getattr(args, k) for k in options},
     )
     print(f"[olivine-train] make-labels shard {shard[0]}/{shard[1]}: {summary}")
+    summary.raise_for_failures(shard)  # exit 1 listing the images that could not be labelled
     return 0
 
 
@@ -225,6 +237,8 @@ def _failure(exc: BaseException) -> tuple[int, str]:
         return 2, str(exc)
     if isinstance(exc, NonFiniteLossError):
         return 3, str(exc)
+    if isinstance(exc, ExistingRunError):
+        return 2, str(exc)
     if isinstance(exc, RunFolderLockedError):
         return 6, str(exc)
     if isinstance(exc, Preempted):

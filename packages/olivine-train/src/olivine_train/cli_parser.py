@@ -197,6 +197,11 @@ def _add_make_labels_command(sub: _Subparsers) -> None:
         "--no-superpixels", action="store_true", help="refine: do not write SAM superpixels"
     )
     p.add_argument("--vocabulary", default="seem17", help="label vocabulary (default %(default)s)")
+    p.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="read image paths of the tables that resolve outside --root (symlinked layouts)",
+    )
     p.add_argument("--shard", default="0/1", help="i/n: this process's shard (default %(default)s)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--limit", type=int, default=None, help="stop after this many new images")

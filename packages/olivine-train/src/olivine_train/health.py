@@ -15,6 +15,8 @@ and :meth:`HealthMonitor.summary` turns them into a verdict with warnings:
 * ``at_chance``: a term whose mean over the final ``health.window`` of the run's steps is not
   below ``chance * (1 - health.chance_margin)``;
 * ``collapsed``: features whose last effective rank is below ``health.min_effective_rank``;
+* ``no_labelled_anchors``: a term whose chance level was 0 at every step of the window (no
+  anchor had a positive: every pair unlabelled), said instead of ``at_chance``;
 * ``vmf_collinear``: class directions frozen with a mean cosine above ``health.max_mu_cosine``;
 * ``vmf_not_frozen``: the warm-up ended but the freeze guard kept the prior warming up (the
   vMF term never acted).
@@ -144,6 +146,15 @@ class HealthMonitor:
             n = self.keep if self.keep is not None else math.ceil(len(history) * c.window)
             n = max(1, min(n, len(history)))
             tail = history[-n:]
+            if all(t[2] == 0 for t in tail):  # chance 0: no anchor had a positive at any step
+                out.terms[name] = _no_anchors(tail)
+                out.warnings.append(
+                    f"no_labelled_anchors: {name} had no labelled anchor in any of the last {n} "
+                    f"steps (loss {out.terms[name]['loss']:.4f} against a chance level of 0): "
+                    "every pair is unlabelled (e.g. loss.ignore_unlabelled=true on data whose VFM "
+                    "labels are all unlabelled), so this term did nothing; check the label store"
+                )
+                continue
             loss = sum(t[1] for t in tail) / n
             chance = sum(t[2] for t in tail) / n
             rel = (chance - loss) / chance if chance > 0 else 0.0
@@ -184,7 +195,13 @@ class HealthMonitor:
                         frozen["mu_cos_max"]
                     )
                 )
-            if (
+            last_cos = self.vmf_last["mu_cos_mean"] if self.vmf_last is not None else 0.0
+            if self.vmf_last is not None and not math.isfinite(last_cos):
+                out.warnings.append(
+                    "vmf_no_classes: the vMF prior estimated no class direction (no labelled "
+                    "pair reached it), so L_kl never acted"
+                )
+            elif (
                 frozen is None
                 and self.vmf_warmup_end is not None
                 and steps > self.vmf_warmup_end
@@ -199,10 +216,26 @@ class HealthMonitor:
         return out
 
 
+def _no_anchors(tail: list[tuple[int, float, float]]) -> dict[str, float]:
+    """The summary entry of a term that had no anchor over ``tail`` (chance level 0)."""
+    return {
+        "loss": sum(t[1] for t in tail) / len(tail),
+        "chance": 0.0,
+        "margin": 0.0,
+        "relative_margin": 0.0,
+        "left_chance": 0.0,
+        "no_anchors": 1.0,
+        "window_steps": float(len(tail)),
+    }
+
+
 def format_summary(summary: HealthSummary) -> str:
     """Human-readable health summary (printed at the end of a run and by the demo)."""
     lines = [f"training health after {summary.steps} steps:"]
     for name, t in summary.terms.items():
+        if t.get("no_anchors"):
+            lines.append(f"  {name:<12} loss {t['loss']:.4f}  NO LABELLED ANCHORS (chance 0)")
+            continue
         verdict = "below chance" if t["left_chance"] else "AT CHANCE"
         lines.append(
             f"  {name:<12} loss {t['loss']:.4f}  chance {t['chance']:.4f}  "
@@ -213,7 +246,10 @@ def format_summary(summary: HealthSummary) -> str:
         lines.append(f"  effective rank: {ranks}")
     if summary.vmf:
         f = summary.vmf.get("at_freeze")
-        if isinstance(f, dict):
+        last = summary.vmf.get("last")
+        if isinstance(last, dict) and not math.isfinite(last.get("mu_cos_mean", 0.0)):
+            lines.append("  vMF prior: no class direction estimated (no labelled pair)")
+        elif isinstance(f, dict):
             lines.append(
                 f"  vMF froze at step {int(f['step'])}: mu cosine mean {f['mu_cos_mean']:.3f} "
                 f"max {f['mu_cos_max']:.3f}, kappa {f['kappa_min']:.1f}-{f['kappa_max']:.1f}"

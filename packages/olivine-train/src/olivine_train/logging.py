@@ -15,7 +15,10 @@ tenth of the work in a log.
 Resume after a crash or ``kill -9``: opening the logger deletes the orphan temporary files of
 interrupted atomic writes in the run folder, and :meth:`RunLogger.resume_at` (called once the
 checkpoint is loaded) drops the ``metrics.jsonl`` records logged after the checkpoint's step and
-purges those TensorBoard events, so that the steps the resumed run repeats are logged once.
+purges those TensorBoard events, so that the steps the resumed run repeats are logged once. A
+new run in a folder whose earlier run left no checkpoint drops that run's records
+(``resume_at(-1)``), and a last line cut off by a crash is removed when the logger opens, so
+that ``metrics.jsonl`` never holds a step twice nor a line with a record fused onto it.
 """
 
 from __future__ import annotations
@@ -104,10 +107,19 @@ class RunLogger:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.removed_temp_files = remove_orphan_temp_files(self.run_dir)
             self._writer = SummaryWriter(log_dir=str(self.tb_dir), flush_secs=flush_secs)
+            _drop_cut_off_last_line(self.jsonl_path)
             self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
 
+    def has_records(self) -> bool:
+        """Whether ``metrics.jsonl`` holds anything (e.g. from an earlier run in the folder)."""
+        if not self.enabled:
+            return False
+        self._jsonl.flush()
+        return self.jsonl_path.stat().st_size > 0
+
     def resume_at(self, step: int) -> int:
-        """Forget what was logged after ``step`` (the step of the checkpoint a run resumes from).
+        """Forget what was logged after ``step`` (the step of the checkpoint a run resumes from;
+        ``-1``: everything, for a new run in a folder whose earlier run left no checkpoint).
 
         Rewrites ``metrics.jsonl`` in place without the records whose ``step`` is greater
         (those steps are about to be trained and logged again), drops a last line cut off by a
@@ -194,6 +206,34 @@ class RunLogger:
             self._jsonl.close()
             self._writer = None
             self.enabled = False
+
+
+def _drop_cut_off_last_line(path: Path) -> None:
+    """Truncate ``path`` after its last newline: a last line cut off by a crash (``kill -9``
+    mid-write) would otherwise have the next record fused onto it (one undecodable line).
+    """
+    if not path.is_file():
+        return
+    with open(path, "rb+") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return
+        keep, pos, chunk = 0, size, 65536
+        while pos > 0:  # find the last newline, reading backwards
+            start = max(0, pos - chunk)
+            fh.seek(start)
+            block = fh.read(pos - start)
+            i = block.rfind(b"\n")
+            if i >= 0:
+                keep = start + i + 1
+                break
+            pos = start
+        fh.truncate(keep)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def read_jsonl(path: str | Path, kind: str | None = None) -> list[Tree]:

@@ -4,7 +4,8 @@ RELLIS-3D, SemanticPOSS, SemanticSTF, SynLiDAR, DAPS-3D), KITTI camera pairing.
 Heavy backends (nuscenes-devkit, semantic-kitti-api) are imported inside the readers.
 """
 
-from olivine_data.datasets._common import read_scene_splits
+from olivine_data._io import read_rgb_image
+from olivine_data.datasets._common import confined_path, read_named_split, read_scene_splits
 from olivine_data.datasets.kitti import (
     KittiCalib,
     KittiPretrainDataset,
@@ -62,5 +63,8 @@ __all__ = [
     "NuScenesPretrainDataset",
     "NuScenesSegDataset",
     "lidarseg_to_eval16",
+    "confined_path",
+    "read_named_split",
+    "read_rgb_image",
     "read_scene_splits",
 ]

@@ -17,11 +17,14 @@ from olivine_data.types import PretrainSample
 __all__ = [
     "SPLITS_FILENAME",
     "read_scene_splits",
+    "read_named_split",
     "every_nth",
     "check_skip",
     "first_with_pairs",
     "open_label_store",
     "paired_sample",
+    "confined_path",
+    "OUTSIDE_ROOT_HINT",
 ]
 
 SPLITS_FILENAME = "olivine_splits.json"
@@ -49,6 +52,56 @@ def read_scene_splits(root: str | os.PathLike[str]) -> dict[str, list[str]]:
             raise ValueError(f"{p}: split {key!r} must be a list of scene names (strings)")
         out[str(key)] = list(names)
     return out
+
+
+#: What a reader's error says to do when a table names a file outside the dataset root.
+OUTSIDE_ROOT_HINT = (
+    "a dataset table must name files inside its root; if this dataset is laid out with "
+    "symlinks to other folders, allow it with allow_outside_root=True (config: "
+    "data.allow_outside_root=true)"
+)
+
+
+def confined_path(
+    root: str | os.PathLike[str], relative: str, where: str, allow_outside_root: bool = False
+) -> Path:
+    """``root / relative``, refused when it resolves (symlinks followed) outside ``root``.
+
+    ``relative`` is a path read from a dataset table (a nuScenes ``filename``, a split-file line);
+    ``where`` names the table, the record and the field for the error. A table that names
+    ``../../elsewhere/x.jpg``, an absolute path, or a symlink leading out of the dataset is one
+    ``ValueError`` unless ``allow_outside_root`` (a dataset laid out with symlinks on purpose).
+    """
+    path = Path(root) / relative
+    if allow_outside_root:
+        return path
+    base = Path(root).resolve()
+    resolved = path.resolve()
+    if resolved != base and base not in resolved.parents:
+        raise ValueError(
+            f"{where} = {relative!r} resolves to {resolved}, outside the dataset root {base}: "
+            f"refusing to read it ({OUTSIDE_ROOT_HINT})"
+        )
+    return path
+
+
+def read_named_split(root: str | os.PathLike[str], split: str) -> list[str] | None:
+    """The scene (or sequence) names ``<root>/olivine_splits.json`` gives ``split``; None when
+    the file does not exist or has no such key.
+
+    Raises:
+        ValueError: the file gives ``split`` an empty list (naming the split and the file): an
+            empty selection would fail later with no word of where it came from.
+    """
+    if not (Path(root) / SPLITS_FILENAME).is_file():
+        return None
+    names = read_scene_splits(root).get(split)
+    if names == []:
+        raise ValueError(
+            f"split {split!r}: {Path(root) / SPLITS_FILENAME} lists no scene for it (an empty "
+            "list): add its scene names there or choose another split"
+        )
+    return names
 
 
 def check_skip(skip: int) -> int:

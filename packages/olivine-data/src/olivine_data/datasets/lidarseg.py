@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from olivine_data._io import read_label_file, read_point_file
-from olivine_data.datasets._common import check_skip
+from olivine_data.datasets._common import check_skip, confined_path
 from olivine_data.datasets.laserscan import read_kitti_scan
 from olivine_data.types import SegSample
 
@@ -152,6 +152,8 @@ class LidarSegDataset:
         label_dir: label folder (default: the spec's folder for ``split``, else its ``label_dir``).
         with_labels: read labels (False for unlabelled test data).
         transform: optional callable applied to each sample.
+        allow_outside_root: read split-file paths that resolve outside ``root`` (symlinked
+            layouts); by default such a line is an error naming the file, the line and the path.
     """
 
     def __init__(
@@ -164,7 +166,9 @@ class LidarSegDataset:
         label_dir: str | None = None,
         with_labels: bool = True,
         transform: Callable[[SegSample], SegSample] | None = None,
+        allow_outside_root: bool = False,
     ) -> None:
+        self.allow_outside_root = bool(allow_outside_root)
         if sequences is not None and split is not None:
             raise ValueError("give either sequences= or split=, not both")
         if sequences is None and split is None:
@@ -233,7 +237,14 @@ class LidarSegDataset:
                 if len(cols) == 2
                 else scan.parent.parent / self.label_dir / f"{scan.stem}.label"
             )
-            frames.append((seq, self.root / scan, self.root / label))
+            where = f"{path}:{n}"
+            frames.append(
+                (
+                    seq,
+                    confined_path(self.root, str(scan), f"{where} scan", self.allow_outside_root),
+                    confined_path(self.root, str(label), f"{where} label", self.allow_outside_root),
+                )
+            )
         if not frames:
             raise ValueError(f"{path}: the split file lists no scan")
         return frames

@@ -45,6 +45,7 @@ from olivine_data.datasets._common import (
     first_with_pairs,
     open_label_store,
     paired_sample,
+    read_named_split,
     read_scene_splits,
 )
 from olivine_data.datasets.nuscenes_tables import (
@@ -52,6 +53,8 @@ from olivine_data.datasets.nuscenes_tables import (
     get_record,
     lidar_to_camera_matrix,
     load_nuscenes,
+    record_file,
+    recorded_image_size,
     table_file,
 )
 from olivine_data.labels import LabelStore, Vocabulary
@@ -161,6 +164,8 @@ def select_scenes(
     if scenes is not None:
         if isinstance(scenes, str):
             raise TypeError("scenes: expected a list of scene names, got a single string")
+        if not scenes:
+            raise ValueError("scenes: an empty list selects no scene (give scene names or None)")
         missing = sorted(set(scenes) - set(avail))
         if missing:
             raise ValueError(
@@ -170,10 +175,8 @@ def select_scenes(
         wanted = set(scenes)
         chosen = [s for s in avail if s in wanted]
     elif split is not None:
-        names: list[str] | None = None
         custom = Path(root) / SPLITS_FILENAME
-        if custom.is_file():
-            names = read_scene_splits(root).get(split)
+        names = read_named_split(root, split)
         if names is None:
             from nuscenes.utils.splits import create_splits_scenes
 
@@ -213,8 +216,10 @@ class _NuScenesKeyframes:
         split: str | None,
         skip: int,
         nusc: NuScenes | None,
+        allow_outside_root: bool = False,
     ) -> None:
         self.root = Path(root)
+        self.allow_outside_root = bool(allow_outside_root)
         self.version = version
         self.nusc = nusc if nusc is not None else load_nuscenes(root, version)
         table_order = [s["name"] for s in self.nusc.scene]
@@ -240,7 +245,8 @@ class _NuScenesKeyframes:
             sample["data"]["LIDAR_TOP"],
             f"{table_file(self.nusc, 'sample')} record {sample['token']!r} (LIDAR_TOP)",
         )
-        return sd, read_nuscenes_points(self.root / sd["filename"])
+        path = record_file(self.nusc, "sample_data", sd, self.allow_outside_root, self.root)
+        return sd, read_nuscenes_points(path)
 
 
 class NuScenesPretrainDataset(_NuScenesKeyframes):
@@ -257,6 +263,13 @@ class NuScenesPretrainDataset(_NuScenesKeyframes):
         min_depth: depth threshold in metres (reference 1.0).
         transform: optional callable applied to each sample (e.g. ``PretrainAugmentation``).
         nusc: an already-opened ``NuScenes`` to share between datasets.
+        allow_outside_root: read table ``filename``s that resolve outside ``root`` (a dataset
+            laid out with symlinks to other folders); by default such a path is an error naming
+            the table, the record and the path.
+
+    Every camera image must have the ``width`` x ``height`` its ``sample_data`` record gives
+    (the calibration holds for that size), and every label PNG the same size; a mismatch is a
+    ``ValueError`` naming the file and both sizes.
     """
 
     def __init__(
@@ -272,8 +285,9 @@ class NuScenesPretrainDataset(_NuScenesKeyframes):
         min_depth: float = 1.0,
         transform: Callable[[PretrainSample], PretrainSample] | None = None,
         nusc: NuScenes | None = None,
+        allow_outside_root: bool = False,
     ) -> None:
-        super().__init__(root, version, scenes, split, skip, nusc)
+        super().__init__(root, version, scenes, split, skip, nusc, allow_outside_root)
         self.label_store = open_label_store(label_store, vocabulary)
         if not cameras:
             raise ValueError("cameras: expected at least one camera channel")
@@ -299,8 +313,9 @@ class NuScenesPretrainDataset(_NuScenesKeyframes):
                 sample["data"][cam],
                 f"{table_file(nusc, 'sample')} record {token!r} ({cam})",
             )
-            img_path = self.root / cam_sd["filename"]
-            images.append(read_rgb_image(img_path))
+            img_path = record_file(nusc, "sample_data", cam_sd, self.allow_outside_root, self.root)
+            where = f"{table_file(nusc, 'sample_data')} record {cam_sd['token']!r}"
+            images.append(read_rgb_image(img_path, recorded_image_size(nusc, cam_sd), where))
             files.append(img_path)
             k = camera_intrinsic(nusc, cam_sd)
             t = lidar_to_camera_matrix(nusc, lidar_sd, cam_sd)
@@ -352,8 +367,9 @@ class NuScenesSegDataset(_NuScenesKeyframes):
         with_labels: bool = True,
         transform: Callable[[SegSample], SegSample] | None = None,
         nusc: NuScenes | None = None,
+        allow_outside_root: bool = False,
     ) -> None:
-        super().__init__(root, version, scenes, split, skip, nusc)
+        super().__init__(root, version, scenes, split, skip, nusc, allow_outside_root)
         self.with_labels = with_labels
         self.transform = transform
         if with_labels and not hasattr(self.nusc, "lidarseg"):
@@ -369,6 +385,7 @@ class NuScenesSegDataset(_NuScenesKeyframes):
         labels = None
         if self.with_labels:
             rec = self.nusc.get("lidarseg", lidar_sd["token"])
-            labels = read_lidarseg_file(self.root / rec["filename"], points.shape[0])
+            path = record_file(self.nusc, "lidarseg", rec, self.allow_outside_root, self.root)
+            labels = read_lidarseg_file(path, points.shape[0])
         out = SegSample(points=points, point_labels=labels, token=token)
         return self.transform(out) if self.transform is not None else out

@@ -7,6 +7,10 @@ whose ``rotation`` is not a unit quaternion ``[w, x, y, z]``, or (cameras) whose
 ``camera_intrinsic`` is not a finite 3x3 matrix with positive focal lengths and last row
 ``[0, 0, 1]``. Such a fault would otherwise give a bare ``KeyError``/``JSONDecodeError``/
 ``Singular matrix``, or silently empty a camera of its pairs.
+
+Every ``filename`` a record holds must resolve (symlinks followed) inside the dataroot
+(:func:`record_file`), and a camera record's ``width`` / ``height`` are the size its image must
+have (:func:`recorded_image_size`): the intrinsic matrix holds for that size only.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from olivine_data.datasets._common import confined_path
+
 if TYPE_CHECKING:
     from nuscenes import NuScenes
 
@@ -27,6 +33,8 @@ __all__ = [
     "table_file",
     "camera_intrinsic",
     "lidar_to_camera_matrix",
+    "recorded_image_size",
+    "record_file",
 ]
 
 
@@ -204,3 +212,46 @@ def lidar_to_camera_matrix(
     ep_c = _sensor_pose(nusc, cam_sd, "ego_pose")
     cs_c = _sensor_pose(nusc, cam_sd, "calibrated_sensor")
     return np.linalg.inv(cs_c) @ np.linalg.inv(ep_c) @ ep_l @ cs_l
+
+
+def record_file(
+    nusc: NuScenes,
+    table: str,
+    record: dict[str, Any],
+    allow_outside_root: bool = False,
+    root: str | os.PathLike[str] | None = None,
+) -> Path:
+    """The file a ``sample_data`` / ``lidarseg`` record names, inside the dataroot (``root``,
+    default ``nusc.dataroot``).
+
+    Raises:
+        ValueError: naming the table file, the record and the path, if the ``filename`` is missing
+            or resolves outside ``nusc.dataroot`` (``../``, an absolute path, a symlink leading out)
+            and ``allow_outside_root`` is false.
+    """
+    where = f"{table_file(nusc, table)}: record {record.get('token')!r} field 'filename'"
+    name = record.get("filename")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{where} is {name!r}: expected a path relative to the dataroot")
+    base = nusc.dataroot if root is None else root
+    return confined_path(base, name, where, allow_outside_root)
+
+
+def recorded_image_size(nusc: NuScenes, cam_sd: dict[str, Any]) -> tuple[int, int]:
+    """``(width, height)`` a camera ``sample_data`` record gives its image.
+
+    Raises:
+        ValueError: naming the table file and record, if ``width`` / ``height`` are missing or not
+            positive integers.
+    """
+    where = f"{table_file(nusc, 'sample_data')}: record {cam_sd.get('token')!r}"
+    size = []
+    for field in ("width", "height"):
+        value = cam_sd.get(field)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(
+                f"{where} field {field!r} = {value!r}: expected the camera image's {field} in "
+                "pixels (a positive integer)"
+            )
+        size.append(value)
+    return size[0], size[1]

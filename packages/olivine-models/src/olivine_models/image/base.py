@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from olivine_models.safe_load import load_weights_only
+
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "FrozenImageEncoder", "load_weights_file"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -92,9 +94,9 @@ def load_weights_file(path: str | Path, what: str) -> dict[str, torch.Tensor]:
     ``{"teacher": ...}`` (DINO training checkpoints; the teacher is the released model).
     """
     file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"{what}: weights file not found: {file}")
-    obj = torch.load(file, map_location="cpu", weights_only=True)
+    # one line naming the file for a pickle payload, an empty or a text file (never torch's
+    # advice to turn weights_only off)
+    obj = load_weights_only(file, what)
     for key in ("state_dict", "model", "teacher"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]

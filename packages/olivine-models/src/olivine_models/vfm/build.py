@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from olivine_models.safe_load import load_weights_only
 from olivine_models.state import StateMismatchError, load_state
 
 __all__ = [
@@ -246,7 +247,7 @@ def build_sam(
         path = Path(checkpoint)
         if not path.is_file():
             raise FileNotFoundError(f"SAM {variant}: checkpoint file not found: {path}{where}")
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = load_weights_only(path, f"SAM {variant} checkpoint")
         if not isinstance(loaded, dict):
             raise ValueError(f"SAM {variant}: {path} does not contain a state dict")
         state = loaded

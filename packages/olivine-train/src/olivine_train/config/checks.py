@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import zipfile
-from pathlib import Path
 
 from olivine_data.datasets import LIDARSEG_SPECS
 from olivine_models import list_image_encoders, list_point_encoders
 from olivine_models.registry import VOXELNET_NAMES
-from olivine_train.checkpoint import zip_damage
 from olivine_train.config.coerce import build, did_you_mean
 from olivine_train.config.drift import config_field_names
+from olivine_train.config.paths import path_problems
 from olivine_train.config.schema import (
     NUSCENES_CAMERAS,
     Config,
@@ -168,6 +166,13 @@ def _check_model(cfg: Config, p: _Problems) -> None:
             "model.sparse_backend: 'spconv' but spconv is not installed here; use 'auto' or "
             "'torch' (the PyTorch-only backend, same checkpoints)"
         )
+    if cfg.recipe == "pretrain" and m.image_weights is not None and m.image_pretrained is True:
+        p.append(
+            f"model.image_weights: {m.image_weights!r} is set and so is model.image_pretrained="
+            "true (the demo config sets it): the teacher takes one or the other; add "
+            "model.image_pretrained=false to load this file, or model.image_weights=null for the "
+            "installed pretrained weights"
+        )
 
 
 def _check_loss(cfg: Config, p: _Problems) -> None:
@@ -272,55 +277,8 @@ def _check_run(cfg: Config, p: _Problems) -> None:
 
 
 def _check_paths(cfg: Config, p: _Problems) -> None:
-    d, m, ds, r = cfg.data, cfg.model, cfg.downstream, cfg.run
-    if not Path(d.root).is_dir():
-        p.append(f"data.root: folder {str(d.root)!r} does not exist")
-    if d.label_root is not None and not Path(d.label_root).is_dir():
-        p.append(f"data.label_root: folder {d.label_root!r} does not exist")
-    if cfg.recipe == "pretrain" and m.image_weights is not None:
-        if not Path(m.image_weights).is_file():
-            p.append(
-                f"model.image_weights: file {m.image_weights!r} does not exist "
-                "(download the MoCo-v2 checkpoint or set model.image_weights=null)"
-            )
-        else:
-            bad = _torch_file_problem(Path(m.image_weights))
-            if bad is not None:
-                p.append(f"model.image_weights: file {m.image_weights!r} {bad}")
-    if cfg.recipe == "downstream" and ds.pretrained is not None:
-        if not Path(ds.pretrained).is_file():
-            p.append(f"downstream.pretrained: file {ds.pretrained!r} does not exist")
-    if r.resume not in (None, "auto") and not Path(str(r.resume)).is_file():
-        p.append(f"run.resume: file {r.resume!r} does not exist")
-
-
-def _torch_file_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be a ``torch.save`` file, from its first bytes and (for the zip format
-    of torch >= 1.6) its zip directory, without loading it; None if it looks like one.
-    """
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4)
-    except OSError as exc:
-        return f"cannot be read ({exc.strerror or exc})"
-    if not head:
-        return "is empty (0 bytes): expected a PyTorch checkpoint"
-    if head.startswith(b"PK"):
-        try:
-            with zipfile.ZipFile(path) as zf:
-                names = zf.namelist()
-        except (zipfile.BadZipFile, OSError) as exc:
-            return f"is a truncated or corrupt PyTorch (zip) checkpoint ({exc})"
-        if not any(n.endswith("data.pkl") for n in names):
-            return "is a zip archive but not a PyTorch checkpoint (no data.pkl inside)"
-
-        damage = zip_damage(path)
-        if damage is not None:
-            return f"is a damaged PyTorch (zip) checkpoint: {damage}"
-        return None
-    if head[0] == 0x80:  # a pickle (the legacy torch.save format)
-        return None
-    return f"is not a PyTorch checkpoint (starts with bytes {head!r})"
+    """Files and folders the config names (:func:`.paths.path_problems`)."""
+    p.extend(path_problems(cfg))
 
 
 def _check_registries(cfg: Config, p: _Problems) -> None:

@@ -43,6 +43,7 @@ NEUTRAL_FIELDS: frozenset[str] = frozenset(
         "run.checkpoint_every",
         "run.resume",
         "run.allow_changes",
+        "run.overwrite",
         "run.progress",
         "run.num_threads",
     }

@@ -58,6 +58,10 @@ class DataConfig:
     # (ScribbleKITTI: the dense labels/, the reference code reads scribbles/)
     val_label_dir: str | None = None
     label_root: str | None = None  # camseg label store root; None -> data.root
+    # read files a dataset table names (nuScenes filename, split-file lines) that resolve
+    # outside data.root once symlinks are followed: for datasets laid out with symlinks to other
+    # folders. false (default): such a path is an error naming the table, record and path
+    allow_outside_root: bool = False
     vocabulary: Literal["seem17", "gsam14"] = "seem17"
     cameras: list[str] = field(default_factory=lambda: list(NUSCENES_CAMERAS))
     image_size: list[int] = field(default_factory=lambda: [224, 416])
@@ -238,6 +242,9 @@ class RunConfig:
     # fields (optim.lr) or sections (optim) a resume may change; any other change of a field
     # that changes the result is refused (see olivine_train.config.drift)
     allow_changes: list[str] = field(default_factory=list)
+    # a new run (no run.resume) into a folder holding last.pt is refused; true: the old folder
+    # is moved aside to <name>.old-<UTC time> (never deleted) and the run starts in a new one
+    overwrite: bool = False
     progress: bool = True
     deterministic: bool = False
     num_threads: int | None = None  # torch intra-op threads (None = torch default)

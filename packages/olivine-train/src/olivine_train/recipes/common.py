@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from olivine_data.collate import Collator
-from olivine_data.datasets import load_semantickitti_config, read_scene_splits
+from olivine_data.datasets import load_semantickitti_config, read_named_split
 from olivine_data.datasets.semantickitti import semantickitti_split
 from olivine_data.voxel_grid import VoxelGrid
 from olivine_train.config import Config, ConfigChange, OptimConfig
@@ -31,6 +31,7 @@ __all__ = [
     "StepCallback",
     "SamplingPlan",
     "build_collator",
+    "batch_larger_than_split",
     "build_optimizer",
     "build_sampler",
     "build_scheduler",
@@ -192,10 +193,9 @@ def kitti_sequences(cfg: Config, split: str) -> list[str]:
         return list(explicit)
     name = d.train_split if split == "train" else d.val_split
 
-    if (Path(d.root) / "olivine_splits.json").is_file():
-        splits = read_scene_splits(d.root)
-        if name in splits:
-            return list(splits[name])
+    named = read_named_split(d.root, name)
+    if named is not None:
+        return list(named)
     return semantickitti_split(name, load_semantickitti_config())
 
 
@@ -204,6 +204,28 @@ def lr_scale(optim: OptimConfig, batch_size: int) -> float:
     ``batch_size / optim.base_batch_size`` when ``optim.auto_scale_lr`` is on, else 1.
     """
     return batch_size / optim.base_batch_size if optim.auto_scale_lr else 1.0
+
+
+def batch_larger_than_split(cfg: Config, num_samples: int) -> str:
+    """The warning for a ``data.batch_size`` above the training split's size: every batch holds
+    the whole split, so a batch is not the size the config says, and ``optim.auto_scale_lr``
+    scales the lr for scans that are not there.
+    """
+    b = cfg.data.batch_size
+    text = (
+        f"data.batch_size={b} exceeds the {num_samples} sample(s) of the training split: each "
+        f"batch holds {num_samples}"
+    )
+    if cfg.optim.auto_scale_lr:
+        scale = lr_scale(cfg.optim, b)
+        text += (
+            f", yet optim.auto_scale_lr scales the lr for {b} scans (x{scale:g}, "
+            f"optim.base_batch_size={cfg.optim.base_batch_size}), not for the {num_samples} a "
+            f"batch holds; set data.batch_size={num_samples} or optim.auto_scale_lr=false"
+        )
+    else:
+        text += f"; set data.batch_size={num_samples}"
+    return text
 
 
 def build_optimizer(
@@ -340,6 +362,8 @@ def build_sampler(cfg: Config, rt: Runtime, num_samples: int) -> SamplingPlan:
     the run's steps: ``optim.epochs`` epochs, capped by ``optim.max_steps``.
     """
     per_rank = max(cfg.data.batch_size // rt.dist.world_size, 1)
+    if rt.is_main and cfg.data.batch_size > num_samples:
+        print(f"[olivine-train] WARNING: {batch_larger_than_split(cfg, num_samples)}")
     sampler = ResumableSampler(
         num_samples, per_rank, rank=rt.dist.rank, world_size=rt.dist.world_size, seed=cfg.run.seed
     )

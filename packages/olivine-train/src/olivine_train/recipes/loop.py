@@ -55,6 +55,7 @@ from olivine_train.recipes.common import (
     keep_configured_hyperparameters,
     make_runtime,
 )
+from olivine_train.runfolder import check_existing_run, remove_if_unused
 from olivine_train.runlock import RunLock
 
 __all__ = [
@@ -230,23 +231,49 @@ def open_run(cfg: Config, recipe: str) -> Iterator[tuple[Runtime, RunLogger]]:
     """
     if cfg.recipe != recipe:
         raise ValueError(f"recipe: expected {recipe!r}, got {cfg.recipe!r}")
+    created = not cfg.run_dir.exists()
     rt = make_runtime(cfg)
-    with contextlib.ExitStack() as stack:
-        stack.callback(cleanup)
-        if rt.is_main:
-            stack.enter_context(RunLock(rt.run_dir))
-        stack.enter_context(stop_signals())
-        rt.resume_from = _resume_path(cfg)
-        if rt.resume_from is not None:
-            # mmap: the tensors are not read, only the stored config is needed here
-            stored = load_checkpoint(rt.resume_from, expect_kind=recipe, mmap=True)["config"]
-            rt.resume_changes = tuple(check_resume_config(stored, cfg, str(rt.resume_from)))
-        original = rt.run_dir / "config.yaml"
-        if rt.is_main and (rt.resume_from is None or not original.is_file()):
-            save_config(cfg, original)
-        logger = RunLogger(rt.run_dir, enabled=rt.is_main)
-        stack.callback(logger.close)
-        yield rt, logger
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.callback(cleanup)
+            lock = stack.enter_context(RunLock(rt.run_dir)) if rt.is_main else None
+            stack.enter_context(stop_signals())
+            rt.resume_from = _resume_path(cfg)
+            _protect_existing_run(rt, cfg, lock, stack)
+            if rt.resume_from is not None:
+                # mmap: the tensors are not read, only the stored config is needed here
+                stored = load_checkpoint(rt.resume_from, expect_kind=recipe, mmap=True)["config"]
+                rt.resume_changes = tuple(check_resume_config(stored, cfg, str(rt.resume_from)))
+            original = rt.run_dir / "config.yaml"
+            if rt.is_main and (rt.resume_from is None or not original.is_file()):
+                save_config(cfg, original)
+            logger = RunLogger(rt.run_dir, enabled=rt.is_main)
+            stack.callback(logger.close)
+            if rt.resume_from is None and logger.has_records():
+                logger.resume_at(-1)  # records of an earlier run that left no checkpoint
+            yield rt, logger
+    except BaseException:
+        if created and rt.is_main:  # a run that never started leaves no folder behind
+            remove_if_unused(rt.run_dir)
+        raise
+
+
+def _protect_existing_run(
+    rt: Runtime, cfg: Config, lock: RunLock | None, stack: contextlib.ExitStack
+) -> None:
+    """A new run into a folder holding ``last.pt``: refused, or (``run.overwrite``) the old run
+    is moved aside by rank 0, which then locks the new, empty folder (see
+    :mod:`olivine_train.runfolder`).
+    """
+    if not (rt.is_main or not cfg.run.overwrite):
+        return
+    aside = check_existing_run(rt.run_dir, rt.resume_from is not None, cfg.run.overwrite)
+    if aside is None:
+        return
+    stack.enter_context(RunLock(rt.run_dir))
+    if lock is not None:
+        lock.release()  # the old folder's lock, which moved with it
+    print(f"[olivine-train] run.overwrite=true: the previous run was moved aside to {aside}")
 
 
 def resume_if_asked(job: JobBase[BatchT], logger: RunLogger) -> str | None:

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from olivine_data.datasets.nuscenes_tables import load_nuscenes
 from olivine_data.labels import LabelStore, get_vocabulary
@@ -41,6 +40,7 @@ from olivine_data.progress import progress_bar
 from olivine_models import vfm
 from olivine_train.distributed import resolve_device
 from olivine_train.recipes.box_prompts import ProjectedBoxes, read_boxes
+from olivine_train.recipes.label_checks import LabelFailure, MakeLabelsFailed
 from olivine_train.recipes.label_worklist import (
     ImageItem,
     list_camera_images,
@@ -52,7 +52,9 @@ __all__ = [
     "CPU_SETTINGS",
     "GPU_SETTINGS",
     "ImageItem",
+    "LabelFailure",
     "LabelSettings",
+    "MakeLabelsFailed",
     "MakeLabelsSummary",
     "ProjectedBoxes",
     "list_camera_images",
@@ -109,16 +111,26 @@ class MakeLabelsSummary:
 
     total: int  # images in the whole dataset selection
     in_shard: int  # images assigned to this shard
-    already_done: int  # skipped because their PNG existed
+    already_done: int  # skipped because their PNG existed and was sound
     written: int  # labelled now
     seconds: float
     seconds_per_image: float = 0.0  # mean labelling time of the written images (incl. I/O)
+    remade: int = 0  # of the written: their stored PNG was not sound (cut off, wrong size, ...)
+    #: images that could not be labelled (the CLI exits 1 listing them: :class:`MakeLabelsFailed`)
+    failures: tuple[LabelFailure, ...] = ()
+
+    def raise_for_failures(self, shard: tuple[int, int]) -> None:
+        """:class:`MakeLabelsFailed` (exit code 1) listing the failed images, if any."""
+        if self.failures:
+            raise MakeLabelsFailed(shard, self.failures, self.written)
 
     def __str__(self) -> str:
         per = f", {self.seconds_per_image:.2f} s/image" if self.written else ""
+        remade = f" ({self.remade} remade: their PNG was not sound)" if self.remade else ""
+        failed = f", {len(self.failures)} FAILED" if self.failures else ""
         return (
-            f"{self.written} written, {self.already_done} already done, {self.in_shard} in shard, "
-            f"{self.total} total ({self.seconds:.1f} s{per})"
+            f"{self.written} written{remade}, {self.already_done} already done{failed}, "
+            f"{self.in_shard} in shard, {self.total} total ({self.seconds:.1f} s{per})"
         )
 
 
@@ -200,20 +212,31 @@ def label_items(
     labeler: Labeler,
     progress: bool = True,
     limit: int | None = None,
+    failures: list[LabelFailure] | None = None,
+    allow_outside_root: bool = False,
 ) -> tuple[int, float]:
     """Label ``items`` in order and write them atomically.
 
     Superpixels (when the labeler returns them) are written before the label PNG, whose presence
-    marks the image as done. Returns (images written, seconds spent on them).
+    marks the image as done. An image that cannot be read or labelled (``ValueError`` /
+    ``FileNotFoundError`` naming it: truncated, of another size than its record, outside the
+    dataroot, its coarse labels missing) is appended to ``failures`` and the loop goes on with
+    the next image (without ``failures`` the error is raised). Returns (images written, seconds
+    spent on them).
     """
     todo = list(items if limit is None else items[:limit])
     written, busy = 0, 0.0
     bar = progress_bar(todo, enabled=progress, desc="make-labels", unit="img")
     for item in bar:
         t0 = time.perf_counter()
-        with Image.open(root / item.filename) as im:
-            image = np.asarray(im.convert("RGB"))
-        out = labeler(image, item)
+        try:
+            image = item.read(root, allow_outside_root)
+            out = labeler(image, item)
+        except (ValueError, FileNotFoundError) as exc:
+            if failures is None:
+                raise
+            failures.append(LabelFailure(str(root / item.filename), str(exc)))
+            continue
         labels, superpixels = out if isinstance(out, tuple) else (out, None)
         for what, arr in (("labels", labels), ("superpixels", superpixels)):
             if arr is not None and arr.shape != image.shape[:2]:
@@ -269,9 +292,12 @@ def run_make_labels(
     progress: bool = True,
     preset: str | LabelSettings = "cpu",
     labeler: Labeler | None = None,
+    allow_outside_root: bool = False,
     **settings: Any,  # Any: LabelSettings fields, of several types
 ) -> MakeLabelsSummary:
-    """List, shard, skip finished, label, write. ``labeler`` overrides the SAM labeler.
+    """List, shard, skip finished (verifying their PNGs), label, write. ``labeler`` overrides the
+    SAM labeler. Images that cannot be labelled are in the summary's ``failures`` (the others
+    are written); ``summary.raise_for_failures(shard)`` raises :class:`MakeLabelsFailed`.
 
     ``settings``: :class:`LabelSettings` fields overriding the preset (None = the preset's).
     """
@@ -282,7 +308,7 @@ def run_make_labels(
     mine = shard_items(items, *shard)
     store = LabelStore(out, get_vocabulary(vocabulary))
     store.remove_stale_temp_files()  # of shards of this host killed mid-write
-    todo = pending_items(mine, store)
+    todo, remade = pending_items(mine, store)
     if todo and labeler is None:
         labeler = build_labeler(
             mode,
@@ -295,8 +321,11 @@ def run_make_labels(
             boxes_3d=boxes_3d,
             device=device,
         )
+    failures: list[LabelFailure] = []
     written, busy = (
-        label_items(todo, root_p, store, labeler, progress, limit) if labeler else (0, 0.0)
+        label_items(todo, root_p, store, labeler, progress, limit, failures, allow_outside_root)
+        if labeler
+        else (0, 0.0)
     )
     return MakeLabelsSummary(
         total=len(items),
@@ -305,4 +334,6 @@ def run_make_labels(
         written=written,
         seconds=time.perf_counter() - t0,
         seconds_per_image=busy / written if written else 0.0,
+        remade=min(remade, written),
+        failures=tuple(failures),
     )

@@ -365,17 +365,16 @@ def run_pretrain(cfg: Config, callbacks: list[StepCallback] | None = None) -> Pr
             if resumed is not None:
                 print(f"[olivine-train] resumed from {resumed} at step {trainer.counters.step}")
             logger.text(trainer.counters.step, "teacher", describe_teacher(cfg))
-            if cfg.run.progress:
-                notes = trainer.terms.describe()
-                print(f"[olivine-train] {describe_run(cfg, trainer.lr, notes)}")
+            # the teacher line and the health summary are results, not progress: always shown
+            # (run.progress=false hides progress bars only)
+            print(f"[olivine-train] {describe_run(cfg, trainer.lr, trainer.terms.describe())}")
         last = run_loop(trainer, logger, callbacks or [], "pretrain")
         trainer.export_backbone()
         health = trainer.summarize_health()
         if rt.is_main:
             write_summary(health, rt.run_dir / "health.json")
             logger.event(trainer.counters.step, "health", health.to_dict())
-            if cfg.run.progress:
-                print(f"[olivine-train] {format_summary(health)}")
+            print(f"[olivine-train] {format_summary(health)}")
         state = {k: v.detach().cpu().clone() for k, v in trainer.net.state_dict().items()}
         state.update(trainer.terms.export_state())
         return PretrainResult(

@@ -249,6 +249,7 @@ def build_pretrain_dataset(
             label_store=label_root,
             vocabulary=d.vocabulary,
             cameras=tuple(d.cameras),
+            allow_outside_root=d.allow_outside_root,
         )
     if d.dataset == "kitti":
         return datasets.KittiPretrainDataset(

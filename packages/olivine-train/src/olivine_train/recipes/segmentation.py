@@ -18,7 +18,7 @@ from torch import nn
 
 from olivine_data import datasets
 from olivine_data.collate import SegBatch
-from olivine_data.datasets import LIDARSEG_SPECS, read_scene_splits
+from olivine_data.datasets import LIDARSEG_SPECS, read_named_split
 from olivine_data.labels import NUSCENES16
 from olivine_data.progress import progress_bar
 from olivine_data.types import SegSample
@@ -122,10 +122,9 @@ def lidarseg_selection(cfg: Config, split: str) -> tuple[list[str] | None, str |
     if explicit is not None:
         return list(explicit), None
     name = d.train_split if split == "train" else d.val_split
-    if (Path(d.root) / "olivine_splits.json").is_file():
-        splits = read_scene_splits(d.root)
-        if name in splits:
-            return list(splits[name]), None
+    named = read_named_split(d.root, name)
+    if named is not None:
+        return list(named), None
     return None, name
 
 
@@ -141,7 +140,12 @@ def build_seg_dataset(cfg: Config, split: str) -> SegDataset:
     if d.dataset == "nuscenes":
         scenes, named = nuscenes_scenes(cfg, split)
         return datasets.NuScenesSegDataset(
-            d.root, d.version, scenes=scenes, split=named, skip=skip if split == "train" else 1
+            d.root,
+            d.version,
+            scenes=scenes,
+            split=named,
+            skip=skip if split == "train" else 1,
+            allow_outside_root=d.allow_outside_root,
         )
     if d.dataset == "semantickitti":
         return datasets.SemanticKITTISegDataset(
@@ -159,6 +163,7 @@ def build_seg_dataset(cfg: Config, split: str) -> SegDataset:
         sequences=sequences,
         skip=skip,
         label_dir=label_dir or spec.label_dir_for(split),
+        allow_outside_root=d.allow_outside_root,
     )
 
 
