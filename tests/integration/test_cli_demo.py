@@ -58,6 +58,13 @@ def test_demo_prints_table_and_paths(
         assert len(val) == 1 and math.isfinite(val[0]["miou"])
         probe_train = read_jsonl(runs / probe / "metrics.jsonl", kind="train")
         assert probe_train[0]["lr"] == pytest.approx(0.1)  # demo.probe_lr, not batch-scaled
+    # a second demo into the same folder moves the first one's runs aside (nothing is deleted)
+    first = (runs / "pretrain" / "backbone.pt").read_bytes()
+    again = ["demo", "--out", str(tmp_path / "demo"), "--world", str(tiny_world), *shrink]
+    assert main([*again, "optim.max_steps=3", "demo.probe_epochs=2", "run.progress=false"]) == 0
+    moved = sorted(runs.glob("pretrain.old-*"))
+    assert len(moved) == 1 and (moved[0] / "backbone.pt").read_bytes() == first
+    assert (runs / "pretrain" / "backbone.pt").is_file()
 
 
 def test_demo_without_the_weights_package_falls_back_loudly(

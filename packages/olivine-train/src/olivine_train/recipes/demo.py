@@ -134,13 +134,18 @@ def run_demo(
     overrides: list[str] | tuple[str, ...] = (),
     progress: bool = True,
 ) -> DemoResult:
-    """Run the whole demo; returns the results (the CLI prints them)."""
+    """Run the whole demo; returns the results (the CLI prints them).
+
+    A demo is made to be run again: its runs default to ``run.overwrite=true``, so a second demo
+    into the same ``out`` moves the previous runs aside (``<name>.old-<UTC time>``, nothing is
+    deleted) and reuses the world; ``run.overwrite=false`` refuses instead.
+    """
     t0 = time.perf_counter()
     out = Path(out)
     world_dir = Path(world) if world is not None else out / "world"
     base = load_config(
         "demo",
-        [f"data.root={world_dir}", f"run.out_dir={out / 'runs'}", *overrides],
+        [f"data.root={world_dir}", f"run.out_dir={out / 'runs'}", "run.overwrite=true", *overrides],
         check_paths=False,
     )
     if progress:
