@@ -79,6 +79,8 @@ def compare(res: Results, a: str, b: str, which: str, s: Settings, rare: list[st
 
 def _rule(key: str, verdict: str, controls: dict[str, str]) -> str:
     """PROTOCOL_v4's control rules (as v3's): C1 first, then C2 for the label hypothesis H4."""
+    if verdict.startswith("not run"):
+        return verdict
     if not controls.get("ceiling > ppkt", "").startswith("confirmed"):
         return f"inconclusive (insensitive: no dynamic range; alone: {verdict})"
     if key == "olivine_paper > ppkt" and verdict.startswith("refuted"):
@@ -115,7 +117,7 @@ def _family(
         )
 
 
-def _pilot(lines: list[str], dec: dict[str, Any]) -> None:
+def _pilot(lines: list[str], dec: dict[str, Any], work: Path) -> None:
     r = dec["range"]
     lines += ["", "## Pilot", "", "Stage A (S = 576, lr 1.0, pilot worlds 1000–1002):", ""]
     lines.append("| ppkt | ceiling | range | sd diff | MDE (n 8, α 0.0125) | 3×MDE reached |")
@@ -134,9 +136,20 @@ def _pilot(lines: list[str], dec: dict[str, Any]) -> None:
         cells = []
         for x in LR_GRID:
             m, ok = v["grid"].get(f"{x:g}", (None, None))
-            froze = "❄" if v.get("vmf_froze", {}).get(f"{x:g}") and "vmf" in arm + "paper" else ""
+            froze = "❄" if v.get("vmf_froze", {}).get(f"{x:g}") and arm in VMF_ARMS else ""
             cells.append("—" if m is None else f"{m:.2f}{'' if ok else '✗'}{froze}")
         lines.append(f"| {arm} | " + " | ".join(cells) + f" | {v['lr']:g} {v['flag']} |")
+    lines += ["", "The pilot's vMF runs at the freeze (pilot world 1000): freeze step, mean / max "
+              "cosine of the class directions, the 3 most collinear pairs:", ""]  # fmt: skip
+    for r in sorted(load(work, "pilot_lr"), key=lambda r: (r["arm"], r["lr"])):
+        f = ((r.get("health") or {}).get("vmf") or {}).get("at_freeze")
+        if r["arm"] not in VMF_ARMS:
+            continue
+        pairs = ", ".join(f"{a}–{b} {c:.3f}" for a, b, c in
+                          ((r.get("directions") or {}).get("top_pairs") or [])[:3])  # fmt: skip
+        state = (f"step {f['step']:.0f}, {f['mu_cos_mean']:.3f} / {f['mu_cos_max']:.3f}"
+                 if f else "never froze")  # fmt: skip
+        lines.append(f"- `{r['arm']}` lr {r['lr']:g}: {state}; {pairs}")
     rare = dec["rare"]
     lines += [
         "",
@@ -290,7 +303,7 @@ def table(work: Path, out_md: Path) -> str:
     cpus = sorted({json.dumps((r["snapshot"].get("cpu") or {}).get("model", "not recorded"))
                    for r in runs})  # fmt: skip
     lines.append(f"CPU(s) of these runs: {', '.join(json.loads(c) for c in cpus) or '—'}.")
-    _pilot(lines, dec)
+    _pilot(lines, dec, work)
     _arms(lines, res, dec, rare)
     conv = [r["probe"] for r in runs]
     lines += ["", f"Probe convergence: {sum(p['converged'] for p in conv)}/{len(conv)} fits "
