@@ -129,15 +129,27 @@ def test_a_cut_off_last_line_is_dropped_not_fused_on_resume(
     assert _train_steps(run) == [1, 2, 3, 4, 5]
 
 
-def test_a_new_run_into_a_folder_without_checkpoint_logs_each_step_once(
-    tiny_world: Path, tmp_path: Path, overrides_for: Any
+def test_a_log_without_checkpoint_is_never_erased(
+    tiny_world: Path, tmp_path: Path, overrides_for: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A folder whose run left records but no checkpoint (killed before its first save)."""
+    """A folder whose run left records but no checkpoint (killed before its first save): a new
+    run is refused; run.resume=auto keeps the old log beside the new one; each step once.
+    """
     args = [*overrides_for(tiny_world, tmp_path, "q"), "optim.max_steps=2", "run.num_threads=1"]
     run = tmp_path / "q"
     run.mkdir()
-    (run / "metrics.jsonl").write_text('{"kind": "train", "step": 1}\n{"kind": "train", "st')
-    assert main(["pretrain", "demo", *args]) == 0
+    old = '{"kind": "train", "step": 1}\n{"kind": "train", "st'
+    (run / "metrics.jsonl").write_text(old)
+    assert main(["pretrain", "demo", *args]) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert f"{run / 'metrics.jsonl'}: this run folder holds the log of an earlier run" in line
+    assert "run.resume=auto" in line and "run.overwrite=true" in line
+    assert (run / "metrics.jsonl").read_text() == old  # untouched
+
+    assert main(["pretrain", "demo", *args, "run.resume=auto"]) == 0
+    (kept,) = run.glob("metrics.old-*.jsonl")
+    assert kept.read_text() == old  # the earlier log, byte for byte
+    assert f"the earlier log was kept as {kept}" in capsys.readouterr().out
     assert _train_steps(run) == [1, 2]
 
 

@@ -7,6 +7,10 @@
   ``<name>.old-<UTC time>`` (:func:`move_aside`) and starts in a new, empty folder. Nothing is
   ever deleted. (Before, such a run started at step 0, overwrote ``last.pt`` and ``config.yaml``
   and appended its steps to the old ``metrics.jsonl`` a second time.)
+* The same holds for a folder whose ``metrics.jsonl`` holds records but no ``last.pt`` (a run
+  killed before its first checkpoint): a new run is refused the same way; under
+  ``run.resume=auto`` (nothing to resume from) the old log is moved aside to
+  ``metrics.old-<UTC time>.jsonl`` (:func:`move_log_aside`) and the run starts, saying so.
 * A run that fails before it logged anything, into a folder it created itself, removes that
   folder again (:func:`remove_if_unused`): no ``config.yaml``, empty ``metrics.jsonl``, ``tb/``
   and lock file of a run that never started.
@@ -24,6 +28,7 @@ __all__ = [
     "check_existing_run",
     "existing_run_problem",
     "move_aside",
+    "move_log_aside",
     "remove_if_unused",
 ]
 
@@ -45,21 +50,36 @@ def _checkpoint_step(last: Path) -> str:
         return f"unknown ({exc})"
 
 
-def check_existing_run(run_dir: Path, resuming: bool, overwrite: bool) -> Path | None:
-    """Refuse to start a run from step 0 in a folder that holds ``last.pt``.
+def check_existing_run(
+    run_dir: Path, resuming: bool, overwrite: bool, auto: bool = False
+) -> Path | None:
+    """Refuse to start a run from step 0 in a folder that holds ``last.pt`` or a non-empty log.
 
-    Returns None when there is nothing to protect (resuming, or no ``last.pt``), or the folder
-    the old run was moved to when ``overwrite``. Call it holding the folder's lock.
+    Returns None when there is nothing to protect (resuming, or neither), or where the old run
+    (``overwrite``: the folder) or its log (``auto``: ``run.resume=auto`` found no checkpoint)
+    was moved. Call it holding the folder's lock.
 
     Raises:
-        ExistingRunError: ``last.pt`` exists, the run does not resume and ``overwrite`` is false.
+        ExistingRunError: the folder holds a run, the run does not resume, ``overwrite`` is false
+            (and, for a log without checkpoint, ``auto`` is false).
     """
     problem = existing_run_problem(run_dir, resuming)
     if problem is None:
         return None
     if overwrite:
         return move_aside(run_dir)
+    if auto and not (run_dir / "last.pt").is_file():
+        return move_log_aside(run_dir)
     raise ExistingRunError(problem)
+
+
+def _log_records(log: Path) -> int:
+    """Lines of ``metrics.jsonl`` (0 when absent)."""
+    try:
+        with open(log, "rb") as fh:
+            return sum(1 for line in fh if line.strip())
+    except FileNotFoundError:
+        return 0
 
 
 def existing_run_problem(run_dir: Path, resuming: bool) -> str | None:
@@ -67,8 +87,19 @@ def existing_run_problem(run_dir: Path, resuming: bool) -> str | None:
     protect); ``validate-config`` reports it too.
     """
     last = run_dir / "last.pt"
-    if resuming or not last.is_file():
+    if resuming:
         return None
+    if not last.is_file():
+        log = run_dir / "metrics.jsonl"
+        n = _log_records(log)
+        if n == 0:
+            return None
+        return (
+            f"{log}: this run folder holds the log of an earlier run ({n} records, no "
+            "checkpoint); refusing to start a new run over it: start a new run with another "
+            "run.name, set run.resume=auto to keep that log as metrics.old-<time>.jsonl and start "
+            f"afresh, or run.overwrite=true to move the old run aside to {run_dir.name}.old-<time>"
+        )
     return (
         f"{last}: this run folder holds a checkpoint at step {_checkpoint_step(last)}; refusing "
         "to start it again from step 0 (that would overwrite last.pt, config.yaml and "
@@ -90,6 +121,20 @@ def move_aside(run_dir: Path) -> Path:
         n += 1
     run_dir.rename(target)
     run_dir.mkdir()
+    return target
+
+
+def move_log_aside(run_dir: Path) -> Path:
+    """Rename ``metrics.jsonl`` to ``metrics.old-<UTC YYYYmmddTHHMMSSZ>.jsonl`` (``-2``... if
+    taken); returns the new path.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = run_dir / f"metrics.old-{stamp}.jsonl"
+    n = 2
+    while target.exists():
+        target = run_dir / f"metrics.old-{stamp}-{n}.jsonl"
+        n += 1
+    (run_dir / "metrics.jsonl").rename(target)
     return target
 
 

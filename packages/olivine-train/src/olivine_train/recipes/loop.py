@@ -265,10 +265,14 @@ def _protect_existing_run(
     is moved aside by rank 0, which then locks the new, empty folder (see
     :mod:`olivine_train.runfolder`).
     """
-    if not (rt.is_main or not cfg.run.overwrite):
+    auto = cfg.run.resume == "auto"
+    if not rt.is_main and (cfg.run.overwrite or auto):  # rank 0 moves what is moved
         return
-    aside = check_existing_run(rt.run_dir, rt.resume_from is not None, cfg.run.overwrite)
+    aside = check_existing_run(rt.run_dir, rt.resume_from is not None, cfg.run.overwrite, auto)
     if aside is None:
+        return
+    if aside.parent == rt.run_dir:  # run.resume=auto without a checkpoint: only the log moved
+        print(f"[olivine-train] no last.pt to resume from: the earlier log was kept as {aside}")
         return
     stack.enter_context(RunLock(rt.run_dir))
     if lock is not None:
