@@ -12,7 +12,7 @@ import torch
 from olivine_train.checkpoint import save_backbone
 from olivine_train.cli import main
 
-TINY = ["model.point_encoder=minkunet_tiny", "data.augment=false"]
+TINY = ["model.point_encoder=minkunet_tiny"]  # the shipped config as it is (augment on)
 
 
 @pytest.fixture(scope="module")
@@ -93,14 +93,28 @@ def test_unconverged_probe_exits_8_and_says_so(
     assert json.loads(out.read_text())["converged"] is False
 
 
-def test_probe_refuses_a_pretraining_config_and_augmentation(
+def test_probe_refuses_a_pretraining_config(
     tiny_world: Path, tmp_path: Path, down_overrides_for: Any, capsys: Any
 ) -> None:
     assert main(["probe", "demo", f"data.root={tiny_world}", "--trunk", "random"]) == 2
     assert "needs a downstream config" in capsys.readouterr().err
-    args = [*down_overrides_for(tiny_world, tmp_path, "aug"), "data.augment=true"]
-    assert _probe([*args, "--trunk", "random"]) == 2
-    assert "data.augment" in capsys.readouterr().err
+    args = down_overrides_for(tiny_world, tmp_path, "bad")
+    for bad in (["--tol", "0"], ["--l2", "-1"], ["--max-iter", "0"], ["--range-bins", "10", "5"]):
+        assert _probe([*args, "--trunk", "random", *bad]) == 2
+        assert "probe settings:" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # a probe that never started leaves no folder
+
+
+def test_default_record_is_named_after_the_trunk(
+    tiny_world: Path, tmp_path: Path, trunk_dir: Path, down_overrides_for: Any
+) -> None:
+    args = [*down_overrides_for(tiny_world, tmp_path, "named"), *TINY]
+    assert _probe([*args, "--trunk", str(trunk_dir)]) == 0
+    assert _probe([*args, "--trunk", "random"]) == 0
+    names = {p.name for p in (tmp_path / "named").glob("probe-*.json")}
+    assert names == {f"probe-{trunk_dir.name}-backbone.json", "probe-random-seed0.json"}
+    rec = json.loads((tmp_path / "named" / f"probe-{trunk_dir.name}-backbone.json").read_text())
+    assert rec["augmentation"].startswith("none")  # data.augment=true in the config: not used
 
 
 def test_probe_trunk_folder_without_weights(tmp_path: Path, capsys: Any) -> None:

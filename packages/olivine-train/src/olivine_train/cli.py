@@ -147,22 +147,26 @@ def _trunk_override(trunk: str | None) -> list[str]:
         return ["downstream.pretrained=null"]
     path = Path(trunk)
     if path.is_dir():
-        for name in ("backbone.pt", "last.pt"):
-            if (path / name).is_file():
-                return [f"downstream.pretrained={path / name}"]
-        raise FileNotFoundError(f"--trunk {trunk}: a folder without backbone.pt or last.pt")
-    return [f"downstream.pretrained={path}"]
+        found = [path / n for n in ("backbone.pt", "last.pt") if (path / n).is_file()]
+        if not found:
+            raise FileNotFoundError(f"--trunk {trunk}: a folder without backbone.pt or last.pt")
+        path = found[0]
+    quoted = str(path).replace("'", "''")  # a YAML single-quoted string: the path as written
+    return [f"downstream.pretrained='{quoted}'"]
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
-    settings = probe.ProbeSettings(
-        l2=args.l2,
-        tolerance=args.tol,
-        max_iter=args.max_iter,
-        dtype=args.dtype,
-        calibrate_bn=args.calibrate_bn,
-        range_bins=tuple(args.range_bins or ()),
-    )
+    try:
+        settings = probe.ProbeSettings(
+            l2=args.l2,
+            tolerance=args.tol,
+            max_iter=args.max_iter,
+            dtype=args.dtype,
+            calibrate_bn=args.calibrate_bn,
+            range_bins=tuple(args.range_bins or ()),
+        )
+    except ValueError as exc:  # a bad option is a command-line problem (exit 2)
+        raise ConfigError([str(exc)], "olivine-train probe's options") from None
     cfg = load_config(args.config, [*args.overrides, *_trunk_override(args.trunk)])
     res = probe.run_probe(cfg, settings, args.out)
     print(downstream.format_scores(res.scores, "validation (converged linear probe)"))

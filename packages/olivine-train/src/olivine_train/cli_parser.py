@@ -102,8 +102,8 @@ def _add_probe_command(sub: _Subparsers) -> None:
         "trunk (eval mode), standardise the training features, fit an L2 multinomial logistic "
         "regression by L-BFGS until max |gradient| <= --tol, and score the validation points "
         "(class 0 ignored). Writes a JSON record (fit iterations, final gradient, per-class IoU, "
-        "mIoU) to --out (default <run folder>/probe.json). A fit that does not converge writes "
-        "its record and exits 8. For the paper's SGD linear-probing protocol use "
+        "mIoU) to --out (default <run folder>/probe-<trunk>.json). A fit that does not "
+        "converge writes its record and exits 8. For the paper's SGD linear-probing protocol use "
         "'olivine-train finetune linear_probe_nuscenes' instead.",
         "a downstream config (e.g. linear_probe_nuscenes, finetune_semantickitti_1pct) or YAML",
     )
@@ -114,7 +114,9 @@ def _add_probe_command(sub: _Subparsers) -> None:
         "else last.pt), or 'random' (a random trunk, BatchNorm calibrated); default: the "
         "config's downstream.pretrained",
     )
-    p.add_argument("--out", default=None, help="record path (default <run folder>/probe.json)")
+    p.add_argument(
+        "--out", default=None, help="record path (default <run folder>/probe-<trunk>.json)"
+    )
     p.add_argument("--l2", type=float, default=d.l2, help="L2 penalty (default %(default)g)")
     p.add_argument(
         "--tol", type=float, default=d.tolerance, help="max |gradient| (default %(default)g)"

@@ -56,6 +56,7 @@ __all__ = [
     "ProbeResult",
     "ProbeSettings",
     "calibrate_batchnorm",
+    "default_record_path",
     "fit_logistic",
     "run_probe",
     "scores_record",
@@ -284,17 +285,31 @@ class ProbeResult:
 
 
 def _check_config(cfg: Config) -> None:
-    """Every reason ``cfg`` cannot be probed, at once (:class:`ConfigError`)."""
-    problems = []
+    """Every reason ``cfg`` cannot be probed, at once (:class:`ConfigError`). ``data.augment``
+    does not matter: the probe encodes every sweep once as it is (its record says so).
+    """
     if cfg.recipe != "downstream":
-        problems.append(
-            "recipe: the probe needs a downstream config (e.g. linear_probe_nuscenes or a "
-            f"finetune_* config), got recipe {cfg.recipe!r}"
+        raise ConfigError(
+            [
+                "recipe: the probe needs a downstream config (e.g. linear_probe_nuscenes or a "
+                f"finetune_* config), got recipe {cfg.recipe!r}"
+            ],
+            "the probe's config",
         )
-    if cfg.data.augment:
-        problems.append("data.augment: the probe encodes each sweep once; set data.augment=false")
-    if problems:
-        raise ConfigError(problems, "the probe's config")
+
+
+def default_record_path(cfg: Config) -> Path:
+    """``<run folder>/probe-<trunk>.json``: one record per trunk (``random-seed<k>`` for a random
+    trunk; else the trunk file's folder and stem, e.g. ``olivine_nuscenes-backbone``).
+    """
+    pretrained = cfg.downstream.pretrained
+    if pretrained is None:
+        name = f"random-seed{cfg.run.seed}"
+    else:
+        p = Path(pretrained)
+        name = f"{p.parent.name}-{p.stem}" if p.parent.name else p.stem
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return cfg.run_dir / f"probe-{safe}.json"
 
 
 def run_probe(
@@ -307,12 +322,12 @@ def run_probe(
     """Probe the trunk ``cfg.downstream.pretrained`` (``None``: a random trunk) on ``cfg``'s data.
 
     The trunk is built right after the run's seeding (``run.seed``), so a random trunk is the
-    same for the same seed. Writes the record to ``out`` (default ``<run folder>/probe.json``,
+    same for the same seed. Writes the record to ``out`` (default :func:`default_record_path`,
     atomically) and raises :class:`ProbeNotConverged` after writing it when the fit did not
     converge (``strict=False``: returns the result, whose record says ``converged: false``).
     """
     _check_config(cfg)
-    rt = make_runtime(cfg)
+    rt = make_runtime(cfg, create_run_dir=False)  # the record's folder is made when it is written
     try:
         return _probe(cfg, settings, rt, Path(out) if out is not None else None, strict)
     finally:
@@ -368,6 +383,7 @@ def _probe(
             "load_summary": load_summary,
         },
         "settings": asdict(settings),
+        "augmentation": "none (every sweep encoded once as it is; data.augment is not used)",
         "bn_calibration_samples": calibrated,
         "train_samples": len(train),
         "val_samples": len(val),
@@ -383,7 +399,7 @@ def _probe(
         "fit_s": round(fit_s, 2),
         "config": config_to_dict(cfg),
     }
-    path = out if out is not None else rt.run_dir / "probe.json"
+    path = out if out is not None else default_record_path(cfg)
     if rt.is_main:
         atomic_write_text(json.dumps(record, indent=1) + "\n", path)
     if strict and not fit.converged:
