@@ -142,8 +142,8 @@ def environment() -> dict[str, Any]:
 def cpu_identity() -> dict[str, Any]:
     """Which CPU kernels did the arithmetic: the CPU model, its vector extensions and torch's
     dispatch level. Float rounding differs between machines, so a trained run reproduces to the
-    last digit only on the same kind of machine (a v3 run re-run on another CPU moved by up to
-    0.25 mIoU): results compared run by run should record this.
+    last digit only on the same kind of machine (a v3 run re-run on another CPU moved by 0.23
+    mIoU): results compared run by run should record this.
     """
     import torch
 

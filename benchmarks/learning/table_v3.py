@@ -130,9 +130,10 @@ def table(work: Path, out_md: Path) -> str:
             f"({', '.join(k[0] for k, _, _ in repeat)}); largest mIoU difference {worst:.4f} "
             "(pretraining and probe are deterministic on one machine; the probe's objective "
             "is strictly convex). Across machines float rounding compounds: re-run on another "
-            "CPU (AVX-512), `sup_vfm_vmf` seed 0 gave 17.52 against the stored 17.29 and "
-            "`random` seed 0 8.1732 against 8.1733, with the same code (issue 27's re-run; the "
-            "step-1 losses agree to the last bit, step 2 by 1 ulp).",
+            "CPU (AVX-512), `sup_vfm_vmf` seed 0 gives 17.523880 against the stored 17.288969 "
+            "and `random` seed 0 8.173180 against 8.173331 — identically with v3's own commit "
+            "b5cc006, with the runner before issue 27's move (facbe99) and with the moved code: "
+            "the step-1 losses agree to the last bit, step 2 by 1 ulp.",
         ]
     conv = [r["probe"] for a in res.values() for r in a.values()]
     largest = max((p["max_abs_grad"] for p in conv), default=0.0)
