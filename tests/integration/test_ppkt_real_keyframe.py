@@ -10,27 +10,31 @@ from olivine_train.cli import main
 from olivine_train.logging import read_jsonl
 
 
-def test_ppkt_pretrains_on_the_real_keyframe_without_label_files(
-    shared_data: Path, tmp_path: Path
-) -> None:
-    root = shared_data / "nuscenes" / "mmdet3d-demo"
-    assert not (root / "camseg").exists()  # no VFM labels next to the real keyframe
-    args = [
+def _keyframe_args(root: Path, out: Path, name: str, steps: int) -> list[str]:
+    """The real keyframe at test size, with a random resnet18 teacher."""
+    return [
         f"data.root={root}",
         "data.version=v1.0-mini",
         "data.train_split=mini_train",
         "data.image_size=[64, 128]",
         "data.batch_size=1",
         "data.augment=false",
-        "model.point_encoder=minkunet_tiny",
         "model.image_encoder=resnet18_dilated",
         "model.image_weights=null",
-        "optim.max_steps=1",
-        f"run.out_dir={tmp_path}",
-        "run.name=ppkt",
+        f"optim.max_steps={steps}",
+        f"run.out_dir={out}",
+        f"run.name={name}",
         "run.progress=false",
         "run.image_log_every=0",
     ]
+
+
+def test_ppkt_pretrains_on_the_real_keyframe_without_label_files(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    root = shared_data / "nuscenes" / "mmdet3d-demo"
+    assert not (root / "camseg").exists()  # no VFM labels next to the real keyframe
+    args = [*_keyframe_args(root, tmp_path, "ppkt", 1), "model.point_encoder=minkunet_tiny"]
     code = main(["pretrain", "ppkt_nuscenes", *args])
     assert code == 0
     (rec,) = read_jsonl(tmp_path / "ppkt" / "metrics.jsonl", kind="train")
@@ -46,22 +50,10 @@ def test_voxelnet_ppkt_pretrains_on_the_real_keyframe(shared_data: Path, tmp_pat
     """
     root = shared_data / "nuscenes" / "mmdet3d-demo"
     args = [
-        f"data.root={root}",
-        "data.version=v1.0-mini",
-        "data.train_split=mini_train",
-        "data.image_size=[64, 128]",
-        "data.batch_size=1",
-        "data.augment=false",
-        "model.image_encoder=resnet18_dilated",
-        "model.image_weights=null",
+        *_keyframe_args(root, tmp_path, "vx", 2),
         "loss.num_pairs=512",
-        "optim.max_steps=2",
-        f"run.out_dir={tmp_path}",
-        "run.name=vx",
         "run.log_every=1",
         "data.num_workers=0",
-        "run.progress=false",
-        "run.image_log_every=0",
     ]
     assert main(["pretrain", "ppkt_voxelnet_nuscenes", *args]) == 0
     recs = read_jsonl(tmp_path / "vx" / "metrics.jsonl", kind="train")
