@@ -227,5 +227,8 @@ def curves(run_dir: Path) -> dict[str, Any]:
                 out["terms"].setdefault(term, []).append([step, loss, val])
         if "vmf/mu_cos_mean" in rec:
             out["mu_cos_mean"].append([step, rec["vmf/mu_cos_mean"]])
+        if "vmf/mu_cos_max" in rec:  # with the classes of that max where logged (v4 on)
+            pair = [rec.get("vmf/mu_cos_max_a"), rec.get("vmf/mu_cos_max_b")]
+            out.setdefault("mu_cos_max", []).append([step, rec["vmf/mu_cos_max"], *pair])
         out["lr"].append([step, rec.get("lr")])
     return out
