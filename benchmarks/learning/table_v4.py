@@ -107,6 +107,9 @@ def _family(
         if title.startswith("Primary"):
             verdict = _rule(key, verdict, verdicts)
         verdicts[key] = verdict
+        planned = s.secondary_seeds if title.startswith("Secondary") else s.main_seeds
+        if 0 < t.get("n", 0) < planned:  # the protocol reads a comparison on all its seeds
+            verdict = f"interim ({t['n']} of {planned} seeds; not a verdict): {verdict}"
         ci = t.get("ci")
         ci_text = f"[{stats.fmt(ci[0])}, {stats.fmt(ci[1])}]" if ci else "—"
         lines.append(
