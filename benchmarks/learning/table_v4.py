@@ -107,7 +107,8 @@ def _family(
         if title.startswith("Primary"):
             verdict = _rule(key, verdict, verdicts)
         verdicts[key] = verdict
-        planned = s.secondary_seeds if title.startswith("Secondary") else s.main_seeds
+        four = any(x in SECONDARY_ARMS or x.endswith(OWN) for x in (c["a"], c["b"]))
+        planned = s.secondary_seeds if four else s.main_seeds
         if 0 < t.get("n", 0) < planned:  # the protocol reads a comparison on all its seeds
             verdict = f"interim ({t['n']} of {planned} seeds; not a verdict): {verdict}"
         ci = t.get("ci")
